@@ -1,0 +1,14 @@
+"""Pure data: value types, configuration, errors, the event model and projections. No I/O."""
+
+from __future__ import annotations
+
+from routeledger.events._config import *  # noqa: F403
+from routeledger.events._config import __all__ as _config_all
+from routeledger.events._errors import *  # noqa: F403
+from routeledger.events._errors import __all__ as _errors_all
+from routeledger.events._events import *  # noqa: F403
+from routeledger.events._events import __all__ as _events_all
+from routeledger.events._types import *  # noqa: F403
+from routeledger.events._types import __all__ as _types_all
+
+__all__ = sorted([*_config_all, *_errors_all, *_events_all, *_types_all])  # noqa: PLE0605

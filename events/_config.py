@@ -1,0 +1,523 @@
+"""Configuration: provider and runtime settings, loaded from Python objects or TOML.
+
+:func:`validate_config` checks a whole configuration and raises one :class:`ConfigError`
+listing every problem found, so an operator fixes a file in one pass. API keys are held in
+:class:`Secret`, whose repr is ``'***'``; a missing key variable is named by its variable.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+from routeledger.events._errors import ConfigError
+from routeledger.events._types import CAPABILITIES, Usage
+
+__all__ = [
+    "KINDS",
+    "STRATEGIES",
+    "ABTestConfig",
+    "CacheConfig",
+    "CostConfig",
+    "FailoverConfig",
+    "HealthConfig",
+    "LogConfig",
+    "ModelSpec",
+    "PoolConfig",
+    "ProviderConfig",
+    "RuntimeConfig",
+    "Secret",
+    "validate_config",
+]
+
+KINDS = frozenset({"openai", "anthropic"})
+STRATEGIES = frozenset({"round-robin", "least-loaded", "latency", "cost", "weighted"})
+RETRYABLE_ERROR_NAMES = frozenset(
+    {
+        "RateLimited",
+        "ProviderUnavailable",
+        "ProviderConnectError",
+        "ProviderTimeout",
+        "ProtocolError",
+        "QuotaExceeded",
+        "AuthenticationError",
+        "ProviderSaturated",
+    }
+)
+"""Error types that may appear in ``FailoverConfig.retryable_errors``."""
+
+
+class Secret:
+    """A credential: its repr and str are ``***``; :meth:`reveal` gives the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret value; only adapters building a request call this."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise TypeError("a Secret cannot be pickled")
+
+
+class ModelSpec(msgspec.Struct, kw_only=True):
+    """A model a provider serves; prices in currency units per million tokens.
+
+    A model without prices has an unknown cost (``None``), never zero.
+    """
+
+    name: str
+    input_per_mtok: float | None = None
+    output_per_mtok: float | None = None
+    context_window: int | None = None
+    max_output: int | None = None
+    capabilities: frozenset[str] = frozenset({"streaming"})
+
+    @property
+    def priced(self) -> bool:
+        """Return whether both prices are known."""
+        return self.input_per_mtok is not None and self.output_per_mtok is not None
+
+    def cost(self, usage: Usage | None) -> float | None:
+        """Return the cost of ``usage`` on this model, or ``None`` if unknown."""
+        if usage is None or self.input_per_mtok is None or self.output_per_mtok is None:
+            return None
+        return (
+            usage.input_tokens * self.input_per_mtok + usage.output_tokens * self.output_per_mtok
+        ) / 1_000_000
+
+
+class ProviderConfig(msgspec.Struct, kw_only=True):
+    """One provider endpoint.
+
+    ``api_key`` may be given directly (it is wrapped in :class:`Secret`) or read from the
+    environment variable ``api_key_env`` when the runtime starts; with neither, no auth header
+    is sent (local OpenAI-compatible servers). A higher ``priority`` is preferred.
+    """
+
+    name: str
+    kind: str
+    base_url: str
+    models: list[ModelSpec]
+    api_key_env: str | None = None
+    api_key: Secret | None = None
+    priority: int = 0
+    max_concurrency: int = 10
+    weight: float = 1.0
+    timeout_s: float = 60.0
+    connect_timeout_s: float = 5.0
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    anthropic_version: str = "2023-06-01"
+    max_response_bytes: int = 8 * 1024 * 1024
+    max_line_bytes: int = 1024 * 1024
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.api_key, str):
+            self.api_key = Secret(self.api_key)
+
+    def model(self, name: str) -> ModelSpec | None:
+        """Return the spec of model ``name``, or ``None`` if this provider does not serve it."""
+        for spec in self.models:
+            if spec.name == name:
+                return spec
+        return None
+
+    def resolve_api_key(self, environ: Mapping[str, str] | None = None) -> Secret | None:
+        """Return the key to send: the given one, else the named variable's value."""
+        if self.api_key is not None:
+            return self.api_key
+        if self.api_key_env:
+            value = (os.environ if environ is None else environ).get(self.api_key_env)
+            return Secret(value) if value else None
+        return None
+
+
+class FailoverConfig(msgspec.Struct, kw_only=True):
+    """Bounded retries and failover.
+
+    ``max_attempts`` counts every attempt of one request, on any provider.
+    ``max_attempts_per_provider`` bounds retries of the same provider (retryable errors only,
+    with exponential backoff and full jitter). ``retryable_errors`` names the error types that
+    allow another attempt at all. ``retry_budget_ratio`` caps retries at that share of recent
+    requests (plus ``retry_budget_min`` a window) so that failures do not become retry storms.
+    """
+
+    enabled: bool = True
+    max_attempts: int = 3
+    max_attempts_per_provider: int = 1
+    backoff_base_s: float = 0.1
+    backoff_max_s: float = 5.0
+    max_retry_after_s: float = 30.0
+    retryable_errors: list[str] = msgspec.field(
+        default_factory=lambda: sorted(RETRYABLE_ERROR_NAMES)
+    )
+    retry_budget_ratio: float = 0.2
+    retry_budget_min: int = 10
+    retry_budget_window_s: float = 10.0
+    queue_timeout_s: float = 5.0
+    max_queue: int = 1000
+    default_deadline_s: float | None = 120.0
+
+
+class HealthConfig(msgspec.Struct, kw_only=True):
+    """Passive circuit breaking and active probes.
+
+    The circuit opens after ``failure_threshold`` consecutive failures, or when the error rate
+    over the last ``window_size`` calls reaches ``error_rate_threshold`` with at least
+    ``min_calls`` calls, or when the share of calls slower than ``slow_call_ms`` reaches
+    ``slow_call_rate``. It stays open ``cooldown_s``, doubled on each repeated trip up to
+    ``max_cooldown_s``, then lets ``half_open_probes`` requests through. After
+    ``failed_after_trips`` trips without a recovery the provider is reported failed.
+    """
+
+    enabled: bool = True
+    interval_s: float = 60.0
+    probe_timeout_s: float = 5.0
+    cooldown_s: float = 30.0
+    max_cooldown_s: float = 600.0
+    failure_threshold: int = 5
+    error_rate_threshold: float = 0.5
+    window_size: int = 20
+    min_calls: int = 10
+    slow_call_ms: float | None = None
+    slow_call_rate: float = 0.8
+    half_open_probes: int = 1
+    failed_after_trips: int = 3
+    panic_routing: bool = False
+
+
+class CostConfig(msgspec.Struct, kw_only=True):
+    """Cost limits; ``max_cost_per_request`` applies to every request without its own."""
+
+    max_cost_per_request: float | None = None
+    assumed_output_tokens: int = 256
+
+
+class CacheConfig(msgspec.Struct, kw_only=True):
+    """Response cache (off by default) and route cache."""
+
+    enabled: bool = False
+    ttl_s: float = 300.0
+    max_entries: int = 1024
+    route_cache: bool = True
+
+
+class LogConfig(msgspec.Struct, kw_only=True):
+    """Event log options.
+
+    ``include_text`` stores prompt and response text in events (off: no text is stored).
+    The writer commits a batch every ``batch_interval_ms`` or ``batch_max_events`` events;
+    while the store fails, up to ``buffer_max_events`` wait in memory, and beyond that a gap
+    event records how many were dropped.
+    """
+
+    include_text: bool = False
+    batch_max_events: int = 1024
+    batch_interval_ms: float = 5.0
+    buffer_max_events: int = 100_000
+    synchronous: str = "NORMAL"
+
+
+class PoolConfig(msgspec.Struct, kw_only=True):
+    """A named group of providers with its own strategy and optional weights."""
+
+    name: str
+    providers: list[str]
+    strategy: str = "round-robin"
+    weights: dict[str, float] | None = None
+
+
+class ABTestConfig(msgspec.Struct, kw_only=True):
+    """An A/B test between two providers.
+
+    ``split_ratio`` is the probability of variant A. With ``sticky_key`` set, requests with the
+    same value of that metadata key always get the same variant. ``metrics`` may seed each
+    variant's figures (keys ``"A"`` and ``"B"``), which then count in the results.
+    """
+
+    name: str
+    variant_a: str
+    variant_b: str
+    split_ratio: float = 0.5
+    sticky_key: str | None = None
+    metrics: dict[str, dict[str, float]] | None = None
+
+
+class RuntimeConfig(msgspec.Struct, kw_only=True):
+    """Everything a :class:`Runtime` needs."""
+
+    providers: list[ProviderConfig]
+    strategy: str = "round-robin"
+    failover: FailoverConfig = msgspec.field(default_factory=FailoverConfig)
+    health: HealthConfig = msgspec.field(default_factory=HealthConfig)
+    cost: CostConfig = msgspec.field(default_factory=CostConfig)
+    cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+    pools: list[PoolConfig] = msgspec.field(default_factory=list)
+    ab_tests: list[ABTestConfig] = msgspec.field(default_factory=list)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+    seed: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RuntimeConfig:
+        """Build and validate a configuration from plain data (as parsed from TOML)."""
+        try:
+            config = msgspec.convert(dict(data), cls, dec_hook=_dec_hook, strict=True)
+        except msgspec.ValidationError as exc:
+            raise ConfigError([str(exc)]) from None
+        validate_config(config)
+        return config
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> RuntimeConfig:
+        """Load and validate a configuration file (``[[providers]]`` tables and sections)."""
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError([f"cannot read {os.fspath(path)}: {exc.strerror}"]) from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"{os.fspath(path)} is not valid TOML: {exc}"]) from None
+        return cls.from_dict(data)
+
+    def provider(self, name: str) -> ProviderConfig | None:
+        """Return the provider called ``name``, if configured."""
+        for p in self.providers:
+            if p.name == name:
+                return p
+        return None
+
+
+def _dec_hook(typ: type, value: Any) -> Any:
+    if typ is Secret and isinstance(value, str):
+        return Secret(value)
+    raise NotImplementedError(f"cannot convert {type(value).__name__} to {typ.__name__}")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_number(
+    problems: list[str], where: str, value: float | None, *, minimum: float, inclusive: bool = True
+) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        problems.append(f"{where} must be a number, got {value!r}")
+    elif value < minimum or (not inclusive and value == minimum):
+        op = ">=" if inclusive else ">"
+        problems.append(f"{where} must be {op} {minimum}, got {value!r}")
+
+
+def _validate_provider(
+    p: ProviderConfig, i: int, problems: list[str], environ: Mapping[str, str]
+) -> None:
+    where = f"providers[{i}] ({p.name!r})" if isinstance(p.name, str) else f"providers[{i}]"
+    if not isinstance(p.name, str) or not p.name.strip():
+        problems.append(f"{where}: name must be a non-empty string")
+    if p.kind not in KINDS:
+        problems.append(f"{where}: unknown kind {p.kind!r} (expected one of {sorted(KINDS)})")
+    url = urlsplit(p.base_url) if isinstance(p.base_url, str) else None
+    if url is None or url.scheme not in ("http", "https") or not url.hostname:
+        problems.append(f"{where}: base_url {p.base_url!r} is not an http(s) URL")
+    elif url.scheme == "http" and not _is_loopback(url.hostname):
+        problems.append(
+            f"{where}: base_url must use https for non-loopback host {url.hostname!r}"
+        )
+    if not p.models:
+        problems.append(f"{where}: at least one model is required")
+    seen: set[str] = set()
+    for j, m in enumerate(p.models):
+        mw = f"{where}.models[{j}] ({m.name!r})"
+        if m.name in seen:
+            problems.append(f"{mw}: duplicate model name")
+        seen.add(m.name)
+        _check_number(problems, f"{mw}.input_per_mtok", m.input_per_mtok, minimum=0)
+        _check_number(problems, f"{mw}.output_per_mtok", m.output_per_mtok, minimum=0)
+        _check_number(problems, f"{mw}.context_window", m.context_window, minimum=1)
+        _check_number(problems, f"{mw}.max_output", m.max_output, minimum=1)
+        unknown = set(m.capabilities) - CAPABILITIES
+        if unknown:
+            problems.append(
+                f"{mw}: unknown capabilities {sorted(unknown)} (known: {sorted(CAPABILITIES)})"
+            )
+    _check_number(problems, f"{where}.max_concurrency", p.max_concurrency, minimum=1)
+    _check_number(problems, f"{where}.weight", p.weight, minimum=0)
+    _check_number(problems, f"{where}.timeout_s", p.timeout_s, minimum=0, inclusive=False)
+    _check_number(
+        problems, f"{where}.connect_timeout_s", p.connect_timeout_s, minimum=0, inclusive=False
+    )
+    _check_number(problems, f"{where}.max_response_bytes", p.max_response_bytes, minimum=1024)
+    _check_number(problems, f"{where}.max_line_bytes", p.max_line_bytes, minimum=1024)
+    if p.api_key is None and p.api_key_env is not None:
+        if not environ.get(p.api_key_env):
+            problems.append(
+                f"{where}: environment variable {p.api_key_env} (api_key_env) is not set"
+            )
+    for h in p.headers:
+        if h.lower() in ("authorization", "x-api-key"):
+            problems.append(f"{where}.headers: put credentials in api_key or api_key_env")
+
+
+def validate_config(
+    config: RuntimeConfig, *, environ: Mapping[str, str] | None = None
+) -> None:
+    """Check ``config`` as a whole; raise one :class:`ConfigError` listing every problem."""
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+    if not config.providers:
+        problems.append("at least one provider is required")
+    names: set[str] = set()
+    for i, p in enumerate(config.providers):
+        if p.name in names:
+            problems.append(f"providers[{i}]: duplicate provider name {p.name!r}")
+        names.add(p.name)
+        _validate_provider(p, i, problems, env)
+    if config.strategy not in STRATEGIES:
+        problems.append(
+            f"strategy {config.strategy!r} is unknown (expected one of {sorted(STRATEGIES)})"
+        )
+
+    f = config.failover
+    _check_number(problems, "failover.max_attempts", f.max_attempts, minimum=1)
+    _check_number(
+        problems, "failover.max_attempts_per_provider", f.max_attempts_per_provider, minimum=1
+    )
+    if f.max_attempts_per_provider > f.max_attempts:
+        problems.append("failover.max_attempts_per_provider must not exceed max_attempts")
+    _check_number(problems, "failover.backoff_base_s", f.backoff_base_s, minimum=0)
+    _check_number(problems, "failover.backoff_max_s", f.backoff_max_s, minimum=0)
+    if f.backoff_max_s < f.backoff_base_s:
+        problems.append("failover.backoff_max_s must be >= backoff_base_s")
+    _check_number(problems, "failover.max_retry_after_s", f.max_retry_after_s, minimum=0)
+    _check_number(problems, "failover.retry_budget_ratio", f.retry_budget_ratio, minimum=0)
+    _check_number(problems, "failover.retry_budget_min", f.retry_budget_min, minimum=0)
+    _check_number(
+        problems, "failover.retry_budget_window_s", f.retry_budget_window_s, minimum=0,
+        inclusive=False,
+    )
+    _check_number(problems, "failover.queue_timeout_s", f.queue_timeout_s, minimum=0)
+    _check_number(problems, "failover.max_queue", f.max_queue, minimum=0)
+    _check_number(
+        problems, "failover.default_deadline_s", f.default_deadline_s, minimum=0, inclusive=False
+    )
+    unknown_errors = set(f.retryable_errors) - RETRYABLE_ERROR_NAMES
+    if unknown_errors:
+        problems.append(
+            f"failover.retryable_errors has unknown or never-retryable names "
+            f"{sorted(unknown_errors)} (allowed: {sorted(RETRYABLE_ERROR_NAMES)})"
+        )
+
+    h = config.health
+    _check_number(problems, "health.interval_s", h.interval_s, minimum=0, inclusive=False)
+    _check_number(problems, "health.probe_timeout_s", h.probe_timeout_s, minimum=0, inclusive=False)
+    _check_number(problems, "health.cooldown_s", h.cooldown_s, minimum=0, inclusive=False)
+    _check_number(problems, "health.max_cooldown_s", h.max_cooldown_s, minimum=0, inclusive=False)
+    if h.max_cooldown_s < h.cooldown_s:
+        problems.append("health.max_cooldown_s must be >= cooldown_s")
+    _check_number(problems, "health.failure_threshold", h.failure_threshold, minimum=1)
+    if not 0 < h.error_rate_threshold <= 1:
+        problems.append(
+            f"health.error_rate_threshold must be in (0, 1], got {h.error_rate_threshold!r}"
+        )
+    _check_number(problems, "health.window_size", h.window_size, minimum=1)
+    _check_number(problems, "health.min_calls", h.min_calls, minimum=1)
+    if h.min_calls > h.window_size:
+        problems.append("health.min_calls must not exceed window_size")
+    _check_number(problems, "health.slow_call_ms", h.slow_call_ms, minimum=0, inclusive=False)
+    if not 0 < h.slow_call_rate <= 1:
+        problems.append(f"health.slow_call_rate must be in (0, 1], got {h.slow_call_rate!r}")
+    _check_number(problems, "health.half_open_probes", h.half_open_probes, minimum=1)
+    _check_number(problems, "health.failed_after_trips", h.failed_after_trips, minimum=1)
+
+    _check_number(
+        problems, "cost.max_cost_per_request", config.cost.max_cost_per_request, minimum=0
+    )
+    _check_number(
+        problems, "cost.assumed_output_tokens", config.cost.assumed_output_tokens, minimum=1
+    )
+    _check_number(problems, "cache.ttl_s", config.cache.ttl_s, minimum=0, inclusive=False)
+    _check_number(problems, "cache.max_entries", config.cache.max_entries, minimum=1)
+    lg = config.log
+    _check_number(problems, "log.batch_max_events", lg.batch_max_events, minimum=1)
+    _check_number(problems, "log.batch_interval_ms", lg.batch_interval_ms, minimum=0)
+    _check_number(problems, "log.buffer_max_events", lg.buffer_max_events, minimum=1)
+    if lg.synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        problems.append(f"log.synchronous {lg.synchronous!r} must be OFF, NORMAL, FULL or EXTRA")
+
+    pool_names: set[str] = set()
+    for pool in config.pools:
+        problems.extend(check_pool(pool, names, taken=pool_names))
+        pool_names.add(pool.name)
+    test_names: set[str] = set()
+    for test in config.ab_tests:
+        problems.extend(check_ab_test(test, names, taken=test_names))
+        test_names.add(test.name)
+    if problems:
+        raise ConfigError(problems)
+
+
+def check_pool(pool: PoolConfig, providers: set[str], *, taken: set[str]) -> list[str]:
+    """Return the problems of one pool definition."""
+    problems = []
+    where = f"pool {pool.name!r}"
+    if pool.name in taken:
+        problems.append(f"{where}: duplicate pool name")
+    if not pool.providers:
+        problems.append(f"{where}: at least one provider is required")
+    for p in pool.providers:
+        if p not in providers:
+            problems.append(f"{where}: unknown provider {p!r}")
+    if pool.strategy not in STRATEGIES:
+        problems.append(f"{where}: unknown strategy {pool.strategy!r}")
+    for p, w in (pool.weights or {}).items():
+        if p not in pool.providers:
+            problems.append(f"{where}: weight given for {p!r}, which is not in the pool")
+        _check_number(problems, f"{where}.weights[{p!r}]", w, minimum=0)
+    if pool.weights and not any(w > 0 for w in pool.weights.values()):
+        problems.append(f"{where}: at least one weight must be positive")
+    return problems
+
+
+def check_ab_test(test: ABTestConfig, providers: set[str], *, taken: set[str]) -> list[str]:
+    """Return the problems of one A/B test definition."""
+    problems = []
+    where = f"A/B test {test.name!r}"
+    if test.name in taken:
+        problems.append(f"{where}: duplicate test name")
+    for label, p in (("variant_a", test.variant_a), ("variant_b", test.variant_b)):
+        if p not in providers:
+            problems.append(f"{where}: {label} names unknown provider {p!r}")
+    if not 0 <= test.split_ratio <= 1:
+        problems.append(f"{where}: split_ratio must be in [0, 1], got {test.split_ratio!r}")
+    for key in test.metrics or {}:
+        if key not in ("A", "B"):
+            problems.append(f"{where}: metrics keys must be 'A' or 'B', got {key!r}")
+    return problems

@@ -1,0 +1,319 @@
+"""Value types: requests, responses, routing results and the figures projections report.
+
+All are msgspec Structs: cheap to build, immutable where they travel between actors, and
+encodable without adapters. Options are keyword-only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+import msgspec
+
+__all__ = [
+    "CAPABILITIES",
+    "ABAssignment",
+    "ABVariantResult",
+    "ContentPart",
+    "CostEstimate",
+    "HealthCheckResult",
+    "ImagePart",
+    "Message",
+    "ProviderHealth",
+    "ProviderMetrics",
+    "Request",
+    "Requirements",
+    "Response",
+    "RouteResult",
+    "StreamChunk",
+    "TextPart",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "Usage",
+    "UsageReport",
+    "new_request_id",
+]
+
+CAPABILITIES = frozenset({"streaming", "tools", "vision", "audio", "json"})
+"""Capabilities a model may declare and a request may require."""
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+def new_request_id() -> str:
+    """Return a fresh, unique request id."""
+    return uuid.uuid4().hex
+
+
+class TextPart(msgspec.Struct, frozen=True, tag="text", tag_field="type"):
+    """A piece of text inside a message."""
+
+    text: str
+
+
+class ImagePart(msgspec.Struct, frozen=True, tag="image", tag_field="type", kw_only=True):
+    """An image inside a message: a URL, or base64 ``data`` with its ``media_type``."""
+
+    url: str | None = None
+    data: str | None = None
+    media_type: str | None = None
+
+
+ContentPart = TextPart | ImagePart
+
+
+class ToolCall(msgspec.Struct, frozen=True, kw_only=True):
+    """A function call the model asked for; ``arguments`` is the JSON text it produced."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
+class ToolCallDelta(msgspec.Struct, frozen=True, kw_only=True):
+    """A fragment of a tool call in a stream; fragments with one ``index`` join up."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+class Tool(msgspec.Struct, frozen=True, kw_only=True):
+    """A function the model may call; ``parameters`` is its JSON Schema."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, object] = msgspec.field(default_factory=dict)
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """One chat message."""
+
+    role: Role
+    content: str | list[ContentPart] = ""
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """Return the message's text, joining text parts."""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+    def has_image(self) -> bool:
+        """Return whether the message carries an image."""
+        return not isinstance(self.content, str) and any(
+            isinstance(p, ImagePart) for p in self.content
+        )
+
+
+class Request(msgspec.Struct, frozen=True, kw_only=True):
+    """A chat completion request, independent of any provider's wire format.
+
+    ``deadline`` is the total time in seconds the request may take, all attempts included,
+    counted from when routeledger receives it. ``request_id`` is generated when not given.
+    """
+
+    model: str
+    messages: list[Message]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: str | dict[str, object] | None = None
+    stream: bool = False
+    metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    request_id: str = msgspec.field(default_factory=new_request_id)
+    deadline: float | None = None
+
+    def needed_capabilities(self) -> frozenset[str]:
+        """Return the capabilities a model must have to serve this request."""
+        caps = set()
+        if self.stream:
+            caps.add("streaming")
+        if self.tools:
+            caps.add("tools")
+        if any(m.has_image() for m in self.messages):
+            caps.add("vision")
+        return frozenset(caps)
+
+    def estimated_input_tokens(self) -> int:
+        """Estimate the prompt's tokens (about four characters a token, rounded up)."""
+        chars = sum(len(m.text()) + 4 for m in self.messages)
+        if self.tools:
+            chars += sum(len(t.name) + len(t.description) + 64 for t in self.tools)
+        return max(1, (chars + 3) // 4)
+
+
+class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    """Tokens an answer consumed."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Return input plus output tokens."""
+        return self.input_tokens + self.output_tokens
+
+
+class Response(msgspec.Struct, frozen=True, kw_only=True):
+    """A completed answer. ``cost`` is ``None`` when the model has no price."""
+
+    content: str
+    provider: str
+    model: str
+    request_id: str
+    usage: Usage | None = None
+    cost: float | None = None
+    finish_reason: str | None = None
+    tool_calls: list[ToolCall] = msgspec.field(default_factory=list)
+    latency_ms: float = 0.0
+    attempts: int = 1
+    cached: bool = False
+
+
+class StreamChunk(msgspec.Struct, frozen=True, kw_only=True):
+    """One increment of a streamed answer.
+
+    The last chunk of a stream has ``finish_reason`` set and, when the provider reported it,
+    ``usage``; ``cost`` is filled in by the runtime on that chunk.
+    """
+
+    delta: str = ""
+    tool_calls: list[ToolCallDelta] | None = None
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    cost: float | None = None
+    provider: str | None = None
+    model: str | None = None
+
+
+class CostEstimate(msgspec.Struct, frozen=True, kw_only=True):
+    """The estimated cost of a request on one provider; ``cost`` is ``None`` when unpriced."""
+
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost: float | None
+
+
+class Requirements(msgspec.Struct, frozen=True, kw_only=True):
+    """Constraints and preferences for routing one request."""
+
+    model: str | None = None
+    max_cost: float | None = None
+    max_latency_ms: float | None = None
+    require_capabilities: frozenset[str] = frozenset()
+    preferred_providers: list[str] = msgspec.field(default_factory=list)
+    exclude_providers: list[str] = msgspec.field(default_factory=list)
+    pool: str | None = None
+
+
+class RouteResult(msgspec.Struct, frozen=True, kw_only=True):
+    """A routing decision: the chosen provider, why, how sure, and the ranked alternatives."""
+
+    provider: str
+    model: str
+    reason: str
+    confidence: float
+    alternatives: list[str] = msgspec.field(default_factory=list)
+    scores: dict[str, float] = msgspec.field(default_factory=dict)
+    excluded: dict[str, str] = msgspec.field(default_factory=dict)
+    strategy: str = ""
+    request_id: str = ""
+
+
+class ProviderHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """A provider's health as the health actor sees it.
+
+    ``state`` is ``closed`` (healthy), ``open`` (cooling down), ``half_open`` (probing) or
+    ``disabled`` (restarts exhausted or failed permanently).
+    """
+
+    provider: str
+    healthy: bool
+    state: str
+    consecutive_failures: int = 0
+    error_rate: float = 0.0
+    calls_in_window: int = 0
+    trips: int = 0
+    open_until: float | None = None
+    last_error: str | None = None
+
+
+class HealthCheckResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of one active probe."""
+
+    provider: str
+    healthy: bool
+    latency_ms: float
+    error: str | None = None
+
+
+class ABAssignment(msgspec.Struct, frozen=True, kw_only=True):
+    """Which variant of an A/B test a request goes to, and with what probability."""
+
+    test: str
+    variant: Literal["A", "B"]
+    provider: str
+    probability: float
+    request_id: str | None = None
+
+
+class ProviderMetrics(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-provider figures folded from attempt events."""
+
+    provider: str
+    requests: int = 0
+    successes: int = 0
+    failures: int = 0
+    error_rate: float = 0.0
+    latency_mean_ms: float = 0.0
+    latency_p50_ms: float = 0.0
+    latency_p95_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    unpriced_requests: int = 0
+    last_used: float | None = None
+
+
+class UsageReport(msgspec.Struct, frozen=True, kw_only=True):
+    """Usage over one period (``hour``, ``day``, ``week``, ``month`` or ``all``).
+
+    ``start`` is the period's start in Unix seconds (UTC); ``None`` for ``all``.
+    """
+
+    period: str
+    start: float | None = None
+    requests: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    by_model: dict[str, Usage] = msgspec.field(default_factory=dict)
+
+    @property
+    def total_tokens(self) -> int:
+        """Return input plus output tokens."""
+        return self.input_tokens + self.output_tokens
+
+
+class ABVariantResult(msgspec.Struct, frozen=True, kw_only=True):
+    """Outcomes of one variant of an A/B test."""
+
+    variant: str
+    provider: str
+    requests: int = 0
+    errors: int = 0
+    mean_latency_ms: float = 0.0
+    mean_cost: float = 0.0
+    error_rate: float = 0.0

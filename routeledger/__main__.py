@@ -1,0 +1,9 @@
+"""Allow ``python -m routeledger``."""
+
+from __future__ import annotations
+
+import sys
+
+from routeledger.cli import main
+
+sys.exit(main())

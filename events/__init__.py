@@ -11,4 +11,4 @@ from routeledger.events._events import __all__ as _events_all
 from routeledger.events._types import *  # noqa: F403
 from routeledger.events._types import __all__ as _types_all
 
-__all__ = sorted([*_config_all, *_errors_all, *_events_all, *_types_all])  # noqa: PLE0605
+__all__ = sorted([*_config_all, *_errors_all, *_events_all, *_types_all])

@@ -135,8 +135,9 @@ class ProviderConfig(msgspec.Struct, kw_only=True):
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.api_key, str):
-            self.api_key = Secret(self.api_key)
+        key: object = self.api_key
+        if isinstance(key, str):
+            self.api_key = Secret(key)
 
     def model(self, name: str) -> ModelSpec | None:
         """Return the spec of model ``name``, or ``None`` if this provider does not serve it."""
@@ -348,9 +349,7 @@ def _validate_provider(
     if url is None or url.scheme not in ("http", "https") or not url.hostname:
         problems.append(f"{where}: base_url {p.base_url!r} is not an http(s) URL")
     elif url.scheme == "http" and not _is_loopback(url.hostname):
-        problems.append(
-            f"{where}: base_url must use https for non-loopback host {url.hostname!r}"
-        )
+        problems.append(f"{where}: base_url must use https for non-loopback host {url.hostname!r}")
     if not p.models:
         problems.append(f"{where}: at least one model is required")
     seen: set[str] = set()
@@ -376,19 +375,14 @@ def _validate_provider(
     )
     _check_number(problems, f"{where}.max_response_bytes", p.max_response_bytes, minimum=1024)
     _check_number(problems, f"{where}.max_line_bytes", p.max_line_bytes, minimum=1024)
-    if p.api_key is None and p.api_key_env is not None:
-        if not environ.get(p.api_key_env):
-            problems.append(
-                f"{where}: environment variable {p.api_key_env} (api_key_env) is not set"
-            )
+    if p.api_key is None and p.api_key_env is not None and not environ.get(p.api_key_env):
+        problems.append(f"{where}: environment variable {p.api_key_env} (api_key_env) is not set")
     for h in p.headers:
         if h.lower() in ("authorization", "x-api-key"):
             problems.append(f"{where}.headers: put credentials in api_key or api_key_env")
 
 
-def validate_config(
-    config: RuntimeConfig, *, environ: Mapping[str, str] | None = None
-) -> None:
+def validate_config(config: RuntimeConfig, *, environ: Mapping[str, str] | None = None) -> None:
     """Check ``config`` as a whole; raise one :class:`ConfigError` listing every problem."""
     env = os.environ if environ is None else environ
     problems: list[str] = []
@@ -420,7 +414,10 @@ def validate_config(
     _check_number(problems, "failover.retry_budget_ratio", f.retry_budget_ratio, minimum=0)
     _check_number(problems, "failover.retry_budget_min", f.retry_budget_min, minimum=0)
     _check_number(
-        problems, "failover.retry_budget_window_s", f.retry_budget_window_s, minimum=0,
+        problems,
+        "failover.retry_budget_window_s",
+        f.retry_budget_window_s,
+        minimum=0,
         inclusive=False,
     )
     _check_number(problems, "failover.queue_timeout_s", f.queue_timeout_s, minimum=0)

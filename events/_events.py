@@ -381,8 +381,7 @@ AnyEvent = (
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.__struct_config__.tag: cls  # type: ignore[misc]
-    for cls in AnyEvent.__args__  # type: ignore[attr-defined]
+    str(cls.__struct_config__.tag): cls for cls in AnyEvent.__args__
 }
 """Every known wire tag and its class."""
 
@@ -413,7 +412,8 @@ def decode_event(data: bytes | str, *, position: int | None = None) -> AnyEvent:
         StoreCorrupted: the data is not a valid event.
     """
     try:
-        return _decoder.decode(data)
+        event: AnyEvent = _decoder.decode(data)
+        return event
     except msgspec.ValidationError as exc:
         try:
             raw = _tag_decoder.decode(data)
@@ -423,9 +423,12 @@ def decode_event(data: bytes | str, *, position: int | None = None) -> AnyEvent:
             ) from exc
         tag = raw.get("type")
         if isinstance(tag, str) and tag in UPCASTERS:
-            return msgspec.convert(UPCASTERS[tag](raw), AnyEvent)  # type: ignore[arg-type]
+            upcast: AnyEvent = msgspec.convert(UPCASTERS[tag](raw), AnyEvent)
+            return upcast
         if isinstance(tag, str) and tag not in EVENT_TYPES:
             raise UnknownEventType(tag, position=position) from exc
         raise StoreCorrupted(f"stored event at position {position} is malformed: {exc}") from exc
     except msgspec.DecodeError as exc:
-        raise StoreCorrupted(f"stored event at position {position} is not valid JSON: {exc}") from exc
+        raise StoreCorrupted(
+            f"stored event at position {position} is not valid JSON: {exc}"
+        ) from exc

@@ -16,7 +16,7 @@ from routeledger.events import RouteledgerError
 
 __all__ = ["main"]
 
-COMMAND_MODULES = (
+COMMAND_MODULES: tuple[str, ...] = (
     # one line per command module; keep sorted
 )
 

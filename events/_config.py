@@ -85,15 +85,24 @@ class Secret:
 class ModelSpec(msgspec.Struct, kw_only=True):
     """A model a provider serves; prices in currency units per million tokens.
 
-    A model without prices has an unknown cost (``None``), never zero.
+    A model without prices has an unknown cost (``None``), never zero. ``name`` is the name
+    requests use to ask for the model (the same name on several providers makes them
+    alternatives for each other); ``upstream`` is the provider's own model id sent on the wire,
+    when it differs.
     """
 
     name: str
+    upstream: str | None = None
     input_per_mtok: float | None = None
     output_per_mtok: float | None = None
     context_window: int | None = None
     max_output: int | None = None
     capabilities: frozenset[str] = frozenset({"streaming"})
+
+    @property
+    def wire_name(self) -> str:
+        """Return the model id to send to the provider."""
+        return self.upstream or self.name
 
     @property
     def priced(self) -> bool:

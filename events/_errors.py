@@ -25,6 +25,7 @@ Every error routeledger raises derives from :class:`RouteledgerError`. Lower-lev
     │   ├── NoCapableProvider           every candidate was filtered out
     │   ├── AllProvidersUnhealthy       every candidate's circuit is open
     │   ├── AllProvidersFailed          the attempts ran out; .attempts lists each failure
+    │   ├── AllProvidersSaturated       every candidate's budget stayed full past the wait
     │   └── DeadlineExceeded            the request's deadline passed
     └── StoreError                      the event log failed
         ├── StoreLocked                 another writer held the database past the busy timeout
@@ -43,6 +44,7 @@ from typing import Any
 
 __all__ = [
     "AllProvidersFailed",
+    "AllProvidersSaturated",
     "AllProvidersUnhealthy",
     "AuthenticationError",
     "BadRequest",
@@ -242,6 +244,10 @@ class AllProvidersFailed(RoutingError):
     def last_error(self) -> ProviderError | None:
         """Return the last attempt's error, if any attempt was made."""
         return self.attempts[-1] if self.attempts else None
+
+
+class AllProvidersSaturated(RoutingError):
+    """Every candidate's concurrency budget stayed full for as long as the request could wait."""
 
 
 class DeadlineExceeded(RoutingError):

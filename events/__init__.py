@@ -8,7 +8,9 @@ from routeledger.events._errors import *  # noqa: F403
 from routeledger.events._errors import __all__ as _errors_all
 from routeledger.events._events import *  # noqa: F403
 from routeledger.events._events import __all__ as _events_all
+from routeledger.events._projections import *  # noqa: F403
+from routeledger.events._projections import __all__ as _projections_all
 from routeledger.events._types import *  # noqa: F403
 from routeledger.events._types import __all__ as _types_all
 
-__all__ = sorted([*_config_all, *_errors_all, *_events_all, *_types_all])
+__all__ = sorted([*_config_all, *_errors_all, *_events_all, *_projections_all, *_types_all])

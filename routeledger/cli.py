@@ -19,6 +19,7 @@ __all__ = ["main"]
 COMMAND_MODULES: tuple[str, ...] = (
     # one line per command module; keep sorted
     "routeledger._cmd_fake",
+    "routeledger._cmd_replay",
 )
 
 

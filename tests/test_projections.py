@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 import random
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from routeledger._replay import replay
 from routeledger.events import (
     ABMetricsRecorded,
     ABProjection,
@@ -30,6 +32,7 @@ from routeledger.events import (
     decode_event,
     encode_event,
 )
+from routeledger.store import SQLiteStore
 
 T0 = datetime(2024, 3, 6, 10, 30, tzinfo=UTC).timestamp()  # a Wednesday
 
@@ -500,22 +503,18 @@ def test_any_events_totals_are_consistent(events: list[Event]) -> None:
         assert m.latency_p50_ms <= m.latency_p95_ms <= m.latency_p99_ms
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=40)
+@settings(max_examples=40, deadline=None)
 @given(events=EVENT_LISTS)
-def test_any_events_live_equals_replayed_from_sqlite(tmp_path: Path, events: list[Event]) -> None:
+def test_any_events_live_equals_replayed_from_sqlite(events: list[Event]) -> None:
     """For any sequence, the live fold equals replay() of a SQLite log holding the events."""
-    store_mod = pytest.importorskip("routeledger.store")
-    if not hasattr(store_mod, "SQLiteStore"):
-        pytest.skip("the SQLite store has not landed yet")
-    from routeledger._replay import replay
-
-    path = tmp_path / f"log-{random.getrandbits(64):x}.sqlite"
-    live = Projections()
-    store = store_mod.SQLiteStore(path)
-    try:
-        positions = store.append(events) if events else []
-    finally:
-        store.close()
-    for position, event in zip(positions, events, strict=True):
-        live.apply(position, event)
-    assert replay(path).snapshot() == live.snapshot()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "log.sqlite"
+        live = Projections()
+        store = SQLiteStore(path)
+        try:
+            positions = store.append(events)
+        finally:
+            store.close()
+        for position, event in zip(positions, events, strict=True):
+            live.apply(position, event)
+        assert replay(path).snapshot() == live.snapshot()

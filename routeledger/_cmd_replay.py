@@ -1,0 +1,313 @@
+"""The ``replay`` and ``tail`` commands: read an event log file without writing to it.
+
+``routeledger replay --db FILE [metrics|usage|ab|all] [--json] [--period day]`` folds the
+whole log and prints the figures; ``routeledger tail --db FILE [--from N] [--no-follow]
+[--json]`` prints events as they are committed. Both open the file read-only, so they are safe
+to run next to a live runtime. Heavy imports happen inside the command functions, to keep
+``import routeledger.cli`` cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from routeledger.events import Event, Projections
+
+__all__ = ["register"]
+
+POLL_INTERVAL_S = 0.2
+"""How often ``tail --follow`` looks for newly committed events."""
+
+_SECTIONS = ("metrics", "usage", "ab", "all")
+_HIDDEN_IN_LINES = frozenset({"type", "ts", "prompt", "response_text", "summary"})
+"""Fields a ``tail`` line leaves out: shown elsewhere on the line, or too long for one line."""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``replay`` and ``tail`` sub-commands."""
+    replay = subparsers.add_parser(
+        "replay",
+        help="print metrics, usage and A/B results folded from an event log",
+        description="Fold an event log file into metrics, usage and A/B results and print "
+        "them: the same figures the runtime that wrote the log reported live.",
+    )
+    replay.add_argument("--db", required=True, metavar="FILE", help="the SQLite event log")
+    replay.add_argument(
+        "section",
+        nargs="?",
+        choices=_SECTIONS,
+        default="all",
+        help="what to print (default: all)",
+    )
+    replay.add_argument("--json", action="store_true", help="print one JSON document")
+    replay.add_argument(
+        "--period",
+        default="day",
+        choices=("hour", "day", "week", "month", "all"),
+        help="usage period: the UTC bucket holding the latest request (default: day)",
+    )
+    replay.add_argument(
+        "--no-strict",
+        dest="strict",
+        action="store_false",
+        help="skip (and count) events of types this version does not know",
+    )
+    replay.set_defaults(func=run_replay)
+
+    tail = subparsers.add_parser(
+        "tail",
+        help="print events of an event log as they are committed",
+        description="Print the events of an event log, one line each, and (by default) keep "
+        "printing new ones as they are committed. Stop with Ctrl-C.",
+    )
+    tail.add_argument("--db", required=True, metavar="FILE", help="the SQLite event log")
+    tail.add_argument(
+        "--from",
+        dest="from_position",
+        type=int,
+        default=1,
+        metavar="N",
+        help="first position to print (default: 1; negative: the last -N events)",
+    )
+    tail.add_argument(
+        "--follow",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep waiting for new events (default: --follow)",
+    )
+    tail.add_argument("--json", action="store_true", help="print one JSON object per line")
+    tail.set_defaults(func=run_tail)
+
+
+# --- replay ----------------------------------------------------------------------------------
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    """Fold the log named by ``args.db`` and print the chosen sections."""
+    from routeledger._replay import replay
+
+    projections = replay(args.db, strict=args.strict)
+    sections = ("metrics", "usage", "ab") if args.section == "all" else (args.section,)
+    if args.json:
+        sys.stdout.write(_replay_json(projections, sections, args.db, args.period) + "\n")
+        return 0
+    out: list[str] = [
+        f"{args.db}: {projections.events} event(s), last position {projections.position}"
+    ]
+    for section in sections:
+        out.append("")
+        if section == "metrics":
+            out.extend(_metrics_lines(projections))
+        elif section == "usage":
+            out.extend(_usage_lines(projections, args.period))
+        else:
+            out.extend(_ab_lines(projections))
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+def _replay_json(projections: Projections, sections: tuple[str, ...], db: str, period: str) -> str:
+    import msgspec
+
+    document: dict[str, Any] = {
+        "db": str(db),
+        "position": projections.position,
+        "events": projections.events,
+    }
+    if "metrics" in sections:
+        document["metrics"] = projections.metrics.snapshot()
+    if "usage" in sections:
+        document["usage"] = projections.usage.report(period)
+    if "ab" in sections:
+        document["ab"] = projections.ab.all_results()
+    return msgspec.json.format(msgspec.json.encode(document), indent=2).decode()
+
+
+def _metrics_lines(projections: Projections) -> list[str]:
+    metrics = projections.metrics.snapshot()
+    if not metrics:
+        return ["metrics: no attempts"]
+    rows = [
+        [
+            m.provider,
+            str(m.requests),
+            str(m.successes),
+            str(m.failures),
+            f"{m.error_rate * 100:.1f}",
+            f"{m.latency_mean_ms:.1f}",
+            f"{m.latency_p50_ms:.1f}",
+            f"{m.latency_p95_ms:.1f}",
+            f"{m.latency_p99_ms:.1f}",
+            str(m.input_tokens),
+            str(m.output_tokens),
+            _money(m.cost),
+            str(m.unpriced_requests),
+            _iso(m.last_used) if m.last_used is not None else "-",
+        ]
+        for m in metrics.values()
+    ]
+    header = ["PROVIDER", "REQS", "OK", "FAIL", "ERR%", "MEAN_MS", "P50_MS", "P95_MS"]
+    header += ["P99_MS", "IN_TOK", "OUT_TOK", "COST", "UNPRICED", "LAST_USED"]
+    return ["metrics (per provider, attempts):", *_table(header, rows, left={0, 13})]
+
+
+def _usage_lines(projections: Projections, period: str) -> list[str]:
+    report = projections.usage.report(period)
+    when = "all time" if report.start is None else f"starting {_iso(report.start)}"
+    if period != "all" and report.start is None:
+        when = "no requests"
+    lines = [
+        f"usage ({period}, {when}):",
+        f"  requests {report.requests}  errors {report.errors}  "
+        f"input tokens {report.input_tokens}  output tokens {report.output_tokens}  "
+        f"cost {_money(report.cost)}",
+    ]
+    if report.by_model:
+        rows = [
+            [model, str(u.input_tokens), str(u.output_tokens), str(u.total_tokens)]
+            for model, u in report.by_model.items()
+        ]
+        lines.extend(_table(["MODEL", "IN_TOK", "OUT_TOK", "TOTAL"], rows, left={0}))
+    return lines
+
+
+def _ab_lines(projections: Projections) -> list[str]:
+    results = projections.ab.all_results()
+    if not results:
+        return ["A/B tests: none"]
+    rows = [
+        [
+            test,
+            r.variant,
+            r.provider or "?",
+            str(r.requests),
+            str(r.errors),
+            f"{r.error_rate * 100:.1f}",
+            f"{r.mean_latency_ms:.1f}",
+            _money(r.mean_cost),
+        ]
+        for test, variants in results.items()
+        for r in variants.values()
+    ]
+    header = ["TEST", "VARIANT", "PROVIDER", "REQS", "ERRORS", "ERR%", "MEAN_MS", "MEAN_COST"]
+    return ["A/B tests:", *_table(header, rows, left={0, 1, 2})]
+
+
+def _table(header: list[str], rows: list[list[str]], *, left: set[int]) -> list[str]:
+    """Return aligned lines: columns in ``left`` are left-aligned, the rest (numbers) right."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        padded = [
+            cell.ljust(width) if i in left else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  " + "  ".join(padded).rstrip()
+
+    return [line(header), *(line(r) for r in rows)]
+
+
+def _money(value: float) -> str:
+    return f"{value:.6f}"
+
+
+def _iso(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- tail ------------------------------------------------------------------------------------
+
+
+def run_tail(args: argparse.Namespace) -> int:
+    """Print events from ``args.from_position`` on; with ``--follow``, wait for more."""
+    import time
+    from pathlib import Path
+
+    from routeledger.events import StoreError
+    from routeledger.store import SQLiteStore
+
+    path = Path(args.db)
+    if not path.is_file():
+        raise StoreError(f"no event log at {str(path)!r}", path=str(path))
+    store = SQLiteStore(path, readonly=True)
+    out = sys.stdout
+    try:
+        next_position = args.from_position
+        if next_position < 1:
+            next_position = max(1, store.last_position() + next_position + 1)
+        while True:
+            last = store.last_position()
+            if last >= next_position:
+                # Bounded by the position seen now, so rows skipped as unknown are skipped once.
+                limit = last - next_position + 1
+                for position, event in store.read(next_position, limit=limit, strict=False):
+                    out.write(_event_json(position, event) if args.json else _line(position, event))
+                next_position = last + 1
+                out.flush()
+            if not args.follow:
+                break
+            time.sleep(POLL_INTERVAL_S)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is the normal way to stop following.
+    except BrokenPipeError:
+        _silence_stdout(out)
+    finally:
+        skipped = store.skipped_unknown
+        store.close()
+    if skipped:
+        print(f"routeledger: skipped {skipped} event(s) of unknown type", file=sys.stderr)
+    return 0
+
+
+def _line(position: int, event: Event) -> str:
+    import msgspec
+
+    from routeledger.events import event_tag
+
+    fields: dict[str, Any] = msgspec.to_builtins(event)  # defaults are omitted: only news
+    parts = [
+        f"{key}={_value(value)}" for key, value in fields.items() if key not in _HIDDEN_IN_LINES
+    ]
+    return (
+        f"{position:>8}  {_iso(event.ts)}  {event_tag(event):<27} {' '.join(parts)}".rstrip() + "\n"
+    )
+
+
+def _value(value: object) -> str:
+    import json
+
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    text = str(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return json.dumps(text) if not text or any(c.isspace() or c == '"' for c in text) else text
+
+
+def _event_json(position: int, event: Event) -> str:
+    import msgspec
+
+    document = {"position": position, **msgspec.to_builtins(event)}
+    return msgspec.json.encode(document).decode() + "\n"
+
+
+def _silence_stdout(out: TextIO) -> None:
+    # The reader went away (``tail | head``): point stdout at /dev/null so the interpreter's
+    # final flush does not raise again.
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

@@ -635,6 +635,8 @@ class Projections:
         ab: A/B test outcomes.
         position: the position of the last event applied (0 before any).
         events: how many events were applied.
+        skipped_unknown: events of unknown types a non-strict replay skipped (set by the
+            reader; never part of :meth:`snapshot`, since a live fold skips nothing).
     """
 
     def __init__(self) -> None:
@@ -643,6 +645,7 @@ class Projections:
         self.ab = ABProjection()
         self.position = 0
         self.events = 0
+        self.skipped_unknown = 0
         # One flat table: an event costs one lookup here, not one per projection.
         dispatch: dict[type[Event], Handler] = {}
         for part in (self.metrics, self.usage, self.ab):

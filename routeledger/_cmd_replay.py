@@ -97,6 +97,8 @@ def run_replay(args: argparse.Namespace) -> int:
     out: list[str] = [
         f"{args.db}: {projections.events} event(s), last position {projections.position}"
     ]
+    if projections.skipped_unknown:
+        out.append(f"skipped {projections.skipped_unknown} event(s) of unknown type")
     for section in sections:
         out.append("")
         if section == "metrics":
@@ -116,6 +118,7 @@ def _replay_json(projections: Projections, sections: tuple[str, ...], db: str, p
         "db": str(db),
         "position": projections.position,
         "events": projections.events,
+        "skipped_unknown": projections.skipped_unknown,
     }
     if "metrics" in sections:
         document["metrics"] = projections.metrics.snapshot()

@@ -34,6 +34,8 @@ def replay(path: str | os.PathLike[str], *, strict: bool = True) -> Projections:
         raise StoreError(f"no event log at {str(file)!r}", path=str(file))
     store = SQLiteStore(file, readonly=True)
     try:
-        return store.replay(Projections(), strict=strict)
+        projections = store.replay(Projections(), strict=strict)
+        projections.skipped_unknown = store.skipped_unknown
+        return projections
     finally:
         store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -28,6 +29,7 @@ from routeledger.events import (
     RequestFailed,
     RequestReceived,
     StoreError,
+    UnknownEventType,
 )
 from routeledger.store import SQLiteStore
 
@@ -296,3 +298,52 @@ def test_replay_throughput_exceeds_300k_events_per_second(tmp_path: Path) -> Non
         best = max(best, result.events / (time.perf_counter() - started))
     assert result.events == len(events)
     assert best > 300_000, f"{best:,.0f} events/s"
+
+
+def add_future_event(path: Path) -> None:
+    """Append a row with a tag this version does not know, as a newer routeledger would."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as connection, connection:
+        position = connection.execute("SELECT MAX(position) FROM events").fetchone()[0] + 1
+        connection.execute(
+            "INSERT INTO events (position, type, ts, request_id, data) VALUES (?, ?, ?, ?, ?)",
+            (position, "future.thing", T0 + 7, None, b'{"type":"future.thing","ts":1.0}'),
+        )
+
+
+def test_replay_unknown_event_type_strict_fails_non_strict_skips(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown event type stops a strict replay; --no-strict skips and reports it."""
+    add_future_event(db)
+    with pytest.raises(UnknownEventType):
+        replay(db)
+    assert replay(db, strict=False).skipped_unknown == 1
+    assert main(["replay", "--db", str(db), "metrics"]) == 2
+    assert "future.thing" in capsys.readouterr().err
+    assert main(["replay", "--db", str(db), "--no-strict"]) == 0
+    assert "skipped 1 event(s) of unknown type" in capsys.readouterr().out
+
+
+def test_tail_skips_unknown_event_types_and_says_so(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """tail prints the events it knows and reports the unknown ones it skipped on stderr."""
+    add_future_event(db)
+    assert main(["tail", "--db", str(db), "--no-follow"]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 8
+    assert "skipped 1 event(s) of unknown type" in captured.err
+
+
+def test_replay_of_a_file_that_is_not_a_log_is_a_store_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file that is not an event log gives a StoreError, not a sqlite3 traceback."""
+    path = tmp_path / "notes.txt"
+    path.write_text("not a database\n" * 100)
+    with pytest.raises(StoreError):
+        replay(path)
+    assert main(["tail", "--db", str(path), "--no-follow"]) == 2
+    assert "Traceback" not in capsys.readouterr().err

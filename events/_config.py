@@ -35,6 +35,8 @@ __all__ = [
     "ProviderConfig",
     "RuntimeConfig",
     "Secret",
+    "check_ab_test",
+    "check_pool",
     "validate_config",
 ]
 
@@ -239,14 +241,14 @@ class LogConfig(msgspec.Struct, kw_only=True):
     """Event log options.
 
     ``include_text`` stores prompt and response text in events (off: no text is stored).
-    The writer commits a batch every ``batch_interval_ms`` or ``batch_max_events`` events;
-    while the store fails, up to ``buffer_max_events`` wait in memory, and beyond that a gap
-    event records how many were dropped.
+    The writer group-commits: one transaction holds every event that arrived while the
+    previous one was being written, up to ``batch_max_events``. While the store fails, up to
+    ``buffer_max_events`` wait in memory, and beyond that a gap event records how many were
+    dropped.
     """
 
     include_text: bool = False
-    batch_max_events: int = 1024
-    batch_interval_ms: float = 5.0
+    batch_max_events: int = 4096
     buffer_max_events: int = 100_000
     synchronous: str = "NORMAL"
 
@@ -473,7 +475,6 @@ def validate_config(config: RuntimeConfig, *, environ: Mapping[str, str] | None 
     _check_number(problems, "cache.max_entries", config.cache.max_entries, minimum=1)
     lg = config.log
     _check_number(problems, "log.batch_max_events", lg.batch_max_events, minimum=1)
-    _check_number(problems, "log.batch_interval_ms", lg.batch_interval_ms, minimum=0)
     _check_number(problems, "log.buffer_max_events", lg.buffer_max_events, minimum=1)
     if lg.synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         problems.append(f"log.synchronous {lg.synchronous!r} must be OFF, NORMAL, FULL or EXTRA")

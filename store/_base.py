@@ -73,8 +73,11 @@ class EventStore(Protocol):
         """
         ...
 
-    def read_request(self, request_id: str) -> Iterator[StoredEvent]:
-        """Yield, in position order, the events whose ``request_id`` equals ``request_id``."""
+    def read_request(self, request_id: str, *, strict: bool = True) -> Iterator[StoredEvent]:
+        """Yield, in position order, the events whose ``request_id`` equals ``request_id``.
+
+        ``strict`` works as in :meth:`read`.
+        """
         ...
 
     def replay(self, projection: P, *, from_position: int = 1, strict: bool = True) -> P:

@@ -66,12 +66,12 @@ class MemoryStore(EventStore):
             lambda: range(max(from_position, 1), len(self._rows) + 1), limit=limit, strict=strict
         )
 
-    def read_request(self, request_id: str) -> Iterator[StoredEvent]:
+    def read_request(self, request_id: str, *, strict: bool = True) -> Iterator[StoredEvent]:
         """Yield, in position order, the events of one request."""
         with self._lock:
             self._check_open()
         return self._stream(
-            lambda: list(self._by_request.get(request_id, ())), limit=None, strict=True
+            lambda: list(self._by_request.get(request_id, ())), limit=None, strict=strict
         )
 
     def last_position(self) -> int:

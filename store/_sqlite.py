@@ -93,7 +93,9 @@ class SQLiteStore(EventStore):
         self._synchronous = synchronous.upper()
         self._busy_timeout_s = busy_timeout_s
         self._max_size_bytes = max_size_bytes
-        self._lock = threading.Lock()
+        # Re-entrant: a read iterator's cleanup (which takes this lock) may run from garbage
+        # collection while this thread already holds it.
+        self._lock = threading.RLock()
         """Guards the connection sets, the closed flag and the skip counter."""
         self._write_lock = threading.Lock()
         """Serialises appends on the one writer connection."""
@@ -144,11 +146,11 @@ class SQLiteStore(EventStore):
         self._check_open()
         return self._stream(_READ_SQL, (from_position,), limit=limit, strict=strict, action="read")
 
-    def read_request(self, request_id: str) -> Iterator[StoredEvent]:
+    def read_request(self, request_id: str, *, strict: bool = True) -> Iterator[StoredEvent]:
         """Yield, in position order, the events of one request (uses the request_id index)."""
         self._check_open()
         return self._stream(
-            _REQUEST_SQL, (request_id,), limit=None, strict=True, action="read_request"
+            _REQUEST_SQL, (request_id,), limit=None, strict=strict, action="read_request"
         )
 
     def last_position(self) -> int:

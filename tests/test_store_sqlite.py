@@ -191,17 +191,21 @@ def test_corrupted_row_raises_naming_its_position(path: Path, garbage: object) -
 def test_unknown_tag_strict_raises_nonstrict_skips_and_counts(path: Path) -> None:
     """An unknown future tag raises in strict reads; non-strict reads skip and count it."""
     make_log(path, 3)
-    future = b'{"type":"future.thing","ts":4.0,"novel":true}'
+    future = b'{"type":"future.thing","ts":4.0,"request_id":"r","novel":true}'
     with raw(path) as connection:
-        connection.execute("INSERT INTO events VALUES (4, 'future.thing', 4.0, NULL, ?)", (future,))
+        connection.execute("INSERT INTO events VALUES (4, 'future.thing', 4.0, 'r', ?)", (future,))
     with SQLiteStore(path) as store:
-        assert store.append([probe(5)]) == [5]
+        assert store.append([received(5, "r")]) == [5]
         with pytest.raises(UnknownEventType) as info:
             list(store.read())
         assert (info.value.tag, info.value.position) == ("future.thing", 4)
+        with pytest.raises(UnknownEventType):
+            list(store.read_request("r"))
         assert store.skipped_unknown == 0
         assert [s.position for s in store.read(strict=False)] == [1, 2, 3, 5]
         assert store.skipped_unknown == 1
+        assert [s.position for s in store.read_request("r", strict=False)] == [5]
+        assert store.skipped_unknown == 2
         counted: list[int] = []
 
         class Positions:
@@ -210,7 +214,7 @@ def test_unknown_tag_strict_raises_nonstrict_skips_and_counts(path: Path) -> Non
 
         store.replay(Positions(), strict=False)
         assert counted == [1, 2, 3, 5]
-        assert store.skipped_unknown == 2
+        assert store.skipped_unknown == 3
 
 
 # --- failures while writing ---------------------------------------------------------------

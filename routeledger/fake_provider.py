@@ -942,11 +942,14 @@ class FakeProvider:
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)
         self.stats._status(status)
+        truncate = beh.truncate_after_chunks
+        # A truncated stream closes the connection, so it must not be offered for reuse.
+        closing = not keep_alive or (truncate is not None and truncate <= len(chunks))
         head = _head(
             status,
             b"text/event-stream; charset=utf-8",
             length=None,
-            close=False,
+            close=closing,
             extra=extra + b"cache-control: no-cache\r\n",
         )
 
@@ -975,7 +978,7 @@ class FakeProvider:
                 pending.append(_chunk(error_event))
                 pending.append(_CHUNK_END)
                 await flush()
-                return keep_alive
+                return not closing
             if k == beh.stall_after_chunks and beh.stall_ms > 0:
                 await flush()
                 await asyncio.sleep(beh.stall_ms / 1000)
@@ -988,7 +991,7 @@ class FakeProvider:
         pending.append(_chunk(post))
         pending.append(_CHUNK_END)
         await flush()
-        return keep_alive
+        return not closing
 
 
 # ----------------------------------------------------------------------------- wire shapes

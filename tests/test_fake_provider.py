@@ -664,3 +664,14 @@ def test_cli_refuses_non_loopback_host(capsys: pytest.CaptureFixture[str]) -> No
     """`fake-provider --host 0.0.0.0` is refused with a clear error."""
     assert main(["fake-provider", "--host", "0.0.0.0"]) == 2
     assert "not a loopback address" in capsys.readouterr().err
+
+
+def test_restart_serves_on_the_same_port(fake: FakeProvider) -> None:
+    """After stop(), start() serves again on the same URL (a provider coming back)."""
+    url = fake.url
+    fake.stop()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "/v1/models", timeout=2)
+    fake.start()
+    assert fake.url == url
+    assert httpx.get(url + "/v1/models", timeout=2).status_code == 200

@@ -610,8 +610,10 @@ class HTTPAdapter:
                 request_id=request.request_id,
                 deadline=deadline,
             )
+        except ProviderError:
+            raise
         except Exception as exc:
-            raise self._error(exc, request) from exc
+            raise self._error(exc, request) from self._cause(exc, request)
         finally:
             _close(response)
         try:
@@ -620,7 +622,7 @@ class HTTPAdapter:
             raise
         except Exception as exc:
             # A shape we did not expect is the provider's fault, never a crash of ours.
-            raise self._error(exc, request) from exc
+            raise self._error(exc, request) from self._cause(exc, request)
 
     def stream(
         self, request: Request, model: ModelSpec, *, timeout_s: float | None = None
@@ -666,7 +668,7 @@ class HTTPAdapter:
                 )
             # Nothing reached the caller: another provider may still serve the request.
             raise ProviderUnavailable(
-                "stream ended before its first event",
+                "stream ended before its first chunk",
                 provider=self._provider,
                 request_id=request.request_id,
                 status=response.status_code,
@@ -674,7 +676,7 @@ class HTTPAdapter:
         except ProviderError:
             raise
         except Exception as exc:
-            raise self._error(exc, request) from exc
+            raise self._error(exc, request) from self._cause(exc, request)
         finally:
             _close(response)
 
@@ -683,8 +685,10 @@ class HTTPAdapter:
         response = self._send("GET", f"{self._base_url}/models", None, None, timeout_s)
         try:
             read_body(response, limit=self.config.max_response_bytes, provider=self._provider)
+        except ProviderError:
+            raise
         except Exception as exc:
-            raise self._error(exc, None) from exc
+            raise self._error(exc, None) from self._cause(exc, None)
         finally:
             _close(response)
 
@@ -712,6 +716,11 @@ class HTTPAdapter:
             secrets.extend(t for m in request.messages if len(t := m.text()) >= 8)
         return secrets
 
+    def _cause(self, exc: BaseException, request: Request | None) -> BaseException | None:
+        """Return ``exc`` to chain, or ``None`` if its text holds the key or prompt text."""
+        text = str(exc)
+        return None if any(s in text for s in self._redactions(request) if s) else exc
+
     def _error(self, exc: BaseException, request: Request | None) -> ProviderError:
         return error_from_exception(
             exc,
@@ -737,7 +746,7 @@ class HTTPAdapter:
             # Per call, so that a shared client configured otherwise cannot leak the key.
             response = self._client.send(http_request, stream=True, follow_redirects=False)
         except Exception as exc:
-            raise self._error(exc, request) from exc
+            raise self._error(exc, request) from self._cause(exc, request)
         if response.status_code == 200:
             return response
         try:

@@ -12,5 +12,9 @@ from routeledger.events._projections import *  # noqa: F403
 from routeledger.events._projections import __all__ as _projections_all
 from routeledger.events._types import *  # noqa: F403
 from routeledger.events._types import __all__ as _types_all
+from routeledger.events._validation import *  # noqa: F403
+from routeledger.events._validation import __all__ as _validation_all
 
-__all__ = sorted([*_config_all, *_errors_all, *_events_all, *_projections_all, *_types_all])
+__all__ = sorted(
+    [*_config_all, *_errors_all, *_events_all, *_projections_all, *_types_all, *_validation_all]
+)

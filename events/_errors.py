@@ -21,6 +21,7 @@ Every error routeledger raises derives from :class:`RouteledgerError`. Lower-lev
     │   ├── ProtocolError               answer is not the expected shape   failover only
     │   ├── ProviderSaturated           the provider's budget is full  failover only
     │   └── StreamInterrupted           a stream broke after its first chunk reached the caller
+    │       └── StreamCancelled         the caller stopped reading (not the provider's fault)
     ├── RoutingError                    no provider could serve the request
     │   ├── NoCapableProvider           every candidate was filtered out
     │   ├── AllProvidersUnhealthy       every candidate's circuit is open
@@ -68,6 +69,7 @@ __all__ = [
     "StoreError",
     "StoreFull",
     "StoreLocked",
+    "StreamCancelled",
     "StreamInterrupted",
     "UnknownEventType",
 ]
@@ -193,6 +195,10 @@ class StreamInterrupted(ProviderError):
 
     failover = False
     maybe_billed = True
+
+
+class StreamCancelled(StreamInterrupted):
+    """The caller closed a stream before its end; this says nothing about the provider."""
 
 
 class RoutingError(RouteledgerError):

@@ -1,0 +1,59 @@
+"""Tiny immutable values that travel between the caller, the actors and the simulation."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from routeledger.actors._budget import Budget
+    from routeledger.events import ModelSpec, ProviderError, RouteResult, Usage
+
+__all__ = ["Decision", "Outcome", "ProviderStats"]
+
+
+class ProviderStats(NamedTuple):
+    """What a provider actor publishes about itself after every outcome.
+
+    ``latency_ms`` is the peak-sensitive EWMA of attempt latency (failures count as a penalty
+    sample); ``None`` until the provider has answered once.
+    """
+
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    successes: int = 0
+    failures: int = 0
+    rate_limited: int = 0
+    last_used: float | None = None
+
+
+class Outcome(NamedTuple):
+    """How one attempt ended, reported by the thread that made the call."""
+
+    request_id: str
+    attempt: int
+    provider: str
+    model: str
+    latency_ms: float
+    ts: float
+    error: ProviderError | None = None
+    usage: Usage | None = None
+    cost: float | None = None
+    ttft_ms: float | None = None
+    stream: bool = False
+    probe: bool = False
+    """The attempt was a half-open probe of an open circuit."""
+
+    @property
+    def ok(self) -> bool:
+        """Return whether the attempt succeeded."""
+        return self.error is None
+
+
+class Decision(NamedTuple):
+    """The supervisor's answer to "where should this attempt go?": a reserved slot."""
+
+    route: RouteResult
+    model: ModelSpec
+    budget: Budget
+    attempt: int
+    probe: bool = False

@@ -1,0 +1,182 @@
+"""The provider actor: one per configured provider.
+
+It owns the provider's HTTP client and wire adapter (created in ``on_start``, so a provider
+that cannot start is a crashed actor the supervisor sees) and its statistics. What other
+threads need without a round trip is published on a shared :class:`ProviderHandle`: the
+adapter the callers use to make their HTTP calls on their own threads, the concurrency budget
+they reserve and release atomically, and the latest statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import pykka
+
+from routeledger.actors._budget import Budget
+from routeledger.actors._messages import Outcome, ProviderStats
+from routeledger.actors._stats import StatsTracker
+from routeledger.actors._wire import make_adapter, make_client
+
+if TYPE_CHECKING:
+    import httpx
+
+    from routeledger.actors._wire import WireAdapter
+    from routeledger.events import ProviderConfig, Secret
+
+__all__ = [
+    "PING",
+    "AdapterFactory",
+    "ProbeRequested",
+    "ProviderActor",
+    "ProviderCrashed",
+    "ProviderHandle",
+]
+
+log = logging.getLogger("routeledger")
+
+AdapterFactory = Callable[["ProviderConfig", "Secret | None"], tuple["WireAdapter", "httpx.Client"]]
+"""Build a provider's adapter and the client it uses (tests inject faults here)."""
+
+
+def default_adapter_factory(
+    config: ProviderConfig, api_key: Secret | None
+) -> tuple[WireAdapter, httpx.Client]:
+    """Build the real adapter for ``config.kind`` over a new HTTP client."""
+    client = make_client(config)
+    return make_adapter(config, client=client, api_key=api_key), client
+
+
+class ProviderHandle:
+    """What a provider publishes to the other threads (single writer: its actor)."""
+
+    __slots__ = ("actor_ref", "budget", "clients", "config", "name", "stats", "wire")
+
+    def __init__(self, config: ProviderConfig, budget: Budget) -> None:
+        self.name = config.name
+        self.config = config
+        self.budget = budget
+        self.stats = ProviderStats()
+        self.wire: WireAdapter | None = None
+        self.actor_ref: pykka.ActorRef[Any] | None = None
+        # Every client this provider ever opened; closed when the runtime closes (a
+        # restarted actor's old client may still serve calls in flight).
+        self.clients: list[httpx.Client] = []
+
+    def read_stats(self) -> ProviderStats:
+        """Return the latest published statistics."""
+        return self.stats
+
+
+class RecordOutcome(NamedTuple):
+    """Fold an attempt's outcome into the statistics and pass it to the health actor."""
+
+    outcome: Outcome
+
+
+class ProbeRequested(NamedTuple):
+    """Run the free health probe and send the result to ``reply_to``."""
+
+    timeout_s: float
+    reply_to: pykka.ActorRef[Any]
+
+
+class ProbeResult(NamedTuple):
+    """The result of a probe, sent to the health actor."""
+
+    provider: str
+    ok: bool
+    latency_ms: float
+    error: str | None
+
+
+class Ping(NamedTuple):
+    """Ask: answer ``True`` (the actor has started and is serving its mailbox)."""
+
+
+PING = Ping()
+
+
+class ProviderCrashed(NamedTuple):
+    """Sent to the supervisor when a provider actor dies."""
+
+    provider: str
+    reason: str
+
+
+class ProviderActor(pykka.ThreadingActor):
+    """Owns one provider's client, adapter and statistics."""
+
+    def __init__(
+        self,
+        handle: ProviderHandle,
+        *,
+        api_key: Secret | None,
+        health: pykka.ActorRef[Any] | None,
+        supervisor: pykka.ActorRef[Any] | None,
+        monotonic: Callable[[], float],
+        adapter_factory: AdapterFactory = default_adapter_factory,
+    ) -> None:
+        super().__init__()
+        self.handle = handle
+        self._api_key = api_key
+        self._health = health
+        self._supervisor = supervisor
+        self._monotonic = monotonic
+        self._factory = adapter_factory
+        self._tracker = StatsTracker()
+        self._tracker.stats = handle.stats
+
+    def on_start(self) -> None:
+        """Open the client and build the adapter; a failure here crashes the actor."""
+        wire, client = self._factory(self.handle.config, self._api_key)
+        self.handle.clients.append(client)
+        self.handle.wire = wire
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        """Tell the supervisor this actor died, so that it restarts or disables it."""
+        reason = f"{getattr(exception_type, '__name__', 'error')}: {exception_value}"
+        if self._supervisor is not None:
+            try:
+                self._supervisor.tell(ProviderCrashed(self.handle.name, reason[:300]))
+            except pykka.ActorDeadError:
+                pass
+
+    def on_receive(self, message: Any) -> Any:
+        """Handle one message (tells never raise: a raising tell would kill the actor)."""
+        if type(message) is RecordOutcome:
+            try:
+                self.handle.stats = self._tracker.record(message.outcome)
+                if self._health is not None:
+                    self._health.tell(message)
+            except pykka.ActorDeadError:
+                pass
+            except Exception:
+                log.exception("provider %s: recording an outcome failed", self.handle.name)
+            return None
+        if type(message) is Ping:
+            return True
+        if type(message) is ProbeRequested:
+            message.reply_to.tell(self._probe(message.timeout_s))
+            return None
+        raise TypeError(f"provider actor got an unknown message {type(message).__name__}")
+
+    def _probe(self, timeout_s: float) -> ProbeResult:
+        from routeledger.events import RouteledgerError
+
+        start = self._monotonic()
+        wire = self.handle.wire
+        try:
+            if wire is None:
+                raise RuntimeError("adapter not started")
+            wire.probe(timeout_s=timeout_s)
+        except RouteledgerError as exc:
+            error: str | None = f"{type(exc).__name__}: {exc.message}"[:300]
+        except Exception as exc:  # a probe must never kill the actor
+            error = f"{type(exc).__name__}"
+        else:
+            error = None
+        latency_ms = (self._monotonic() - start) * 1000.0
+        return ProbeResult(self.handle.name, error is None, latency_ms, error)

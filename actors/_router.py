@@ -1,0 +1,926 @@
+"""The supervisor's logic, free of threads: decide where each attempt goes, and record it.
+
+:class:`Router` holds the routing state (priorities, rotations, pools, A/B tests, the mirror
+of every circuit, the retry budget, the route cache) and turns each decision and outcome into
+events handed to ``emit``. The :class:`~routeledger.actors.SupervisorActor` runs it on its
+own thread; the simulation runs it directly on virtual time. Either way it is only ever
+called from one thread at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, NamedTuple
+
+from routeledger.actors._circuit import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    Transition,
+    counts_against_health,
+)
+from routeledger.actors._messages import Decision, Outcome, ProviderStats
+from routeledger.actors._strategies import (
+    Candidate,
+    View,
+    confidence,
+    filter_candidates,
+    rank,
+)
+from routeledger.events import (
+    ABAssignment,
+    ABMetricsRecorded,
+    ABTestConfig,
+    ABTestCreated,
+    ABVariantAssigned,
+    AllProvidersUnhealthy,
+    AttemptFailed,
+    AttemptStarted,
+    AttemptSucceeded,
+    CircuitStateChanged,
+    ConcurrencyLimitChanged,
+    ConfigError,
+    CostEstimate,
+    Event,
+    FallbackExhausted,
+    FallbackSucceeded,
+    NoCapableProvider,
+    PoolConfig,
+    PoolCreated,
+    PriorityChanged,
+    ProviderDisabled,
+    ProviderFailed,
+    ProviderRecovered,
+    ProviderRestarted,
+    ProviderUnhealthy,
+    RequestCompleted,
+    RequestError,
+    RequestFailed,
+    RequestReceived,
+    RequestRejected,
+    Requirements,
+    RouteDecided,
+    RouteResult,
+    RoutingError,
+    RuntimeConfig,
+    check_ab_test,
+    check_pool,
+)
+from routeledger.events._types import CAPABILITIES
+
+if TYPE_CHECKING:
+    from routeledger.actors._budget import Budget
+    from routeledger.actors._clock import Clock
+    from routeledger.events import ModelSpec, ProviderConfig, Request, Response
+
+__all__ = ["Final", "RouteQuery", "Router"]
+
+
+class RouteQuery(NamedTuple):
+    """Everything about one request that routing depends on, fixed for all its attempts."""
+
+    request: Request
+    requirements: Requirements | None = None
+    preferred_provider: str | None = None
+    pool: str | None = None
+    ab_test: str | None = None
+
+
+class Final(NamedTuple):
+    """How a whole request ended; reported with its last attempt (or alone)."""
+
+    response: Response | None
+    error: Exception | None
+    attempts: int
+    latency_ms: float
+    failed_providers: tuple[str, ...] = ()
+
+
+class _Provider:
+    """The router's record of one provider."""
+
+    __slots__ = (
+        "budget",
+        "circuit",
+        "config",
+        "disabled_reason",
+        "open_until",
+        "order",
+        "priority",
+        "probes_left",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        order: int,
+        budget: Budget,
+        stats: Callable[[], ProviderStats],
+    ) -> None:
+        self.config = config
+        self.order = order
+        self.budget = budget
+        self.stats = stats
+        self.priority = config.priority
+        self.circuit = CLOSED
+        self.open_until: float | None = None
+        self.probes_left = 0
+        self.disabled_reason: str | None = None if config.enabled else "disabled by configuration"
+
+
+class _RetryBudget:
+    """Retries allowed: at least ``minimum`` a window, else ``ratio`` of recent requests."""
+
+    def __init__(self, ratio: float, minimum: int, window_s: float) -> None:
+        self.ratio = ratio
+        self.minimum = minimum
+        self.window_s = window_s
+        self._requests: deque[float] = deque()
+        self._retries: deque[float] = deque()
+
+    def _trim(self, now: float) -> None:
+        horizon = now - self.window_s
+        for q in (self._requests, self._retries):
+            while q and q[0] < horizon:
+                q.popleft()
+
+    def note_request(self, now: float) -> None:
+        self._requests.append(now)
+
+    def try_retry(self, now: float) -> bool:
+        self._trim(now)
+        if len(self._retries) >= max(self.minimum, self.ratio * len(self._requests)):
+            return False
+        self._retries.append(now)
+        return True
+
+
+class Router:
+    """Routing state and decisions for one runtime."""
+
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        *,
+        budgets: Mapping[str, Budget],
+        stats: Mapping[str, Callable[[], ProviderStats]],
+        clock: Clock,
+        rng: random.Random,
+        emit: Callable[[list[Event]], None],
+        ready: Mapping[str, Callable[[], bool]] | None = None,
+        config_version: int = 1,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.rng = rng
+        self.emit = emit
+        self.config_version = config_version
+        self.providers: dict[str, _Provider] = {
+            p.name: _Provider(p, i, budgets[p.name], stats[p.name])
+            for i, p in enumerate(config.providers)
+        }
+        self._ready = ready or {}
+        self.pools: dict[str, PoolConfig] = {}
+        self.ab_tests: dict[str, ABTestConfig] = {}
+        self._turns: dict[object, int] = {}
+        self._swrr: dict[object, dict[str, float]] = {}
+        self._route_cache: dict[object, tuple[list[str], dict[str, str]]] = {}
+        self._cache_version = -1
+        self._retry_budget = _RetryBudget(
+            config.failover.retry_budget_ratio,
+            config.failover.retry_budget_min,
+            config.failover.retry_budget_window_s,
+        )
+        self._include_text = config.log.include_text
+        # Variant assigned to each request routed under an A/B test, until it finishes.
+        self._ab_assigned: dict[str, str] = {}
+        for pool in config.pools:
+            self.create_pool(pool)
+        for test in config.ab_tests:
+            self.setup_ab_test(test)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self.clock.time()
+
+    def _bump(self) -> None:
+        """Record a change that invalidates cached routes."""
+        self.config_version += 1
+
+    def _provider(self, name: str) -> _Provider:
+        try:
+            return self.providers[name]
+        except KeyError:
+            raise RequestError(f"unknown provider {name!r}") from None
+
+    def estimate_cost(self, request: Request, model: ModelSpec) -> float | None:
+        """Estimate a request's cost on ``model``: prompt tokens plus the most it may output."""
+        out = request.max_tokens or model.max_output or self.config.cost.assumed_output_tokens
+        if model.input_per_mtok is None or model.output_per_mtok is None:
+            return None
+        return (
+            request.estimated_input_tokens() * model.input_per_mtok + out * model.output_per_mtok
+        ) / 1_000_000
+
+    def estimate_costs(self, request: Request) -> dict[str, CostEstimate]:
+        """Return the estimated cost of ``request`` on every provider serving its model."""
+        result = {}
+        out_default = self.config.cost.assumed_output_tokens
+        for name, p in self.providers.items():
+            model = p.config.model(request.model)
+            if model is None:
+                continue
+            result[name] = CostEstimate(
+                provider=name,
+                model=model.name,
+                input_tokens=request.estimated_input_tokens(),
+                output_tokens=request.max_tokens or model.max_output or out_default,
+                cost=self.estimate_cost(request, model),
+            )
+        return result
+
+    def find_capable(self, model: str) -> list[str]:
+        """Return the enabled providers serving ``model``, in configuration order."""
+        return [
+            n
+            for n, p in self.providers.items()
+            if p.disabled_reason is None and p.config.model(model) is not None
+        ]
+
+    def circuit_view(self, p: _Provider, now: float) -> str:
+        """Return the circuit as routing sees it: ``due`` when a probe may go through."""
+        if p.circuit == OPEN and p.open_until is not None and now >= p.open_until:
+            return "due" if p.probes_left > 0 else "half_open"
+        if p.circuit == HALF_OPEN:
+            return "due" if p.probes_left > 0 else "half_open"
+        return p.circuit
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    def received(self, query: RouteQuery) -> None:
+        """Record that a request arrived (called once, before its first decision)."""
+        r = query.request
+        self._retry_budget.note_request(self.clock.monotonic())
+        self.emit(
+            [
+                RequestReceived(
+                    ts=self._now(),
+                    request_id=r.request_id,
+                    model=r.model,
+                    stream=r.stream,
+                    messages=len(r.messages),
+                    estimated_input_tokens=r.estimated_input_tokens(),
+                    max_tokens=r.max_tokens,
+                    capabilities=sorted(r.needed_capabilities()),
+                    metadata=dict(r.metadata),
+                    deadline_s=r.deadline,
+                    preferred_provider=query.preferred_provider,
+                    pool=query.pool,
+                    ab_test=query.ab_test,
+                    prompt="\n".join(m.text() for m in r.messages) if self._include_text else None,
+                )
+            ]
+        )
+
+    def rejected(self, request_id: str, error: Exception) -> None:
+        """Record that a request was refused before any provider was tried."""
+        self.emit(
+            [
+                RequestRejected(
+                    ts=self._now(),
+                    request_id=request_id,
+                    error=type(error).__name__,
+                    message=str(error),
+                )
+            ]
+        )
+
+    def decide(
+        self,
+        query: RouteQuery,
+        *,
+        attempt: int,
+        tried: Mapping[str, int],
+        banned: frozenset[str] = frozenset(),
+        reserve: bool = True,
+        any_model: bool = False,
+    ) -> Decision | None:
+        """Choose and reserve a provider for attempt number ``attempt`` of a request.
+
+        Returns ``None`` when every candidate is saturated (the caller may wait for capacity
+        and ask again). With ``reserve=False`` only the decision is made and recorded; with
+        ``any_model`` the request's model does not filter providers (pool picks). Raises a
+        :class:`RoutingError` when nothing can serve the request, and records every decision,
+        made or not, as a ``route.decided`` event.
+        """
+        request = query.request
+        req = query.requirements or Requirements()
+        model_name = req.model or request.model
+        required = request.needed_capabilities() | req.require_capabilities
+        unknown = set(req.require_capabilities) - CAPABILITIES
+        if unknown:
+            raise ConfigError(
+                [f"unknown required capabilities {sorted(unknown)} (known: {sorted(CAPABILITIES)})"]
+            )
+        max_cost = (
+            req.max_cost if req.max_cost is not None else self.config.cost.max_cost_per_request
+        )
+        pool_name = query.pool or req.pool
+        pool = None
+        if pool_name is not None:
+            pool = self.pools.get(pool_name)
+            if pool is None:
+                raise RequestError(f"unknown pool {pool_name!r}", request_id=request.request_id)
+        strategy = pool.strategy if pool is not None else self.config.strategy
+        now = self.clock.monotonic()
+
+        preferred: list[str] = []
+        if query.ab_test is not None and attempt == 1:
+            assignment = self.assign_ab(query.ab_test, request=request)
+            preferred.append(assignment.provider)
+        elif query.ab_test is not None:
+            preferred.append(self._ab_provider(query))
+        if query.preferred_provider is not None:
+            self._provider(query.preferred_provider)  # an unknown name is the caller's error
+            preferred.append(query.preferred_provider)
+        preferred.extend(req.preferred_providers)
+
+        specs: dict[str, ModelSpec] = {}
+        views = []
+        for name, p in self.providers.items():
+            spec = p.config.model(model_name)
+            if spec is None and any_model:
+                spec = p.config.models[0]
+            if spec is not None:
+                specs[name] = spec
+            down = p.disabled_reason
+            if down is None and name in self._ready and not self._ready[name]():
+                down = "not running (restarting)"
+            views.append(
+                View(
+                    name=name,
+                    down=down,
+                    serves_model=spec is not None,
+                    capabilities=spec.capabilities if spec is not None else frozenset(),
+                    circuit=self.circuit_view(p, now),
+                    latency_ms=p.stats().latency_ms,
+                    cost=self.estimate_cost(request, spec) if spec is not None else None,
+                )
+            )
+        exclude = [*req.exclude_providers, *sorted(banned)]
+        members = frozenset(pool.providers) if pool is not None else None
+
+        def run_filter(allow_open: bool) -> tuple[list[str], dict[str, str]]:
+            key = None
+            if max_cost is None and req.max_latency_ms is None and self.config.cache.route_cache:
+                key = (model_name, required, pool_name, tuple(exclude), allow_open)
+                if self._cache_version == self.config_version and key in self._route_cache:
+                    kept, dropped = self._route_cache[key]
+                    # Time alone moves an open circuit to "due": only trust the cached answer
+                    # while no dropped provider's cooldown has ended.
+                    if not any(
+                        self.providers[n].circuit != CLOSED
+                        and self.circuit_view(self.providers[n], now) == "due"
+                        for n in dropped
+                    ):
+                        return list(kept), dict(dropped)
+            result = filter_candidates(
+                views,
+                required=required,
+                members=members,
+                exclude=exclude,
+                max_cost=max_cost,
+                max_latency_ms=req.max_latency_ms,
+                allow_open=allow_open,
+            )
+            if key is not None:
+                if self._cache_version != self.config_version:
+                    self._route_cache.clear()
+                    self._cache_version = self.config_version
+                self._route_cache[key] = (list(result[0]), dict(result[1]))
+            return result
+
+        kept, dropped = run_filter(False)
+        panic = False
+        if not kept:
+            # Filters run in a fixed order, so a provider dropped for its circuit could
+            # otherwise have served the request.
+            unhealthy = [n for n, why in dropped.items() if why.startswith("circuit")]
+            if unhealthy and self.config.health.panic_routing:
+                kept, dropped = run_filter(True)
+                panic = True
+            elif unhealthy:
+                self._decided(query, attempt, strategy, dropped, None, pool_name)
+                raise AllProvidersUnhealthy(
+                    {n: self.providers[n].circuit for n in unhealthy},
+                    request_id=request.request_id,
+                )
+        if not kept:
+            self._decided(query, attempt, strategy, dropped, None, pool_name)
+            raise NoCapableProvider(
+                f"no provider can serve model {model_name!r}",
+                excluded=dropped,
+                request_id=request.request_id,
+            )
+        if attempt > 1 and not self._retry_budget.try_retry(now):
+            self._decided(
+                query, attempt, strategy, dropped, None, pool_name, reason="retry budget exhausted"
+            )
+            raise _RetryBudgetExhausted(request.request_id)
+
+        candidates = []
+        for name in kept:
+            p = self.providers[name]
+            st = p.stats()
+            candidates.append(
+                Candidate(
+                    name=name,
+                    order=p.order,
+                    priority=p.priority,
+                    weight=p.config.weight,
+                    in_flight=p.budget.in_flight,
+                    limit=p.budget.limit,
+                    latency_ms=st.latency_ms,
+                    cost=next(v.cost for v in views if v.name == name),
+                )
+            )
+        rot_key = (pool_name, strategy)
+        ranking, new_current = rank(
+            strategy,
+            candidates,
+            rng=self.rng,
+            turn=self._turns.get(rot_key, 0),
+            current=self._swrr.get(rot_key, {}),
+            weights=pool.weights if pool is not None else None,
+        )
+        order = list(ranking.order)
+        reason = ranking.reason
+        # Preferences first (in the order given), then untried providers before retries.
+        front = [n for n in dict.fromkeys(preferred) if n in order]
+        if front:
+            order = front + [n for n in order if n not in front]
+            if order[0] == front[0]:
+                reason = f"preferred provider {front[0]!r}; strategy would say: {ranking.reason}"
+        if tried:
+            order = sorted(order, key=lambda n: tried.get(n, 0))
+            if order[0] != ranking.order[0] and not front:
+                reason = f"failover to {order[0]!r}; {ranking.reason}"
+        if panic:
+            reason = f"panic routing (every candidate unhealthy); {reason}"
+
+        chosen: str | None = None
+        probe = False
+        for name in order:
+            p = self.providers[name]
+            if not reserve:
+                chosen = name
+                break
+            circuit = self.circuit_view(p, now)
+            if p.budget.try_acquire():
+                chosen = name
+                if circuit == "due":
+                    p.probes_left -= 1
+                    probe = True
+                break
+            dropped[name] = f"saturated ({p.budget.in_flight}/{p.budget.limit} in flight)"
+        if chosen is None:
+            self._decided(query, attempt, strategy, dropped, None, pool_name, scores=ranking.scores)
+            return None
+
+        if new_current is not None:
+            self._swrr[rot_key] = new_current
+        self._turns[rot_key] = self._turns.get(rot_key, 0) + 1
+        alternatives = [n for n in order if n != chosen and n not in dropped]
+        conf = confidence(ranking._replace(order=[chosen, *alternatives]))
+        route = RouteResult(
+            provider=chosen,
+            model=specs[chosen].name,
+            reason=reason if chosen == order[0] else f"{reason}; first choices saturated",
+            confidence=conf,
+            alternatives=alternatives,
+            scores=ranking.scores,
+            excluded=dropped,
+            strategy=strategy,
+            request_id=request.request_id,
+        )
+        events: list[Event] = [
+            self._route_event(query, attempt, route, pool_name),
+        ]
+        if reserve:
+            p = self.providers[chosen]
+            events.append(
+                AttemptStarted(
+                    ts=self._now(),
+                    request_id=request.request_id,
+                    attempt=attempt,
+                    provider=chosen,
+                    model=specs[chosen].name,
+                    in_flight=p.budget.in_flight,
+                )
+            )
+        self.emit(events)
+        return Decision(
+            route=route,
+            model=specs[chosen],
+            budget=self.providers[chosen].budget,
+            attempt=attempt,
+            probe=probe,
+        )
+
+    def _route_event(
+        self, query: RouteQuery, attempt: int, route: RouteResult, pool: str | None
+    ) -> RouteDecided:
+        return RouteDecided(
+            ts=self._now(),
+            request_id=query.request.request_id,
+            strategy=route.strategy,
+            candidates=list(self.providers),
+            excluded=route.excluded,
+            scores=route.scores,
+            chosen=route.provider,
+            model=route.model,
+            reason=route.reason,
+            confidence=route.confidence,
+            alternatives=route.alternatives,
+            config_version=self.config_version,
+            attempt=attempt,
+            pool=pool,
+        )
+
+    def _decided(
+        self,
+        query: RouteQuery,
+        attempt: int,
+        strategy: str,
+        dropped: dict[str, str],
+        chosen: str | None,
+        pool: str | None,
+        *,
+        reason: str = "",
+        scores: dict[str, float] | None = None,
+    ) -> None:
+        if not reason:
+            reason = "every candidate saturated" if scores else "no candidate left"
+        self.emit(
+            [
+                RouteDecided(
+                    ts=self._now(),
+                    request_id=query.request.request_id,
+                    strategy=strategy,
+                    candidates=list(self.providers),
+                    excluded=dict(dropped),
+                    scores=scores or {},
+                    chosen=chosen,
+                    reason=reason,
+                    config_version=self.config_version,
+                    attempt=attempt,
+                    pool=pool,
+                )
+            ]
+        )
+
+    # -- outcomes ---------------------------------------------------------------------------
+
+    def finished(self, outcome: Outcome | None, final: Final | None, query: RouteQuery) -> None:
+        """Record an attempt's outcome and, with ``final``, the request's outcome."""
+        events: list[Event] = []
+        ts = self._now()
+        if outcome is not None:
+            if outcome.error is None:
+                usage = outcome.usage
+                events.append(
+                    AttemptSucceeded(
+                        ts=ts,
+                        request_id=outcome.request_id,
+                        attempt=outcome.attempt,
+                        provider=outcome.provider,
+                        model=outcome.model,
+                        latency_ms=outcome.latency_ms,
+                        ttft_ms=outcome.ttft_ms,
+                        input_tokens=usage.input_tokens if usage else 0,
+                        output_tokens=usage.output_tokens if usage else 0,
+                        cost=outcome.cost,
+                        stream=outcome.stream,
+                    )
+                )
+            else:
+                err = outcome.error
+                events.append(
+                    AttemptFailed(
+                        ts=ts,
+                        request_id=outcome.request_id,
+                        attempt=outcome.attempt,
+                        provider=outcome.provider,
+                        model=outcome.model,
+                        error=type(err).__name__,
+                        message=err.message[:500],
+                        status=err.status,
+                        retry_after_s=err.retry_after_s,
+                        retryable=err.retryable,
+                        maybe_billed=err.maybe_billed,
+                        latency_ms=outcome.latency_ms,
+                        counts_against_health=counts_against_health(err),
+                    )
+                )
+        if final is not None:
+            events.extend(self._final_events(query, final, ts))
+        if events:
+            self.emit(events)
+
+    def _final_events(self, query: RouteQuery, final: Final, ts: float) -> list[Event]:
+        request = query.request
+        events: list[Event] = []
+        resp = final.response
+        if resp is not None:
+            if final.attempts > 1 and final.failed_providers:
+                events.append(
+                    FallbackSucceeded(
+                        ts=ts,
+                        request_id=request.request_id,
+                        provider=resp.provider,
+                        attempts=final.attempts,
+                        failed_providers=list(final.failed_providers),
+                    )
+                )
+            usage = resp.usage
+            events.append(
+                RequestCompleted(
+                    ts=ts,
+                    request_id=request.request_id,
+                    provider=resp.provider,
+                    model=resp.model,
+                    attempts=final.attempts,
+                    latency_ms=final.latency_ms,
+                    input_tokens=usage.input_tokens if usage else 0,
+                    output_tokens=usage.output_tokens if usage else 0,
+                    cost=resp.cost,
+                    finish_reason=resp.finish_reason,
+                    stream=request.stream,
+                    cached=resp.cached,
+                    response_text=resp.content if self._include_text else None,
+                )
+            )
+        else:
+            err = final.error
+            if final.attempts > 0 and final.failed_providers:
+                events.append(
+                    FallbackExhausted(
+                        ts=ts,
+                        request_id=request.request_id,
+                        attempts=final.attempts,
+                        providers=list(final.failed_providers),
+                        last_error=type(err).__name__ if err else "",
+                    )
+                )
+            events.append(
+                RequestFailed(
+                    ts=ts,
+                    request_id=request.request_id,
+                    model=request.model,
+                    error=type(err).__name__ if err else "Unknown",
+                    message=str(err)[:500] if err else "",
+                    attempts=final.attempts,
+                    latency_ms=final.latency_ms,
+                    provider=final.failed_providers[-1] if final.failed_providers else None,
+                    stream=request.stream,
+                )
+            )
+        if query.ab_test is not None and query.ab_test in self.ab_tests:
+            test = self.ab_tests[query.ab_test]
+            variant = self._ab_variant_of(query)
+            events.append(
+                ABMetricsRecorded(
+                    ts=ts,
+                    test=test.name,
+                    variant=variant,
+                    latency_ms=final.latency_ms,
+                    cost=resp.cost if resp is not None else None,
+                    error=resp is None,
+                    request_id=request.request_id,
+                    source="auto",
+                )
+            )
+        return events
+
+    # -- health -----------------------------------------------------------------------------
+
+    def apply_health(self, provider: str, transition: Transition) -> list[str]:
+        """Apply a circuit transition decided by the health actor; return callbacks to fire."""
+        p = self.providers.get(provider)
+        if p is None:
+            return []
+        p.circuit = transition.to_state
+        p.open_until = transition.open_until
+        p.probes_left = self.config.health.half_open_probes if transition.to_state != CLOSED else 0
+        self._bump()
+        ts = self._now()
+        events: list[Event] = [
+            CircuitStateChanged(
+                ts=ts,
+                provider=provider,
+                from_state=transition.from_state,
+                to_state=transition.to_state,
+                reason=transition.reason,
+                open_until=transition.open_until,
+                trips=transition.trips,
+            )
+        ]
+        fired = []
+        if transition.from_state == CLOSED and transition.to_state == OPEN:
+            events.append(
+                ProviderUnhealthy(
+                    ts=ts, provider=provider, reason=transition.reason, evidence=transition.evidence
+                )
+            )
+            fired.append("provider_unhealthy")
+        elif transition.to_state == CLOSED:
+            events.append(
+                ProviderRecovered(
+                    ts=ts,
+                    provider=provider,
+                    reason=transition.reason,
+                    unhealthy_for_s=transition.unhealthy_for_s,
+                )
+            )
+            fired.append("provider_recovered")
+        if transition.failed:
+            events.append(
+                ProviderFailed(
+                    ts=ts,
+                    provider=provider,
+                    reason=f"circuit tripped {transition.trips} times without recovering",
+                    evidence=transition.evidence,
+                )
+            )
+            fired.append("provider_failed")
+        self.emit(events)
+        return fired
+
+    def disable(self, provider: str, reason: str) -> None:
+        """Take a provider out of service for good (restart intensity exceeded)."""
+        p = self._provider(provider)
+        if p.disabled_reason is not None:
+            return
+        p.disabled_reason = reason
+        self._bump()
+        ts = self._now()
+        self.emit(
+            [
+                ProviderDisabled(ts=ts, provider=provider, reason=reason),
+                ProviderFailed(ts=ts, provider=provider, reason=reason),
+            ]
+        )
+
+    def restarted(self, provider: str, reason: str, restarts: int) -> None:
+        """Record that a crashed provider actor was restarted."""
+        self.emit(
+            [ProviderRestarted(ts=self._now(), provider=provider, reason=reason, restarts=restarts)]
+        )
+
+    # -- operator commands ------------------------------------------------------------------
+
+    def set_priority(self, provider: str, priority: int) -> None:
+        """Change a provider's priority at once."""
+        p = self._provider(provider)
+        old, p.priority = p.priority, int(priority)
+        self._bump()
+        self.emit([PriorityChanged(ts=self._now(), provider=provider, old=old, new=p.priority)])
+
+    def set_limit(self, provider: str, limit: int) -> None:
+        """Change a provider's concurrency budget at once."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigError([f"concurrency limit for {provider!r} must be an int >= 1"])
+        p = self._provider(provider)
+        old = p.budget.set_limit(limit)
+        self._bump()
+        self.emit([ConcurrencyLimitChanged(ts=self._now(), provider=provider, old=old, new=limit)])
+
+    def create_pool(self, pool: PoolConfig) -> None:
+        """Add a named pool."""
+        problems = check_pool(pool, set(self.providers), taken=set(self.pools))
+        if problems:
+            raise ConfigError(problems)
+        self.pools[pool.name] = pool
+        self._bump()
+        self.emit(
+            [
+                PoolCreated(
+                    ts=self._now(),
+                    name=pool.name,
+                    providers=list(pool.providers),
+                    strategy=pool.strategy,
+                    weights=dict(pool.weights) if pool.weights else None,
+                )
+            ]
+        )
+
+    def setup_ab_test(self, test: ABTestConfig) -> None:
+        """Add an A/B test."""
+        problems = check_ab_test(test, set(self.providers), taken=set(self.ab_tests))
+        if problems:
+            raise ConfigError(problems)
+        self.ab_tests[test.name] = test
+        self._bump()
+        self.emit(
+            [
+                ABTestCreated(
+                    ts=self._now(),
+                    name=test.name,
+                    variant_a=test.variant_a,
+                    variant_b=test.variant_b,
+                    split_ratio=test.split_ratio,
+                    sticky_key=test.sticky_key,
+                    metrics={k: dict(v) for k, v in (test.metrics or {}).items()},
+                )
+            ]
+        )
+
+    def _test(self, name: str) -> ABTestConfig:
+        try:
+            return self.ab_tests[name]
+        except KeyError:
+            raise RequestError(f"unknown A/B test {name!r}") from None
+
+    def assign_ab(
+        self, name: str, *, request: Request | None = None, key: str | None = None
+    ) -> ABAssignment:
+        """Assign a variant: by a stable hash of the sticky key, else by the seeded RNG."""
+        test = self._test(name)
+        if key is None and request is not None and test.sticky_key is not None:
+            key = request.metadata.get(test.sticky_key)
+        if key is not None:
+            digest = hashlib.blake2b(f"{name}\0{key}".encode(), digest_size=8).digest()
+            u = int.from_bytes(digest, "big") / 2**64
+        else:
+            u = self.rng.random()
+        variant = "A" if u < test.split_ratio else "B"
+        provider = test.variant_a if variant == "A" else test.variant_b
+        probability = test.split_ratio if variant == "A" else 1.0 - test.split_ratio
+        request_id = request.request_id if request is not None else None
+        if request is not None:
+            self._ab_assigned[request.request_id] = variant
+        self.emit(
+            [
+                ABVariantAssigned(
+                    ts=self._now(),
+                    test=name,
+                    variant=variant,
+                    provider=provider,
+                    probability=probability,
+                    request_id=request_id,
+                    sticky=key is not None,
+                )
+            ]
+        )
+        return ABAssignment(
+            test=name,
+            variant=variant,  # type: ignore[arg-type]
+            provider=provider,
+            probability=probability,
+            request_id=request_id,
+        )
+
+    def _ab_variant_of(self, query: RouteQuery) -> str:
+        return self._ab_assigned.pop(query.request.request_id, "A")
+
+    def _ab_provider(self, query: RouteQuery) -> str:
+        test = self._test(query.ab_test or "")
+        variant = self._ab_assigned.get(query.request.request_id, "A")
+        return test.variant_a if variant == "A" else test.variant_b
+
+    def record_ab_metrics(
+        self, name: str, variant: str, *, latency_ms: float, cost: float | None, error: bool
+    ) -> None:
+        """Record a manual A/B outcome."""
+        self._test(name)
+        if variant not in ("A", "B"):
+            raise RequestError(f"A/B variant must be 'A' or 'B', got {variant!r}")
+        self.emit(
+            [
+                ABMetricsRecorded(
+                    ts=self._now(),
+                    test=name,
+                    variant=variant,
+                    latency_ms=float(latency_ms),
+                    cost=cost,
+                    error=bool(error),
+                    source="manual",
+                )
+            ]
+        )
+
+    def clear_cache(self) -> None:
+        """Drop every cached route."""
+        self._route_cache.clear()
+
+
+class _RetryBudgetExhausted(RoutingError):
+    """Internal: the retry budget refused another attempt."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__("retry budget exhausted", request_id=request_id)

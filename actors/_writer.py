@@ -1,0 +1,182 @@
+"""The log writer: the only writer of the event log, with group commit and live projections.
+
+:class:`EventWriter` is the logic (the simulation calls it directly); :class:`LogWriterActor`
+runs it on its own thread. Events arrive by ``tell``, so appending never blocks a request on
+disk I/O. The actor commits when its mailbox is empty or ``batch_max_events`` are waiting:
+under load, everything that arrived during one commit goes into the next (group commit).
+After each commit the same events, with their positions, are folded into the live
+projections, which therefore equal a replay of the file.
+
+If the store fails, requests keep being served: events wait in a buffer of at most
+``buffer_max_events``, the failure is logged, and commits are retried with backoff. Events
+beyond the buffer are counted, and the first successful commit records them as one explicit
+``log.events_dropped`` gap event: never a silent drop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import pykka
+
+from routeledger.events import Event, EventsDropped, Projections, StoreError
+
+if TYPE_CHECKING:
+    from routeledger.actors._clock import Clock
+    from routeledger.events import LogConfig
+    from routeledger.store import EventStore
+
+__all__ = ["Append", "EventWriter", "Flush", "LogWriterActor", "Query"]
+
+log = logging.getLogger("routeledger")
+
+RETRY_MIN_S = 0.05
+RETRY_MAX_S = 2.0
+
+
+class Append(NamedTuple):
+    """Append these events (a tell)."""
+
+    events: list[Event]
+
+
+class Flush(NamedTuple):
+    """Commit everything received so far (an ask); raises the store's error if it fails."""
+
+
+class Query(NamedTuple):
+    """Run ``fn(projections)`` after committing what is pending (an ask)."""
+
+    fn: Callable[[Projections], Any]
+
+
+class EventWriter:
+    """Buffers events, commits them in batches, and feeds the live projections."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        config: LogConfig,
+        clock: Clock,
+        projections: Projections | None = None,
+        on_error: Callable[[StoreError | None], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.projections = projections if projections is not None else Projections()
+        self.on_error = on_error
+        self.pending: list[Event] = []
+        self.error: StoreError | None = None
+        self.dropped = 0
+        self._dropped_first = 0.0
+        self._dropped_last = 0.0
+        self._retry_at = 0.0
+        self._retry_delay = RETRY_MIN_S
+
+    def add(self, events: list[Event]) -> None:
+        """Queue events; past the buffer's bound they are counted as dropped."""
+        room = self.config.buffer_max_events - len(self.pending)
+        if len(events) <= room:
+            self.pending.extend(events)
+            return
+        keep, lost = events[: max(room, 0)], events[max(room, 0) :]
+        self.pending.extend(keep)
+        if not self.dropped:
+            self._dropped_first = lost[0].ts
+        self.dropped += len(lost)
+        self._dropped_last = lost[-1].ts
+
+    @property
+    def full(self) -> bool:
+        """Return whether a batch is ready regardless of what else is coming."""
+        return len(self.pending) >= self.config.batch_max_events
+
+    def commit(self, *, force: bool = False) -> bool:
+        """Write what is pending; return whether everything is durable now.
+
+        While the store is failing, a commit is attempted only when the backoff allows it,
+        unless ``force``.
+        """
+        if not self.pending and not self.dropped:
+            return True
+        if self.error is not None and not force and self.clock.monotonic() < self._retry_at:
+            return False
+        batch = self.pending
+        if self.dropped:
+            batch = [
+                *batch,
+                EventsDropped(
+                    ts=self.clock.time(),
+                    count=self.dropped,
+                    first_ts=self._dropped_first,
+                    last_ts=self._dropped_last,
+                    reason=f"event log unavailable: {self.error}" if self.error else "",
+                ),
+            ]
+        try:
+            positions = self.store.append(batch)
+        except StoreError as exc:
+            self._failed(exc)
+            return False
+        if self.error is not None:
+            log.warning("event log recovered; %d buffered events written", len(batch))
+            self.error = None
+            self._retry_delay = RETRY_MIN_S
+            if self.on_error is not None:
+                self.on_error(None)
+        self.pending = []
+        self.dropped = 0
+        apply = self.projections.apply
+        for position, event in zip(positions, batch, strict=True):
+            apply(position, event)
+        return True
+
+    def _failed(self, exc: StoreError) -> None:
+        if self.error is None:
+            log.error("event log write failed; buffering events: %s", exc)
+            if self.on_error is not None:
+                self.on_error(exc)
+        self.error = exc
+        self._retry_at = self.clock.monotonic() + self._retry_delay
+        self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_S)
+
+
+class LogWriterActor(pykka.ThreadingActor):
+    """Runs an :class:`EventWriter` on its own thread."""
+
+    def __init__(self, writer: EventWriter) -> None:
+        super().__init__()
+        self.writer = writer
+
+    def on_receive(self, message: Any) -> Any:
+        """Handle one message; an ``Append`` (a tell) never raises."""
+        kind = type(message)
+        writer = self.writer
+        if kind is Append:
+            try:
+                writer.add(message.events)
+                if writer.full or self.actor_inbox.empty():
+                    writer.commit()
+            except Exception:
+                log.exception("log writer: unexpected failure")
+            return None
+        if kind is Flush:
+            if not writer.commit(force=True):
+                assert writer.error is not None
+                raise writer.error
+            return True
+        if kind is Query:
+            writer.commit()
+            return message.fn(writer.projections)
+        raise TypeError(f"log writer got an unknown message {kind.__name__}")
+
+    def on_stop(self) -> None:
+        """Write what is left before stopping."""
+        try:
+            self.writer.commit(force=True)
+        except Exception:
+            log.exception("log writer: final commit failed")

@@ -1,0 +1,64 @@
+"""Request validation: refuse a malformed request before it reaches any provider."""
+
+from __future__ import annotations
+
+import math
+
+from routeledger.events._errors import RequestError
+from routeledger.events._types import ImagePart, Request, TextPart
+
+__all__ = ["validate_request"]
+
+ROLES = frozenset({"system", "user", "assistant", "tool"})
+
+
+def validate_request(request: object) -> Request:
+    """Return ``request`` if it is a well-formed :class:`Request`; raise :class:`RequestError`.
+
+    Every problem found is listed in the one error.
+    """
+    if not isinstance(request, Request):
+        raise RequestError(f"expected a Request, got {type(request).__name__}")
+    problems: list[str] = []
+    if not isinstance(request.model, str) or not request.model.strip():
+        problems.append("model must be a non-empty string")
+    if not isinstance(request.messages, list) or not request.messages:
+        problems.append("messages must be a non-empty list")
+    else:
+        for i, m in enumerate(request.messages):
+            if getattr(m, "role", None) not in ROLES:
+                problems.append(f"messages[{i}].role must be one of {sorted(ROLES)}")
+                continue
+            # Typed loosely: the values come from callers and may be anything.
+            content: object = m.content
+            if isinstance(content, list):
+                part: object
+                for j, part in enumerate(content):
+                    if isinstance(part, ImagePart):
+                        if not (part.url or part.data):
+                            problems.append(f"messages[{i}].content[{j}]: image needs url or data")
+                    elif not isinstance(part, TextPart):
+                        problems.append(f"messages[{i}].content[{j}] is not a text or image part")
+            elif not isinstance(content, str):
+                problems.append(f"messages[{i}].content must be a string or a list of parts")
+            if m.role == "tool" and not m.tool_call_id:
+                problems.append(f"messages[{i}]: a tool message needs tool_call_id")
+    mt = request.max_tokens
+    if mt is not None and (isinstance(mt, bool) or not isinstance(mt, int) or mt < 1):
+        problems.append(f"max_tokens must be a positive integer, got {mt!r}")
+    t = request.temperature
+    if t is not None and (not isinstance(t, int | float) or math.isnan(t) or not 0 <= t <= 2):
+        problems.append(f"temperature must be in [0, 2], got {t!r}")
+    p = request.top_p
+    if p is not None and (not isinstance(p, int | float) or math.isnan(p) or not 0 < p <= 1):
+        problems.append(f"top_p must be in (0, 1], got {p!r}")
+    d = request.deadline
+    if d is not None and (not isinstance(d, int | float) or math.isnan(d) or d <= 0):
+        problems.append(f"deadline must be a positive number of seconds, got {d!r}")
+    if not isinstance(request.request_id, str) or not request.request_id:
+        problems.append("request_id must be a non-empty string")
+    if problems:
+        raise RequestError(
+            "invalid request: " + "; ".join(problems), request_id=str(request.request_id)
+        )
+    return request

@@ -70,6 +70,7 @@ __all__ = [
     "HTTPAdapter",
     "StreamState",
     "WireAdapter",
+    "classify",
     "error_from_exception",
     "error_from_payload",
     "error_from_status",

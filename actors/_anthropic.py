@@ -228,7 +228,7 @@ def build_payload(request: Request, model: ModelSpec, *, stream: bool) -> dict[s
         max_tokens = model.max_output
     else:
         max_tokens = DEFAULT_MAX_TOKENS
-    payload: dict[str, Any] = {"model": model.name, "max_tokens": max_tokens}
+    payload: dict[str, Any] = {"model": model.wire_name, "max_tokens": max_tokens}
     if system:
         payload["system"] = "\n\n".join(system)
     payload["messages"] = messages

@@ -173,7 +173,7 @@ def build_payload(request: Request, model: ModelSpec, *, stream: bool) -> dict[s
         BadRequest: The request cannot be expressed (an image without data or URL).
     """
     payload: dict[str, Any] = {
-        "model": model.name,
+        "model": model.wire_name,
         "messages": [_message(m) for m in request.messages],
     }
     if request.max_tokens is not None:

@@ -406,6 +406,9 @@ class Router:
             return result
 
         kept, dropped = run_filter(False)
+        for name in banned:
+            if dropped.get(name) == "excluded" and name not in req.exclude_providers:
+                dropped[name] = "failed earlier in this request"
         panic = False
         if not kept:
             # Filters run in a fixed order, so a provider dropped for its circuit could

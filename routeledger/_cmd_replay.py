@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     from routeledger.events import Event, Projections
 
-__all__ = ["register"]
+__all__ = ["figure_lines", "register"]
 
 POLL_INTERVAL_S = 0.2
 """How often ``tail --follow`` looks for newly committed events."""
@@ -99,16 +99,27 @@ def run_replay(args: argparse.Namespace) -> int:
     ]
     if projections.skipped_unknown:
         out.append(f"skipped {projections.skipped_unknown} event(s) of unknown type")
+    out.extend(figure_lines(projections, sections, args.period))
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+def figure_lines(
+    projections: Projections,
+    sections: tuple[str, ...] = ("metrics", "usage", "ab"),
+    period: str = "all",
+) -> list[str]:
+    """Return the tables of the chosen sections, each preceded by a blank line."""
+    out: list[str] = []
     for section in sections:
         out.append("")
         if section == "metrics":
             out.extend(_metrics_lines(projections))
         elif section == "usage":
-            out.extend(_usage_lines(projections, args.period))
+            out.extend(_usage_lines(projections, period))
         else:
             out.extend(_ab_lines(projections))
-    sys.stdout.write("\n".join(out) + "\n")
-    return 0
+    return out
 
 
 def _replay_json(projections: Projections, sections: tuple[str, ...], db: str, period: str) -> str:

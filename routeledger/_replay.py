@@ -4,10 +4,28 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from routeledger.events import Projections, StoreError
 
-__all__ = ["replay"]
+__all__ = ["open_readonly", "replay"]
+
+if TYPE_CHECKING:
+    from routeledger.store import SQLiteStore
+
+
+def open_readonly(path: str | os.PathLike[str]) -> SQLiteStore:
+    """Open an existing event log read-only.
+
+    Raises:
+        StoreError: the file is missing or is not a readable event log.
+    """
+    from routeledger.store import SQLiteStore  # sqlite and the store stay off the import path
+
+    file = Path(path)
+    if not file.is_file():
+        raise StoreError(f"no event log at {str(file)!r}", path=str(file))
+    return SQLiteStore(file, readonly=True)
 
 
 def replay(path: str | os.PathLike[str], *, strict: bool = True) -> Projections:
@@ -27,12 +45,7 @@ def replay(path: str | os.PathLike[str], *, strict: bool = True) -> Projections:
         StoreError: the file is missing or is not a readable event log.
         UnknownEventType: ``strict`` and the log holds an event of an unknown type.
     """
-    from routeledger.store import SQLiteStore  # sqlite and the store stay off the import path
-
-    file = Path(path)
-    if not file.is_file():
-        raise StoreError(f"no event log at {str(file)!r}", path=str(file))
-    store = SQLiteStore(file, readonly=True)
+    store = open_readonly(path)
     try:
         projections = store.replay(Projections(), strict=strict)
         projections.skipped_unknown = store.skipped_unknown

@@ -1,0 +1,466 @@
+"""Deterministic simulation: the real routing, failover, health and log-writer logic on
+virtual time, against simulated providers.
+
+Use it to plan capacity or to test a configuration before production: describe providers
+(latency distribution, failure rate, rate limit with ``Retry-After``, outages that start and
+end, concurrency limit) and a workload, run it, and read the metrics replayed from the event
+log it writes. Nothing sleeps and no thread is started: thousands of requests take seconds,
+and the same seed reproduces the same event log byte for byte.
+
+What runs is the runtime's own code: :class:`~routeledger.actors.Router` (the supervisor's
+logic), the failover policy :func:`~routeledger.actors._failover.drive`, the
+:class:`~routeledger.actors.HealthMonitor` circuits and the
+:class:`~routeledger.actors.EventWriter`. Only the actors' threads are replaced by a
+discrete-event loop, and the HTTP calls by :class:`SimProvider` behaviours.
+
+A scenario is a TOML file::
+
+    [simulation]
+    requests = 2000          # how many requests arrive
+    rate_per_s = 50.0        # Poisson arrivals
+    model = "m"
+    max_tokens = 64
+
+    strategy = "latency"      # any RuntimeConfig field: failover, health, pools, ...
+
+    [[providers]]
+    name = "fast"
+    models = [{ name = "m", input_per_mtok = 0.5, output_per_mtok = 1.5 }]
+    max_concurrency = 8
+    [providers.sim]
+    latency_ms = 120         # median of a log-normal
+    latency_sigma = 0.3
+    fail_rate = 0.01
+    rate_limit_per_s = 30    # above this, 429 with Retry-After
+    outages = [{ start_s = 10, end_s = 25, status = 503 }]
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import os
+import random
+import tomllib
+from collections.abc import Callable, Generator, Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from routeledger.actors._budget import Budget
+from routeledger.actors._clock import VirtualClock
+from routeledger.actors._failover import (
+    AwaitCapacity,
+    Call,
+    Decide,
+    Report,
+    Sleep,
+    drive,
+)
+from routeledger.actors._health import HealthMonitor
+from routeledger.actors._messages import Decision
+from routeledger.actors._router import RouteQuery, Router
+from routeledger.actors._stats import StatsTracker
+from routeledger.actors._writer import EventWriter
+from routeledger.events import (
+    AuthenticationError,
+    BadRequest,
+    ConfigError,
+    ConfigurationApplied,
+    Message,
+    ProviderConnectError,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+    Request,
+    Response,
+    RouteledgerError,
+    RuntimeConfig,
+    Usage,
+    validate_config,
+)
+from routeledger.events._projections import Projections
+from routeledger.store import EventStore, MemoryStore, SQLiteStore
+
+__all__ = ["Outage", "Scenario", "SimBehaviour", "SimResult", "Simulation", "load_scenario"]
+
+
+class Outage(msgspec.Struct, frozen=True, kw_only=True):
+    """From ``start_s`` to ``end_s`` (simulated seconds) every call fails with ``status``
+    (or, with status 0, cannot connect)."""
+
+    start_s: float
+    end_s: float
+    status: int = 503
+
+
+class SimBehaviour(msgspec.Struct, frozen=True, kw_only=True):
+    """How a simulated provider answers."""
+
+    latency_ms: float = 100.0
+    """Median latency of a success (log-normal)."""
+    latency_sigma: float = 0.25
+    """Log-normal shape: 0 for a fixed latency."""
+    fail_rate: float = 0.0
+    fail_status: int = 500
+    fail_latency_ms: float = 20.0
+    rate_limit_per_s: float | None = None
+    retry_after_s: float = 1.0
+    output_tokens: int = 32
+    outages: list[Outage] = []
+
+
+class Scenario(msgspec.Struct, kw_only=True):
+    """A simulated workload against a configuration."""
+
+    config: RuntimeConfig
+    behaviours: dict[str, SimBehaviour]
+    requests: int = 1000
+    rate_per_s: float = 20.0
+    model: str = ""
+    max_tokens: int = 64
+    prompt_chars: int = 400
+    deadline_s: float | None = None
+
+
+class SimResult(msgspec.Struct, kw_only=True):
+    """What a run produced."""
+
+    completed: int
+    failed: int
+    errors: dict[str, int]
+    duration_s: float
+    events: int
+    projections: Projections | None = None
+
+
+def load_scenario(path: str | os.PathLike[str]) -> Scenario:
+    """Read a scenario TOML file (see the module docstring)."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"cannot read {os.fspath(path)}: {exc.strerror}"]) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{os.fspath(path)} is not valid TOML: {exc}"]) from None
+    return scenario_from_dict(data)
+
+
+def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
+    """Build a scenario from plain data (the parsed TOML)."""
+    data = dict(data)
+    sim = dict(data.pop("simulation", {}))
+    behaviours: dict[str, SimBehaviour] = {}
+    providers = []
+    problems: list[str] = []
+    for i, raw in enumerate(data.pop("providers", [])):
+        raw = dict(raw)
+        behaviour = raw.pop("sim", {})
+        raw.setdefault("kind", "openai")
+        raw.setdefault("base_url", f"http://127.0.0.1/sim/{raw.get('name', i)}")
+        try:
+            behaviours[str(raw.get("name"))] = msgspec.convert(behaviour, SimBehaviour)
+        except msgspec.ValidationError as exc:
+            problems.append(f"providers[{i}].sim: {exc}")
+        providers.append(raw)
+    data["providers"] = providers
+    if problems:
+        raise ConfigError(problems)
+    config = RuntimeConfig.from_dict(data)
+    try:
+        scenario = msgspec.convert(
+            {"config": config, "behaviours": behaviours, **sim},
+            Scenario,
+            from_attributes=True,
+        )
+    except msgspec.ValidationError as exc:
+        raise ConfigError([f"[simulation]: {exc}"]) from None
+    if not scenario.model:
+        scenario.model = config.providers[0].models[0].name
+    if scenario.requests < 0 or scenario.rate_per_s <= 0:
+        raise ConfigError(["[simulation]: requests must be >= 0 and rate_per_s > 0"])
+    return scenario
+
+
+class _Task:
+    """One simulated request: its driver and what it is waiting for."""
+
+    __slots__ = ("first", "gen", "query", "waiting")
+
+    def __init__(self, query: RouteQuery, gen: Generator[Any, Any, Any]) -> None:
+        self.query = query
+        self.gen = gen
+        self.first = True
+        self.waiting = False
+
+
+class Simulation:
+    """Runs a :class:`Scenario` on virtual time.
+
+    Args:
+        scenario: What to simulate.
+        seed: Seeds every random choice (routing, providers, arrivals).
+        store: Where events go (default: in memory).
+    """
+
+    def __init__(
+        self, scenario: Scenario, *, seed: int = 0, store: EventStore | None = None
+    ) -> None:
+        validate_config(scenario.config, environ={})
+        self.scenario = scenario
+        self.config = scenario.config
+        self.clock = VirtualClock()
+        self.store = store if store is not None else MemoryStore()
+        self.writer = EventWriter(self.store, config=self.config.log, clock=self.clock)
+        master = random.Random(seed)
+        self._route_rng = random.Random(master.getrandbits(64))
+        self._provider_rng = random.Random(master.getrandbits(64))
+        self._arrival_rng = random.Random(master.getrandbits(64))
+        self._retry_rng = random.Random(master.getrandbits(64))
+        self.budgets = {p.name: Budget(p.max_concurrency) for p in self.config.providers}
+        self.trackers = {p.name: StatsTracker() for p in self.config.providers}
+        self.health = HealthMonitor(self.config.health, [p.name for p in self.config.providers])
+        self._timeouts = {p.name: p.timeout_s for p in self.config.providers}
+        self._calls: dict[str, list[float]] = {p.name: [] for p in self.config.providers}
+        self.writer.add(
+            [
+                ConfigurationApplied(
+                    ts=self.clock.time(),
+                    config_version=1,
+                    digest="simulation",
+                    providers=[p.name for p in self.config.providers],
+                    strategy=self.config.strategy,
+                )
+            ]
+        )
+        self.router = Router(
+            self.config,
+            budgets=self.budgets,
+            stats={n: self._stats_reader(n) for n in self.trackers},
+            clock=self.clock,
+            rng=self._route_rng,
+            emit=self.writer.add,
+        )
+        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._parked: list[_Task] = []
+        self.completed = 0
+        self.failed = 0
+        self.errors: dict[str, int] = {}
+        self.max_in_flight: dict[str, int] = dict.fromkeys(self.budgets, 0)
+        self.on_step: Callable[[Simulation], None] | None = None
+
+    def _stats_reader(self, name: str) -> Callable[[], Any]:
+        tracker = self.trackers[name]
+        return lambda: tracker.stats
+
+    # -- the event loop ---------------------------------------------------------------------
+
+    def at(self, when: float, action: Callable[[], None]) -> None:
+        """Schedule ``action`` at simulated monotonic time ``when``."""
+        heapq.heappush(self._queue, (when, next(self._seq), action))
+
+    def run(self, *, until: float | None = None) -> SimResult:
+        """Run the scenario to its end (or to ``until``) and commit every event."""
+        if not self._queue and self.completed + self.failed == 0:
+            self._schedule_arrivals()
+        while self._queue:
+            when, _, action = self._queue[0]
+            if until is not None and when > until:
+                break
+            heapq.heappop(self._queue)
+            self.clock.set(when)
+            for provider, t in self.health.poll(when):
+                self.router.apply_health(provider, t)
+            action()
+            if self.writer.full:
+                self.writer.commit(force=True)
+            if self.on_step is not None:
+                self.on_step(self)
+        self.writer.commit(force=True)
+        return SimResult(
+            completed=self.completed,
+            failed=self.failed,
+            errors=dict(sorted(self.errors.items())),
+            duration_s=self.clock.monotonic(),
+            events=self.writer.projections.events,
+            projections=self.writer.projections,
+        )
+
+    def _schedule_arrivals(self) -> None:
+        s = self.scenario
+        t = 0.0
+        for i in range(s.requests):
+            t += self._arrival_rng.expovariate(s.rate_per_s)
+            self.at(t, lambda i=i: self.submit(self.make_request(i)))
+
+    def make_request(self, i: int) -> Request:
+        """Return the ``i``-th request of the workload (ids are deterministic)."""
+        s = self.scenario
+        return Request(
+            model=s.model,
+            messages=[Message(role="user", content="x" * s.prompt_chars)],
+            max_tokens=s.max_tokens,
+            request_id=f"sim-{i:07d}",
+            deadline=s.deadline_s,
+        )
+
+    def submit(self, request: Request, **routing: Any) -> None:
+        """Start a request now (``routing``: preferred_provider, requirements, pool, ab_test)."""
+        query = RouteQuery(request, **routing)
+        now = self.clock.monotonic()
+        budget = request.deadline or self.config.failover.default_deadline_s
+        gen = drive(
+            query,
+            failover=self.config.failover,
+            timeouts=self._timeouts,
+            clock=self.clock,
+            rng=self._retry_rng,
+            started=now,
+            deadline_at=now + budget if budget else math.inf,
+        )
+        self._step(_Task(query, gen), None, None)
+
+    def _step(self, task: _Task, send: Any, throw: BaseException | None) -> None:
+        """Advance a request's driver until it waits for simulated time."""
+        while True:
+            try:
+                effect = task.gen.throw(throw) if throw is not None else task.gen.send(send)
+            except StopIteration:
+                self.completed += 1
+                return
+            except RouteledgerError as exc:
+                self.failed += 1
+                name = type(exc).__name__
+                self.errors[name] = self.errors.get(name, 0) + 1
+                return
+            send = throw = None
+            kind = type(effect)
+            if kind is Decide:
+                try:
+                    if task.first:
+                        self.router.received(task.query)
+                        task.first = False
+                    send = self.router.decide(
+                        task.query, attempt=effect.attempt, tried=effect.tried, banned=effect.banned
+                    )
+                    if send is not None:
+                        p = send.route.provider
+                        self.max_in_flight[p] = max(self.max_in_flight[p], send.budget.in_flight)
+                except RouteledgerError as exc:
+                    throw = exc
+            elif kind is Call:
+                self._call(task, effect.decision, effect.timeout_s)
+                return
+            elif kind is Sleep:
+                self.at(
+                    self.clock.monotonic() + effect.seconds, lambda: self._step(task, None, None)
+                )
+                return
+            elif kind is AwaitCapacity:
+                task.waiting = True
+                self._parked.append(task)
+                self.at(self.clock.monotonic() + effect.timeout_s, lambda: self._wake(task, False))
+                return
+            elif kind is Report:
+                self._report(effect, task.query)
+
+    def _wake(self, task: _Task, freed: bool) -> None:
+        if not task.waiting:
+            return
+        task.waiting = False
+        self._parked.remove(task)
+        self._step(task, freed, None)
+
+    def _released(self) -> None:
+        for task in list(self._parked):
+            self.at(self.clock.monotonic(), lambda task=task: self._wake(task, True))
+
+    def _report(self, effect: Report, query: RouteQuery) -> None:
+        outcome = effect.outcome
+        if outcome is not None:
+            self.trackers[outcome.provider].record(outcome)
+            t = self.health.observe(outcome, self.clock.monotonic())
+            if t is not None:
+                self.router.apply_health(outcome.provider, t)
+        self.router.finished(outcome, effect.final, query)
+
+    # -- simulated providers ----------------------------------------------------------------
+
+    def _call(self, task: _Task, decision: Decision, timeout_s: float) -> None:
+        name = decision.route.provider
+        behaviour = self.scenario.behaviours.get(name, SimBehaviour())
+        now = self.clock.monotonic()
+        rng = self._provider_rng
+        request = task.query.request
+        error: ProviderError | None = None
+        latency_s = behaviour.latency_ms / 1000.0
+        if behaviour.latency_sigma > 0:
+            latency_s *= math.exp(rng.gauss(0.0, behaviour.latency_sigma))
+        outage = next((o for o in behaviour.outages if o.start_s <= now < o.end_s), None)
+        calls = self._calls[name]
+        while calls and calls[0] <= now - 1.0:
+            calls.pop(0)
+        if outage is not None:
+            error = _error_for(outage.status, name, retry_after=None)
+            latency_s = behaviour.fail_latency_ms / 1000.0
+        elif behaviour.rate_limit_per_s is not None and len(calls) >= behaviour.rate_limit_per_s:
+            error = RateLimited(
+                "rate limited", provider=name, status=429, retry_after_s=behaviour.retry_after_s
+            )
+            latency_s = behaviour.fail_latency_ms / 1000.0
+        elif rng.random() < behaviour.fail_rate:
+            error = _error_for(behaviour.fail_status, name, retry_after=None)
+            latency_s = behaviour.fail_latency_ms / 1000.0
+        calls.append(now)
+        if latency_s > timeout_s:
+            latency_s = timeout_s
+            error = ProviderTimeout("no answer in time", provider=name)
+        usage = Usage(
+            input_tokens=request.estimated_input_tokens(),
+            output_tokens=min(behaviour.output_tokens, request.max_tokens or 1 << 30),
+        )
+        response = Response(
+            content="",
+            provider=name,
+            model=decision.model.name,
+            request_id=request.request_id,
+            usage=usage,
+            cost=decision.model.cost(usage),
+            finish_reason="stop",
+        )
+
+        def done() -> None:
+            decision.budget.release()
+            self._released()
+            if error is not None:
+                self._step(task, None, error)
+            else:
+                self._step(task, response, None)
+
+        self.at(now + latency_s, done)
+
+
+def _error_for(status: int, provider: str, *, retry_after: float | None) -> ProviderError:
+    if status == 0:
+        return ProviderConnectError("connection refused", provider=provider)
+    if status == 429:
+        return RateLimited("rate limited", provider=provider, status=429, retry_after_s=retry_after)
+    if status in (401, 403):
+        return AuthenticationError("unauthorized", provider=provider, status=status)
+    if 400 <= status < 500 and status not in (408, 409):
+        return BadRequest("bad request", provider=provider, status=status)
+    return ProviderUnavailable(f"status {status}", provider=provider, status=status)
+
+
+def simulate(
+    scenario: Scenario, *, seed: int = 0, db: str | os.PathLike[str] | None = None
+) -> SimResult:
+    """Run ``scenario`` and return its result; with ``db`` the event log is kept there."""
+    store: EventStore = SQLiteStore(db) if db is not None else MemoryStore()
+    try:
+        return Simulation(scenario, seed=seed, store=store).run()
+    finally:
+        store.close()

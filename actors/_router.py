@@ -670,7 +670,9 @@ class Router:
             )
         else:
             err = final.error
-            if final.attempts > 0 and final.failed_providers:
+            # Only routing giving up exhausts the fallbacks: an error that forbids failover
+            # (a bad request, a stream broken after its first chunk) never tried any.
+            if final.attempts > 0 and final.failed_providers and isinstance(err, RoutingError):
                 events.append(
                     FallbackExhausted(
                         ts=ts,

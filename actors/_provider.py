@@ -131,7 +131,12 @@ class ProviderActor(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         """Open the client and build the adapter; a failure here crashes the actor."""
-        wire, client = self._factory(self.handle.config, self._api_key)
+        try:
+            wire, client = self._factory(self.handle.config, self._api_key)
+        except Exception as exc:
+            # pykka does not call on_failure for a failing on_start: report it ourselves.
+            self.on_failure(type(exc), exc, exc.__traceback__)
+            raise
         self.handle.clients.append(client)
         self.handle.wire = wire
 

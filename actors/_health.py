@@ -134,6 +134,10 @@ class _Snapshot(NamedTuple):
 class HealthActor(pykka.ThreadingActor):
     """Runs a :class:`HealthMonitor` and its timer."""
 
+    # A runtime that is never closed must not keep the process alive; the runtime's
+    # exit hook closes it (and flushes the log) before daemon threads are stopped.
+    use_daemon_thread = True
+
     def __init__(
         self,
         config: HealthConfig,

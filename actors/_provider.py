@@ -109,6 +109,10 @@ class ProviderCrashed(NamedTuple):
 class ProviderActor(pykka.ThreadingActor):
     """Owns one provider's client, adapter and statistics."""
 
+    # A runtime that is never closed must not keep the process alive; the runtime's
+    # exit hook closes it (and flushes the log) before daemon threads are stopped.
+    use_daemon_thread = True
+
     def __init__(
         self,
         handle: ProviderHandle,

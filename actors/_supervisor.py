@@ -70,6 +70,10 @@ class Notify(NamedTuple):
 class SupervisorActor(pykka.ThreadingActor):
     """Routes attempts and supervises the provider actors."""
 
+    # A runtime that is never closed must not keep the process alive; the runtime's
+    # exit hook closes it (and flushes the log) before daemon threads are stopped.
+    use_daemon_thread = True
+
     def __init__(
         self,
         *,

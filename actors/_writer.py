@@ -148,6 +148,10 @@ class EventWriter:
 class LogWriterActor(pykka.ThreadingActor):
     """Runs an :class:`EventWriter` on its own thread."""
 
+    # A runtime that is never closed must not keep the process alive; the runtime's
+    # exit hook closes it (and flushes the log) before daemon threads are stopped.
+    use_daemon_thread = True
+
     def __init__(self, writer: EventWriter) -> None:
         super().__init__()
         self.writer = writer

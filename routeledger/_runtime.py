@@ -9,12 +9,14 @@ adapter; async callers get a bounded pool of worker threads, so the event loop n
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import hashlib
 import logging
 import os
 import random
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -103,6 +105,18 @@ ASK_TIMEOUT_S = 30.0
 """How long a caller waits for an actor's answer before calling the runtime broken."""
 
 T = TypeVar("T")
+
+_OPEN: weakref.WeakSet[Runtime] = weakref.WeakSet()
+"""Runtimes not closed yet: closed (so their logs are flushed) when the interpreter exits."""
+
+
+@atexit.register
+def _close_open_runtimes() -> None:
+    for rt in list(_OPEN):
+        try:
+            rt.close()
+        except Exception:
+            log.exception("closing a runtime at exit failed")
 
 
 class _Primed(NamedTuple):
@@ -195,6 +209,7 @@ class Runtime:
         self.config = config
         self._clock = clock
         self._closed = False
+        _OPEN.add(self)
         self._close_lock = threading.Lock()
         self._environ = environ
         self._adapter_factory = adapter_factory
@@ -306,6 +321,7 @@ class Runtime:
             if self._closed:
                 return
             self._closed = True
+            _OPEN.discard(self)
         self._executor.shutdown(wait=True, cancel_futures=True)
         for ref in (self._health, *self._provider_refs().values(), self._supervisor):
             try:

@@ -51,22 +51,26 @@ class HealthMonitor:
         self.config = config
         self.breakers = {name: CircuitBreaker(config) for name in providers}
 
-    def observe(self, outcome: Outcome, now: float) -> Transition | None:
+    def observe(self, outcome: Outcome, now: float) -> list[Transition]:
         """Fold an attempt's outcome in; 400-class request errors do not count."""
         breaker = self.breakers.get(outcome.provider)
         if breaker is None or not self.config.enabled:
-            return None
+            return []
         if outcome.error is not None and not counts_against_health(outcome.error):
-            return None
-        return breaker.record(
+            return []
+        # A probe's outcome can arrive before the timer moved its circuit to half-open:
+        # move it first, so that the log shows every transition.
+        due = breaker.poll(now) if outcome.probe else None
+        t = breaker.record(
             ok=outcome.error is None,
             latency_ms=outcome.latency_ms,
             now=now,
             probe=outcome.probe,
             error=type(outcome.error).__name__ if outcome.error is not None else None,
         )
+        return [x for x in (due, t) if x is not None]
 
-    def probed(self, result: ProbeResult, now: float) -> Transition | None:
+    def probed(self, result: ProbeResult, now: float) -> list[Transition]:
         """Fold an active probe's result in.
 
         A failed probe counts as a failure of a closed circuit. A successful probe closes a
@@ -75,21 +79,19 @@ class HealthMonitor:
         """
         breaker = self.breakers.get(result.provider)
         if breaker is None or not self.config.enabled:
-            return None
+            return []
         if breaker.state == CLOSED:
             if result.ok:
-                return None
-            return breaker.record(
-                ok=False, latency_ms=result.latency_ms, now=now, error=result.error
-            )
-        due = breaker.state == HALF_OPEN or (
-            breaker.open_until is not None and now >= breaker.open_until
-        )
-        if not due:
-            return None
-        return breaker.record(
+                return []
+            t = breaker.record(ok=False, latency_ms=result.latency_ms, now=now, error=result.error)
+            return [t] if t is not None else []
+        due = breaker.poll(now)
+        if breaker.state != HALF_OPEN:
+            return []
+        t = breaker.record(
             ok=result.ok, latency_ms=result.latency_ms, now=now, probe=True, error=result.error
         )
+        return [x for x in (due, t) if x is not None]
 
     def poll(self, now: float) -> list[tuple[str, Transition]]:
         """Move every circuit whose cooldown ended to half-open."""
@@ -208,11 +210,13 @@ class HealthActor(pykka.ThreadingActor):
         kind = type(message)
         try:
             if kind is RecordOutcome:
-                t = self.monitor.observe(message.outcome, self._clock.monotonic())
-                self._apply(message.outcome.provider, t)
+                now = self._clock.monotonic()
+                for t in self.monitor.observe(message.outcome, now):
+                    self._apply(message.outcome.provider, t)
             elif kind is ProbeResult:
                 self._probes_outstanding = max(0, self._probes_outstanding - 1)
-                self._apply(message.provider, self.monitor.probed(message, self._clock.monotonic()))
+                for t in self.monitor.probed(message, self._clock.monotonic()):
+                    self._apply(message.provider, t)
             elif kind is _Tick:
                 self._tick()
             elif kind is _Snapshot:
@@ -223,11 +227,10 @@ class HealthActor(pykka.ThreadingActor):
             log.exception("health actor: handling %s failed", kind.__name__)
         return None
 
-    def _apply(self, provider: str, transition: Transition | None) -> None:
-        if transition is not None:
-            self._supervisor.tell(ApplyHealth(provider, transition))
-            # A newly opened circuit has a deadline the timer must wake for.
-            self._wake.set()
+    def _apply(self, provider: str, transition: Transition) -> None:
+        self._supervisor.tell(ApplyHealth(provider, transition))
+        # A newly opened circuit has a deadline the timer must wake for.
+        self._wake.set()
 
     def _tick(self) -> None:
         now = self._clock.monotonic()

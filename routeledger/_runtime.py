@@ -209,7 +209,6 @@ class Runtime:
         self.config = config
         self._clock = clock
         self._closed = False
-        _OPEN.add(self)
         self._close_lock = threading.Lock()
         self._environ = environ
         self._adapter_factory = adapter_factory
@@ -290,6 +289,9 @@ class Runtime:
                 ref.ask(_PING, timeout=ASK_TIMEOUT_S)
             except (pykka.ActorDeadError, pykka.Timeout):
                 pass
+        # Only a fully built runtime can be closed at exit: one whose start failed (a newer
+        # schema, a locked file) has no actors or executor to close.
+        _OPEN.add(self)
 
     def _start_provider(self, name: str) -> None:
         handle = self._handles[name]
@@ -604,17 +606,20 @@ class Runtime:
                 except StopIteration:
                     break
         except GeneratorExit:
-            err: ProviderError = StreamCancelled(
-                "the caller stopped reading the stream",
-                provider=provider,
-                request_id=request.request_id,
-            )
-            self._report(
-                outcome(err),
-                Final(None, err, decision.attempt, total_ms(), (*success.failed_providers,)),
-                query,
-            )
-            raise
+            # A caller that stops once the final chunk (finish reason and usage) arrived has
+            # the whole answer: it completed, and is recorded (and billed) as such below.
+            if finish is None:
+                err: ProviderError = StreamCancelled(
+                    "the caller stopped reading the stream",
+                    provider=provider,
+                    request_id=request.request_id,
+                )
+                self._report(
+                    outcome(err),
+                    Final(None, err, decision.attempt, total_ms(), (*success.failed_providers,)),
+                    query,
+                )
+                raise
         except ProviderError as exc:
             err = (
                 exc

@@ -127,3 +127,25 @@ def test_astream_yields_the_same_chunks(fakes: Fakes, config_for: Any, req: Any,
     assert "".join(c.delta for c in chunks).split() == ["alpha", "beta", "gamma"]
     assert chunks[-1].usage is not None
     assert a.stats.by_path[COMPLETIONS] == 1
+
+
+def test_stopping_after_the_final_chunk_completes_the_request(
+    fakes: Fakes, config_for: Any, req: Any, db: Path, events: Any
+) -> None:
+    """A caller breaking out once ``finish_reason`` arrives got the whole answer: it is billed."""
+    (a,) = fakes(1, Behaviour(output_tokens=3))
+    cfg = config_for({"a": a})
+    with Runtime.start(cfg, event_log=db) as rt:
+        request = req()
+        stream = rt.stream(request)
+        for chunk in stream:
+            if chunk.finish_reason is not None:
+                break
+        stream.close()  # type: ignore[attr-defined]
+        assert rt.get_active_requests("a") == 0
+        rt.flush()
+        metrics = rt.get_metrics()["a"]
+    [done] = events(db, "request.completed", request_id=request.request_id)
+    assert done.output_tokens == 3 and done.cost is not None
+    assert events(db, "attempt.failed", request_id=request.request_id) == []
+    assert metrics.successes == 1 and metrics.output_tokens == 3

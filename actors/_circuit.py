@@ -53,6 +53,9 @@ class Transition(NamedTuple):
     failed: bool = False
     """This trip crossed ``failed_after_trips``: the provider is reported failed."""
     unhealthy_for_s: float = 0.0
+    prior: Transition | None = None
+    """The ``open -> half_open`` step this transition implies, when a probe's outcome arrived
+    while the circuit was still open: record it first so the log shows every step once."""
 
 
 class CircuitBreaker:
@@ -132,14 +135,18 @@ class CircuitBreaker:
             self.consecutive_failures = 0 if ok else self.consecutive_failures + 1
             reason = self._trip_reason()
             return self._open(now, reason) if reason else None
+        prior = None
         if self.state == OPEN and probe:
             # A probe's outcome can arrive before the health actor's own timer moved the
             # circuit to half-open; the probe itself is the evidence that the cooldown ended.
-            self._move_half_open()
+            # The skipped step travels with the result, so no transition goes unrecorded.
+            prior = self._move_half_open()
         if self.state == HALF_OPEN and probe:
             if ok:
-                return self._close(now)
-            return self._open(now, "half-open probe failed", from_state=HALF_OPEN)
+                return self._close(now)._replace(prior=prior)
+            return self._open(now, "half-open probe failed", from_state=HALF_OPEN)._replace(
+                prior=prior
+            )
         return None
 
     def poll(self, now: float) -> Transition | None:

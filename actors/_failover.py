@@ -13,7 +13,7 @@ performs them on virtual time. The policy:
 - untried providers come before retries of a provider already tried; a retry of the same
   provider waits its ``Retry-After`` when the provider sent one that fits the deadline and
   ``max_retry_after_s`` (otherwise that provider is ruled out), else an exponential backoff
-  with full jitter;
+  with full jitter (a backoff that would end past the deadline rules it out too);
 - when every candidate is saturated, the request waits for capacity (a bounded queue) until
   ``queue_timeout_s`` or its deadline.
 """
@@ -274,9 +274,15 @@ def drive(
                 continue
             not_before[provider] = now + error.retry_after_s
         else:
-            not_before[provider] = now + backoff_delay(
+            delay = backoff_delay(
                 tried[provider],
                 base_s=failover.backoff_base_s,
                 max_s=failover.backoff_max_s,
                 rng=rng,
             )
+            # Like a Retry-After that does not fit: sleeping past the deadline would only
+            # hold the slot and then call with no time left.
+            if now + delay >= deadline_at:
+                banned.add(provider)
+                continue
+            not_before[provider] = now + delay

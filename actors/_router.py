@@ -340,7 +340,9 @@ class Router:
         now = self.clock.monotonic()
 
         preferred: list[str] = []
-        if query.ab_test is not None and attempt == 1:
+        # Assign once per request: a request that waits for capacity asks again for its
+        # first attempt, and must keep its variant (and log one assignment).
+        if query.ab_test is not None and request.request_id not in self._ab_assigned:
             assignment = self.assign_ab(query.ab_test, request=request)
             preferred.append(assignment.provider)
         elif query.ab_test is not None:
@@ -695,9 +697,10 @@ class Router:
                     stream=request.stream,
                 )
             )
-        if query.ab_test is not None and query.ab_test in self.ab_tests:
+        variant = self._ab_variant_of(query)
+        # Only a request that was routed under the test has a variant (a cache hit has none).
+        if query.ab_test is not None and query.ab_test in self.ab_tests and variant is not None:
             test = self.ab_tests[query.ab_test]
-            variant = self._ab_variant_of(query)
             events.append(
                 ABMetricsRecorded(
                     ts=ts,
@@ -890,8 +893,8 @@ class Router:
             request_id=request_id,
         )
 
-    def _ab_variant_of(self, query: RouteQuery) -> str:
-        return self._ab_assigned.pop(query.request.request_id, "A")
+    def _ab_variant_of(self, query: RouteQuery) -> str | None:
+        return self._ab_assigned.pop(query.request.request_id, None)
 
     def _ab_provider(self, query: RouteQuery) -> str:
         test = self._test(query.ab_test or "")

@@ -380,7 +380,10 @@ class Router:
         def run_filter(allow_open: bool) -> tuple[list[str], dict[str, str]]:
             key = None
             if max_cost is None and req.max_latency_ms is None and self.config.cache.route_cache:
-                key = (model_name, required, pool_name, tuple(exclude), allow_open)
+                # Readiness changes without a config change (an actor restarting), so the
+                # providers' down reasons are part of the key.
+                downs = tuple(v.down for v in views)
+                key = (model_name, required, pool_name, tuple(exclude), allow_open, downs)
                 if self._cache_version == self.config_version and key in self._route_cache:
                     kept, dropped = self._route_cache[key]
                     # Time alone moves an open circuit to "due": only trust the cached answer

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -336,16 +337,41 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+
+
 def _check_number(
-    problems: list[str], where: str, value: float | None, *, minimum: float, inclusive: bool = True
+    problems: list[str],
+    where: str,
+    value: float | None,
+    *,
+    minimum: float,
+    inclusive: bool = True,
+    optional: bool = False,
 ) -> None:
-    if value is None:
+    if value is None and optional:
         return
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+    if not _is_number(value):
         problems.append(f"{where} must be a number, got {value!r}")
-    elif value < minimum or (not inclusive and value == minimum):
+    elif value < minimum or (not inclusive and value == minimum):  # type: ignore[operator]
         op = ">=" if inclusive else ">"
         problems.append(f"{where} must be {op} {minimum}, got {value!r}")
+
+
+def _check_share(problems: list[str], where: str, value: object) -> None:
+    """Report ``value`` unless it is a number in (0, 1]."""
+    if not _is_number(value) or not 0 < value <= 1:  # type: ignore[operator]
+        problems.append(f"{where} must be in (0, 1], got {value!r}")
+
+
+def _both_numbers(*values: object) -> bool:
+    # Comparing settings with each other only makes sense once each is a number; a wrongly
+    # typed one is already reported by its own check.
+    return all(_is_number(v) for v in values)
 
 
 def _validate_provider(
@@ -369,10 +395,12 @@ def _validate_provider(
         if m.name in seen:
             problems.append(f"{mw}: duplicate model name")
         seen.add(m.name)
-        _check_number(problems, f"{mw}.input_per_mtok", m.input_per_mtok, minimum=0)
-        _check_number(problems, f"{mw}.output_per_mtok", m.output_per_mtok, minimum=0)
-        _check_number(problems, f"{mw}.context_window", m.context_window, minimum=1)
-        _check_number(problems, f"{mw}.max_output", m.max_output, minimum=1)
+        _check_number(problems, f"{mw}.input_per_mtok", m.input_per_mtok, minimum=0, optional=True)
+        _check_number(
+            problems, f"{mw}.output_per_mtok", m.output_per_mtok, minimum=0, optional=True
+        )
+        _check_number(problems, f"{mw}.context_window", m.context_window, minimum=1, optional=True)
+        _check_number(problems, f"{mw}.max_output", m.max_output, minimum=1, optional=True)
         unknown = set(m.capabilities) - CAPABILITIES
         if unknown:
             problems.append(
@@ -386,8 +414,17 @@ def _validate_provider(
     )
     _check_number(problems, f"{where}.max_response_bytes", p.max_response_bytes, minimum=1024)
     _check_number(problems, f"{where}.max_line_bytes", p.max_line_bytes, minimum=1024)
-    if p.api_key is None and p.api_key_env is not None and not environ.get(p.api_key_env):
-        problems.append(f"{where}: environment variable {p.api_key_env} (api_key_env) is not set")
+    if p.api_key is None and p.api_key_env is not None:
+        if not isinstance(p.api_key_env, str) or not _ENV_NAME.fullmatch(p.api_key_env):
+            # Most likely the key itself pasted in the wrong field: never echo it.
+            problems.append(
+                f"{where}: api_key_env is not an environment variable name (value not shown; "
+                "put a key itself in api_key)"
+            )
+        elif not environ.get(p.api_key_env):
+            problems.append(
+                f"{where}: environment variable {p.api_key_env} (api_key_env) is not set"
+            )
     for h in p.headers:
         if h.lower() in ("authorization", "x-api-key"):
             problems.append(f"{where}.headers: put credentials in api_key or api_key_env")
@@ -415,11 +452,14 @@ def validate_config(config: RuntimeConfig, *, environ: Mapping[str, str] | None 
     _check_number(
         problems, "failover.max_attempts_per_provider", f.max_attempts_per_provider, minimum=1
     )
-    if f.max_attempts_per_provider > f.max_attempts:
+    if (
+        _both_numbers(f.max_attempts, f.max_attempts_per_provider)
+        and f.max_attempts_per_provider > f.max_attempts
+    ):
         problems.append("failover.max_attempts_per_provider must not exceed max_attempts")
     _check_number(problems, "failover.backoff_base_s", f.backoff_base_s, minimum=0)
     _check_number(problems, "failover.backoff_max_s", f.backoff_max_s, minimum=0)
-    if f.backoff_max_s < f.backoff_base_s:
+    if _both_numbers(f.backoff_max_s, f.backoff_base_s) and f.backoff_max_s < f.backoff_base_s:
         problems.append("failover.backoff_max_s must be >= backoff_base_s")
     _check_number(problems, "failover.max_retry_after_s", f.max_retry_after_s, minimum=0)
     _check_number(problems, "failover.retry_budget_ratio", f.retry_budget_ratio, minimum=0)
@@ -434,7 +474,12 @@ def validate_config(config: RuntimeConfig, *, environ: Mapping[str, str] | None 
     _check_number(problems, "failover.queue_timeout_s", f.queue_timeout_s, minimum=0)
     _check_number(problems, "failover.max_queue", f.max_queue, minimum=0)
     _check_number(
-        problems, "failover.default_deadline_s", f.default_deadline_s, minimum=0, inclusive=False
+        problems,
+        "failover.default_deadline_s",
+        f.default_deadline_s,
+        minimum=0,
+        inclusive=False,
+        optional=True,
     )
     unknown_errors = set(f.retryable_errors) - RETRYABLE_ERROR_NAMES
     if unknown_errors:
@@ -448,25 +493,27 @@ def validate_config(config: RuntimeConfig, *, environ: Mapping[str, str] | None 
     _check_number(problems, "health.probe_timeout_s", h.probe_timeout_s, minimum=0, inclusive=False)
     _check_number(problems, "health.cooldown_s", h.cooldown_s, minimum=0, inclusive=False)
     _check_number(problems, "health.max_cooldown_s", h.max_cooldown_s, minimum=0, inclusive=False)
-    if h.max_cooldown_s < h.cooldown_s:
+    if _both_numbers(h.max_cooldown_s, h.cooldown_s) and h.max_cooldown_s < h.cooldown_s:
         problems.append("health.max_cooldown_s must be >= cooldown_s")
     _check_number(problems, "health.failure_threshold", h.failure_threshold, minimum=1)
-    if not 0 < h.error_rate_threshold <= 1:
-        problems.append(
-            f"health.error_rate_threshold must be in (0, 1], got {h.error_rate_threshold!r}"
-        )
+    _check_share(problems, "health.error_rate_threshold", h.error_rate_threshold)
     _check_number(problems, "health.window_size", h.window_size, minimum=1)
     _check_number(problems, "health.min_calls", h.min_calls, minimum=1)
-    if h.min_calls > h.window_size:
+    if _both_numbers(h.min_calls, h.window_size) and h.min_calls > h.window_size:
         problems.append("health.min_calls must not exceed window_size")
-    _check_number(problems, "health.slow_call_ms", h.slow_call_ms, minimum=0, inclusive=False)
-    if not 0 < h.slow_call_rate <= 1:
-        problems.append(f"health.slow_call_rate must be in (0, 1], got {h.slow_call_rate!r}")
+    _check_number(
+        problems, "health.slow_call_ms", h.slow_call_ms, minimum=0, inclusive=False, optional=True
+    )
+    _check_share(problems, "health.slow_call_rate", h.slow_call_rate)
     _check_number(problems, "health.half_open_probes", h.half_open_probes, minimum=1)
     _check_number(problems, "health.failed_after_trips", h.failed_after_trips, minimum=1)
 
     _check_number(
-        problems, "cost.max_cost_per_request", config.cost.max_cost_per_request, minimum=0
+        problems,
+        "cost.max_cost_per_request",
+        config.cost.max_cost_per_request,
+        minimum=0,
+        optional=True,
     )
     _check_number(
         problems, "cost.assumed_output_tokens", config.cost.assumed_output_tokens, minimum=1
@@ -476,7 +523,12 @@ def validate_config(config: RuntimeConfig, *, environ: Mapping[str, str] | None 
     lg = config.log
     _check_number(problems, "log.batch_max_events", lg.batch_max_events, minimum=1)
     _check_number(problems, "log.buffer_max_events", lg.buffer_max_events, minimum=1)
-    if lg.synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+    if not isinstance(lg.synchronous, str) or lg.synchronous.upper() not in (
+        "OFF",
+        "NORMAL",
+        "FULL",
+        "EXTRA",
+    ):
         problems.append(f"log.synchronous {lg.synchronous!r} must be OFF, NORMAL, FULL or EXTRA")
 
     pool_names: set[str] = set()
@@ -508,7 +560,7 @@ def check_pool(pool: PoolConfig, providers: set[str], *, taken: set[str]) -> lis
         if p not in pool.providers:
             problems.append(f"{where}: weight given for {p!r}, which is not in the pool")
         _check_number(problems, f"{where}.weights[{p!r}]", w, minimum=0)
-    if pool.weights and not any(w > 0 for w in pool.weights.values()):
+    if pool.weights and not any(_is_number(w) and w > 0 for w in pool.weights.values()):
         problems.append(f"{where}: at least one weight must be positive")
     return problems
 
@@ -522,7 +574,7 @@ def check_ab_test(test: ABTestConfig, providers: set[str], *, taken: set[str]) -
     for label, p in (("variant_a", test.variant_a), ("variant_b", test.variant_b)):
         if p not in providers:
             problems.append(f"{where}: {label} names unknown provider {p!r}")
-    if not 0 <= test.split_ratio <= 1:
+    if not _is_number(test.split_ratio) or not 0 <= test.split_ratio <= 1:
         problems.append(f"{where}: split_ratio must be in [0, 1], got {test.split_ratio!r}")
     for key in test.metrics or {}:
         if key not in ("A", "B"):

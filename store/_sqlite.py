@@ -12,6 +12,7 @@ import os
 import pathlib
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -195,7 +196,7 @@ class SQLiteStore(EventStore):
                 connection.execute("PRAGMA query_only = 1")
                 self._idle_readers.append(connection)
                 return
-            connection.execute("PRAGMA journal_mode = WAL")
+            self._enable_wal(connection)
             connection.execute(f"PRAGMA synchronous = {self._synchronous}")
             if self._max_size_bytes is not None:
                 (page_size,) = connection.execute("PRAGMA page_size").fetchone()
@@ -206,6 +207,22 @@ class SQLiteStore(EventStore):
         except sqlite3.Error as exc:
             raise translate(exc, path=self.path, action="open") from exc
         self._writer = connection
+
+    def _enable_wal(self, connection: sqlite3.Connection) -> None:
+        # Switching a file to WAL takes an exclusive lock, and SQLite returns SQLITE_BUSY at
+        # once, without calling the busy handler, when waiting could deadlock (another process
+        # creating the same new file right now): retry for as long as the busy timeout allows.
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                connection.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                code = getattr(exc, "sqlite_errorcode", None)
+                busy = isinstance(code, int) and code & 0xFF == 5  # SQLITE_BUSY
+                if not busy or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.005)
 
     def _connect(self) -> sqlite3.Connection:
         try:

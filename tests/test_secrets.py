@@ -1,0 +1,217 @@
+"""API keys go only where configured: into the provider's auth header, and nowhere else.
+
+A canary key, given directly and through an environment variable, is run through successful
+and failing requests (401, 500, connection refused), probes and the commands; it must never
+appear in the database files, the logs, any exception, or any command's output.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pykka
+import pytest
+
+from routeledger import (
+    AllProvidersFailed,
+    FailoverConfig,
+    HealthConfig,
+    Message,
+    ModelSpec,
+    ProviderConfig,
+    Request,
+    Requirements,
+    Runtime,
+    RuntimeConfig,
+)
+from routeledger.cli import main
+from routeledger.fake_provider import Behaviour, FakeProvider
+
+CANARY = "sk-canary-9f8e7d"
+KEY_VAR = "ROUTELEDGER_TEST_CANARY_KEY"
+MODEL = "fake-model"
+
+
+@pytest.fixture(autouse=True)
+def _stop_all_actors() -> Iterator[None]:
+    """Stop every actor a test left running."""
+    yield
+    pykka.ActorRegistry.stop_all(block=True, timeout=10)
+
+
+@pytest.fixture
+def fakes() -> Iterator[dict[str, FakeProvider]]:
+    """Run fake providers: two healthy ones, one refusing the key (401), one failing (500)."""
+    behaviours = {
+        "openai-ok": Behaviour(),
+        "anthropic-ok": Behaviour(),
+        "auth": Behaviour(status=401),
+        "down": Behaviour(status=500),
+    }
+    started = {name: FakeProvider(b, seed=0).start() for name, b in behaviours.items()}
+    yield started
+    for fake in started.values():
+        fake.stop()
+
+
+def closed_port_url() -> str:
+    """Return a loopback base URL on which nothing listens."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def provider(name: str, url: str, kind: str, **key: Any) -> ProviderConfig:
+    """Return a provider serving ``fake-model`` with the key given as ``key``."""
+    return ProviderConfig(
+        name=name,
+        kind=kind,
+        base_url=url,
+        models=[ModelSpec(name=MODEL, input_per_mtok=1.0, output_per_mtok=2.0)],
+        timeout_s=5.0,
+        **key,
+    )
+
+
+def request(**kwargs: Any) -> Request:
+    """Return a one-message request."""
+    return Request(
+        model=MODEL, messages=[Message(role="user", content="hello")], max_tokens=8, **kwargs
+    )
+
+
+def texts_of(exc: BaseException) -> list[str]:
+    """Return every text an exception shows: str, repr, traceback, chained causes, attempts."""
+    out: list[str] = []
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        out += [str(e), repr(e), "".join(traceback.format_exception(e))]
+        out += [repr(v) for v in vars(e).values()]
+        pending += [e.__cause__, e.__context__, *getattr(e, "attempts", [])]
+    return out
+
+
+def database_bytes(db: Path) -> bytes:
+    """Return the bytes of the database and its -wal and -shm files."""
+    return b"".join(
+        p.read_bytes() for p in db.parent.iterdir() if p.name.startswith(db.name) and p.is_file()
+    )
+
+
+def test_canary_key_is_sent_where_configured_and_appears_nowhere_else(
+    tmp_path: Path,
+    fakes: dict[str, FakeProvider],
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The key reaches the auth headers only: not the log files, logs, errors or commands."""
+    caplog.set_level(logging.DEBUG)
+    db = tmp_path / "events.sqlite"
+    direct = {"api_key": CANARY}
+    via_env = {"api_key_env": KEY_VAR}
+    config = RuntimeConfig(
+        providers=[
+            provider("openai-ok", fakes["openai-ok"].url + "/v1", "openai", **direct),
+            provider("anthropic-ok", fakes["anthropic-ok"].url + "/v1", "anthropic", **via_env),
+            provider("auth", fakes["auth"].url + "/v1", "openai", **direct),
+            provider("down", fakes["down"].url + "/v1", "anthropic", **via_env),
+            provider("refused", closed_port_url(), "openai", **direct),
+        ],
+        failover=FailoverConfig(max_attempts=5, backoff_base_s=0.001, backoff_max_s=0.01),
+        health=HealthConfig(failure_threshold=100, min_calls=100, window_size=100),
+        seed=0,
+    )
+    errors: list[AllProvidersFailed] = []
+    request_ids: list[str] = []
+    with Runtime.start(
+        config, event_log=db, environ={KEY_VAR: CANARY}, active_health_checks=False
+    ) as rt:
+        for name in ("openai-ok", "anthropic-ok"):
+            response = rt.complete(request(), preferred_provider=name)
+            assert response.provider == name
+            request_ids.append(response.request_id)
+        chunks = list(rt.stream(request(), preferred_provider="anthropic-ok"))
+        assert chunks[-1].finish_reason is not None
+        only_failing = Requirements(exclude_providers=["openai-ok", "anthropic-ok"])
+        for stream in (False, True):
+            req = request(stream=stream)
+            request_ids.append(req.request_id)
+            with pytest.raises(AllProvidersFailed) as info:
+                if stream:
+                    list(rt.stream(req, requirements=only_failing))
+                else:
+                    rt.complete(req, requirements=only_failing)
+            errors.append(info.value)
+        assert {type(e).__name__ for e in errors[0].attempts} >= {
+            "AuthenticationError",
+            "ProviderUnavailable",
+            "ProviderConnectError",
+        }
+        probes = rt.health_check()
+        assert not probes["refused"].healthy and not probes["auth"].healthy
+        rt.flush()
+        live_bytes = database_bytes(db)
+        shown = [repr(config), str(config), repr(rt.get_provider("openai-ok")), repr(probes)]
+    closed_bytes = database_bytes(db)
+
+    # It was sent, and only in the header each format uses.
+    assert fakes["openai-ok"].stats.last_request_headers["authorization"] == f"Bearer {CANARY}"
+    assert fakes["anthropic-ok"].stats.last_request_headers["x-api-key"] == CANARY
+    assert fakes["auth"].stats.last_request_headers["authorization"] == f"Bearer {CANARY}"
+    assert fakes["down"].stats.last_request_headers["x-api-key"] == CANARY
+    assert "authorization" not in fakes["anthropic-ok"].stats.last_request_headers
+
+    canary = CANARY.encode()
+    assert canary not in live_bytes and canary not in closed_bytes
+    assert b"sk-canary" not in live_bytes + closed_bytes
+    for text in [t for e in errors for t in texts_of(e)] + shown:
+        assert CANARY not in text
+    assert CANARY not in caplog.text
+    for record in caplog.records:
+        assert CANARY not in repr(record.args) and CANARY not in str(record.msg)
+
+    capsys.readouterr()
+    commands = [
+        ["replay", "--db", str(db)],
+        ["replay", "--db", str(db), "--json"],
+        ["tail", "--db", str(db), "--no-follow"],
+        ["tail", "--db", str(db), "--no-follow", "--json"],
+    ]
+    commands += [["audit", "--db", str(db), rid] for rid in request_ids]
+    for argv in commands:
+        assert main(argv) == 0, argv
+        out = capsys.readouterr()
+        assert out.out, argv
+        assert CANARY not in out.out + out.err, argv
+
+
+def test_key_from_environment_is_read_at_start_and_never_stored_in_the_config(
+    tmp_path: Path, fakes: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key named by api_key_env is read from the environment; the config holds only the name."""
+    monkeypatch.setenv(KEY_VAR, CANARY)
+    path = tmp_path / "routeledger.toml"
+    path.write_text(
+        f'[[providers]]\nname = "p"\nkind = "anthropic"\n'
+        f'base_url = "{fakes["anthropic-ok"].url}/v1"\napi_key_env = "{KEY_VAR}"\n'
+        f'models = [{{ name = "{MODEL}" }}]\n'
+    )
+    config = RuntimeConfig.from_toml(path)
+    assert CANARY not in repr(config)
+    db = tmp_path / "events.sqlite"
+    with Runtime.start(config, event_log=db, active_health_checks=False) as rt:
+        assert rt.complete(request()).provider == "p"
+    assert fakes["anthropic-ok"].stats.last_request_headers["x-api-key"] == CANARY
+    assert CANARY.encode() not in database_bytes(db)

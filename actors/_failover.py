@@ -174,7 +174,8 @@ def drive(
                 exc = AllProvidersFailed(
                     errors,
                     request_id=request.request_id,
-                    message=f"{len(errors)} attempt(s) failed and no provider is left: {exc}",
+                    message=f"{len(errors)} attempt(s) failed and no provider is left: "
+                    f"{exc.message}",
                 )
             yield from fail(exc)
         if decision is None:

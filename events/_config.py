@@ -85,7 +85,7 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
-class ModelSpec(msgspec.Struct, kw_only=True):
+class ModelSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A model a provider serves; prices in currency units per million tokens.
 
     A model without prices has an unknown cost (``None``), never zero. ``name`` is the name
@@ -121,7 +121,7 @@ class ModelSpec(msgspec.Struct, kw_only=True):
         ) / 1_000_000
 
 
-class ProviderConfig(msgspec.Struct, kw_only=True):
+class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """One provider endpoint.
 
     ``api_key`` may be given directly (it is wrapped in :class:`Secret`) or read from the
@@ -168,7 +168,7 @@ class ProviderConfig(msgspec.Struct, kw_only=True):
         return None
 
 
-class FailoverConfig(msgspec.Struct, kw_only=True):
+class FailoverConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Bounded retries and failover.
 
     ``max_attempts`` counts every attempt of one request, on any provider.
@@ -195,7 +195,7 @@ class FailoverConfig(msgspec.Struct, kw_only=True):
     default_deadline_s: float | None = 120.0
 
 
-class HealthConfig(msgspec.Struct, kw_only=True):
+class HealthConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Passive circuit breaking and active probes.
 
     The circuit opens after ``failure_threshold`` consecutive failures, or when the error rate
@@ -222,14 +222,14 @@ class HealthConfig(msgspec.Struct, kw_only=True):
     panic_routing: bool = False
 
 
-class CostConfig(msgspec.Struct, kw_only=True):
+class CostConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Cost limits; ``max_cost_per_request`` applies to every request without its own."""
 
     max_cost_per_request: float | None = None
     assumed_output_tokens: int = 256
 
 
-class CacheConfig(msgspec.Struct, kw_only=True):
+class CacheConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Response cache (off by default) and route cache."""
 
     enabled: bool = False
@@ -238,7 +238,7 @@ class CacheConfig(msgspec.Struct, kw_only=True):
     route_cache: bool = True
 
 
-class LogConfig(msgspec.Struct, kw_only=True):
+class LogConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Event log options.
 
     ``include_text`` stores prompt and response text in events (off: no text is stored).
@@ -254,7 +254,7 @@ class LogConfig(msgspec.Struct, kw_only=True):
     synchronous: str = "NORMAL"
 
 
-class PoolConfig(msgspec.Struct, kw_only=True):
+class PoolConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A named group of providers with its own strategy and optional weights."""
 
     name: str
@@ -263,7 +263,7 @@ class PoolConfig(msgspec.Struct, kw_only=True):
     weights: dict[str, float] | None = None
 
 
-class ABTestConfig(msgspec.Struct, kw_only=True):
+class ABTestConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """An A/B test between two providers.
 
     ``split_ratio`` is the probability of variant A. With ``sticky_key`` set, requests with the
@@ -279,7 +279,7 @@ class ABTestConfig(msgspec.Struct, kw_only=True):
     metrics: dict[str, dict[str, float]] | None = None
 
 
-class RuntimeConfig(msgspec.Struct, kw_only=True):
+class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Everything a :class:`Runtime` needs."""
 
     providers: list[ProviderConfig]

@@ -380,20 +380,14 @@ class Router:
         def run_filter(allow_open: bool) -> tuple[list[str], dict[str, str]]:
             key = None
             if max_cost is None and req.max_latency_ms is None and self.config.cache.route_cache:
-                # Readiness changes without a config change (an actor restarting), so the
-                # providers' down reasons are part of the key.
-                downs = tuple(v.down for v in views)
-                key = (model_name, required, pool_name, tuple(exclude), allow_open, downs)
+                # What the filters read changes without a config change: readiness (an actor
+                # restarting), and circuit views (time makes an open circuit "due"; a probe
+                # taken makes a due one "half_open"). So both are part of the key.
+                states = tuple((v.down, v.circuit) for v in views)
+                key = (model_name, required, pool_name, tuple(exclude), allow_open, states)
                 if self._cache_version == self.config_version and key in self._route_cache:
                     kept, dropped = self._route_cache[key]
-                    # Time alone moves an open circuit to "due": only trust the cached answer
-                    # while no dropped provider's cooldown has ended.
-                    if not any(
-                        self.providers[n].circuit != CLOSED
-                        and self.circuit_view(self.providers[n], now) == "due"
-                        for n in dropped
-                    ):
-                        return list(kept), dict(dropped)
+                    return list(kept), dict(dropped)
             result = filter_candidates(
                 views,
                 required=required,
@@ -725,6 +719,9 @@ class Router:
         p = self.providers.get(provider)
         if p is None:
             return []
+        fired = []
+        if transition.prior is not None:  # a step the breaker took on the way: log it first
+            fired = self.apply_health(provider, transition.prior)
         p.circuit = transition.to_state
         p.open_until = transition.open_until
         p.probes_left = self.config.health.half_open_probes if transition.to_state != CLOSED else 0
@@ -741,7 +738,6 @@ class Router:
                 trips=transition.trips,
             )
         ]
-        fired = []
         if transition.from_state == CLOSED and transition.to_state == OPEN:
             events.append(
                 ProviderUnhealthy(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pykka
 
 from routeledger.events import Event, EventsDropped, Projections, StoreError
+from routeledger.store import EventNotStorable
 
 if TYPE_CHECKING:
     from routeledger.actors._clock import Clock
@@ -85,6 +86,10 @@ class EventWriter:
             return
         keep, lost = events[: max(room, 0)], events[max(room, 0) :]
         self.pending.extend(keep)
+        self._drop(lost)
+
+    def _drop(self, lost: list[Event]) -> None:
+        """Count events that will never be stored, for the next gap event."""
         if not self.dropped:
             self._dropped_first = lost[0].ts
         self.dropped += len(lost)
@@ -119,6 +124,16 @@ class EventWriter:
             ]
         try:
             positions = self.store.append(batch)
+        except EventNotStorable as exc:
+            # A fault in one event, not in the store: retrying would fail forever. Leave it
+            # out, count it in the gap event, and write the rest at once.
+            log.error("event log: an event cannot be stored and is dropped: %s", exc)
+            bad = self.pending.pop(exc.index) if exc.index < len(self.pending) else None
+            if bad is None:  # the gap event itself: cannot happen, but never loop
+                self.dropped = 0
+                return False
+            self._drop([bad])
+            return self.commit(force=force)
         except StoreError as exc:
             self._failed(exc)
             return False

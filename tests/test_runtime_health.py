@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,14 @@ from routeledger.fake_provider import Behaviour, FakeProvider
 Fakes = Callable[..., list[FakeProvider]]
 NO_BACKOFF = FailoverConfig(backoff_base_s=0.0, backoff_max_s=0.0)
 COMPLETIONS = "/v1/chat/completions"
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait (on real loopback traffic) until ``predicate()`` holds."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "condition not reached in time"
+        time.sleep(0.005)
 
 
 def test_circuit_opens_then_recovers_through_a_half_open_probe(
@@ -197,3 +207,33 @@ def test_get_provider_health_reports_each_provider(
     assert health["ok"].healthy and health["ok"].state == "closed"
     assert health["flaky"].healthy and health["flaky"].consecutive_failures == 2
     assert health["flaky"].last_error == "ProviderUnavailable"
+
+
+def test_a_half_open_circuit_lets_only_its_probes_through(
+    fakes: Fakes, config_for: Any, req: Any, db: Path, settled: Any
+) -> None:
+    """While the half-open probe is in flight, other requests go elsewhere."""
+    (bad,) = fakes(1, Behaviour(status=500))
+    (good,) = fakes(1)
+    cfg = config_for(
+        {"bad": bad, "good": good},
+        per_provider={"bad": {"priority": 10}},
+        health=HealthConfig(failure_threshold=1, cooldown_s=10.0, half_open_probes=1),
+        failover=NO_BACKOFF,
+    )
+    clock = VirtualClock()
+    with Runtime.start(cfg, event_log=db, clock=clock, active_health_checks=False) as rt:
+        rt.complete(req())
+        settled(rt)
+        bad.set_behaviour(Behaviour(latency_ms=300))
+        bad.reset_stats()
+        clock.advance(11.0)
+        rt.tick()
+        settled(rt)
+        with ThreadPoolExecutor(1) as pool:
+            probe = pool.submit(rt.complete, req())
+            wait_for(lambda: rt.get_active_requests("bad") == 1)
+            others = [rt.complete(req()).provider for _ in range(3)]
+            assert probe.result(timeout=5).provider == "bad"
+    assert others == ["good"] * 3
+    assert bad.stats.requests == 1

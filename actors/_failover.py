@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
-from routeledger.actors._messages import Decision, Outcome
+from routeledger.actors._messages import Backoff, Decision, Outcome
 from routeledger.actors._router import Final, RouteQuery, _RetryBudgetExhausted
 from routeledger.events import (
     AllProvidersFailed,
@@ -56,11 +56,16 @@ __all__ = [
 
 
 class Decide(NamedTuple):
-    """Ask the supervisor for a provider (and a reserved slot). Answer: Decision | None."""
+    """Ask the supervisor for a provider and a reserved slot.
+
+    Answer: a ``Decision``; ``None`` when every candidate is saturated; a ``Backoff`` when
+    every candidate is waiting until its ``not_before`` time (monotonic) to be retried.
+    """
 
     attempt: int
     tried: dict[str, int]
     banned: frozenset[str]
+    not_before: dict[str, float] = {}
 
 
 class Call(NamedTuple):
@@ -160,7 +165,9 @@ def drive(
         if attempt >= max_attempts:
             yield from fail(AllProvidersFailed(errors, request_id=request.request_id))
         try:
-            decision: Decision | None = yield Decide(attempt + 1, dict(tried), frozenset(banned))
+            decision: Decision | Backoff | None = yield Decide(
+                attempt + 1, dict(tried), frozenset(banned), dict(not_before)
+            )
         except _RetryBudgetExhausted:
             yield from fail(
                 AllProvidersFailed(
@@ -192,15 +199,16 @@ def drive(
                     )
                 )
             continue
+        if isinstance(decision, Backoff):
+            # No slot is held while waiting: the provider's budget serves others meanwhile.
+            yield Sleep(decision.seconds)
+            continue
         queue_until = None
         attempt += 1
         provider = decision.route.provider
         tried[provider] = tried.get(provider, 0) + 1
         called = False
         try:
-            wait = not_before.get(provider, 0.0) - clock.monotonic()
-            if wait > 0:
-                yield Sleep(wait)
             remaining = deadline_at - clock.monotonic()
             timeout = min(timeouts.get(provider, 60.0), remaining)
             attempt_started = clock.monotonic()

@@ -8,7 +8,7 @@ if TYPE_CHECKING:
     from routeledger.actors._budget import Budget
     from routeledger.events import ModelSpec, ProviderError, RouteResult, Usage
 
-__all__ = ["Decision", "Outcome", "ProviderStats"]
+__all__ = ["Backoff", "Decision", "Outcome", "ProviderStats"]
 
 
 class ProviderStats(NamedTuple):
@@ -47,6 +47,14 @@ class Outcome(NamedTuple):
     def ok(self) -> bool:
         """Return whether the attempt succeeded."""
         return self.error is None
+
+
+class Backoff(NamedTuple):
+    """The supervisor's answer when every candidate is waiting out a backoff or Retry-After:
+    sleep ``seconds`` (holding no slot), then ask again."""
+
+    seconds: float
+    provider: str
 
 
 class Decision(NamedTuple):

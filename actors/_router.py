@@ -22,7 +22,7 @@ from routeledger.actors._circuit import (
     Transition,
     counts_against_health,
 )
-from routeledger.actors._messages import Decision, Outcome, ProviderStats
+from routeledger.actors._messages import Backoff, Decision, Outcome, ProviderStats
 from routeledger.actors._strategies import (
     Candidate,
     View,
@@ -149,6 +149,8 @@ class _RetryBudget:
                 q.popleft()
 
     def note_request(self, now: float) -> None:
+        # Trim here too: with no retry for hours, try_retry never runs to drop old entries.
+        self._trim(now)
         self._requests.append(now)
 
     def try_retry(self, now: float) -> bool:
@@ -309,12 +311,16 @@ class Router:
         banned: frozenset[str] = frozenset(),
         reserve: bool = True,
         any_model: bool = False,
-    ) -> Decision | None:
+        not_before: Mapping[str, float] | None = None,
+    ) -> Decision | Backoff | None:
         """Choose and reserve a provider for attempt number ``attempt`` of a request.
 
         Returns ``None`` when every candidate is saturated (the caller may wait for capacity
         and ask again). With ``reserve=False`` only the decision is made and recorded; with
-        ``any_model`` the request's model does not filter providers (pool picks). Raises a
+        ``any_model`` the request's model does not filter providers (pool picks). A provider
+        whose ``not_before`` (monotonic) time is still ahead is waiting out a backoff: when
+        every candidate is, the answer is a :class:`Backoff` to sleep before asking again.
+        Raises a
         :class:`RoutingError` when nothing can serve the request, and records every decision,
         made or not, as a ``route.decided`` event.
         """
@@ -429,6 +435,24 @@ class Router:
                 excluded=dropped,
                 request_id=request.request_id,
             )
+        waiting = {n: t - now for n in kept if (t := (not_before or {}).get(n, 0.0)) > now}
+        if waiting:
+            for name, wait in waiting.items():
+                dropped[name] = f"backing off {wait:.3g} s after a failure"
+            kept = [n for n in kept if n not in waiting]
+            if not kept:
+                first = min(waiting, key=lambda n: (waiting[n], n))
+                self._decided(
+                    query,
+                    attempt,
+                    strategy,
+                    dropped,
+                    None,
+                    pool_name,
+                    reason=f"every candidate is backing off; retry {first!r} in "
+                    f"{waiting[first]:.3g} s",
+                )
+                return Backoff(waiting[first], first)
         if attempt > 1 and not self._retry_budget.try_retry(now):
             self._decided(
                 query, attempt, strategy, dropped, None, pool_name, reason="retry budget exhausted"

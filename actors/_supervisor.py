@@ -25,7 +25,7 @@ from routeledger.actors._provider import ProviderCrashed
 if TYPE_CHECKING:
     from routeledger.actors._bus import EventBus
     from routeledger.actors._clock import Clock
-    from routeledger.actors._messages import Decision, Outcome
+    from routeledger.actors._messages import Backoff, Decision, Outcome
     from routeledger.actors._provider import ProviderHandle
     from routeledger.actors._router import Final, RouteQuery, Router
     from routeledger.events import Event
@@ -45,6 +45,7 @@ class DecideAttempt(NamedTuple):
     first: bool
     reserve: bool = True
     any_model: bool = False
+    not_before: dict[str, float] | None = None
 
 
 class ReportAttempt(NamedTuple):
@@ -100,13 +101,14 @@ class SupervisorActor(pykka.ThreadingActor):
         if kind is DecideAttempt:
             if message.first:
                 router.received(message.query)
-            decision: Decision | None = router.decide(
+            decision: Decision | Backoff | None = router.decide(
                 message.query,
                 attempt=message.attempt,
                 tried=message.tried,
                 banned=message.banned,
                 reserve=message.reserve,
                 any_model=message.any_model,
+                not_before=message.not_before,
             )
             return decision
         if kind is Command:

@@ -458,7 +458,14 @@ class Runtime:
                     seen = self._signal.generation
                     send = self._ask(
                         supervisor,
-                        DecideAttempt(query, effect.attempt, effect.tried, effect.banned, first),
+                        DecideAttempt(
+                            query,
+                            effect.attempt,
+                            effect.tried,
+                            effect.banned,
+                            first,
+                            not_before=effect.not_before,
+                        ),
                     )
                     first = False
                 elif kind is Call:

@@ -21,7 +21,7 @@ from routeledger.actors._failover import (
     backoff_delay,
     drive,
 )
-from routeledger.actors._messages import Decision
+from routeledger.actors._messages import Backoff, Decision
 from routeledger.actors._router import RouteQuery
 from routeledger.events import (
     AllProvidersFailed,
@@ -181,18 +181,20 @@ def test_non_retryable_error_fails_over_but_bans(err: type[ProviderError]) -> No
 
 
 def test_retry_same_provider_waits_retry_after() -> None:
-    """A retry of the same provider first sleeps exactly the Retry-After the provider sent."""
+    """A retry of the same provider waits exactly the Retry-After, holding no slot meanwhile."""
     run = Run(max_attempts=5, max_attempts_per_provider=2)
     run.send(run.decision("a"))
     run.throw(RateLimited("429", retry_after_s=2.0))
-    assert run.send() == Decide(2, {"a": 1}, frozenset())
-    sleep = run.send(run.decision("a", 2))
+    assert run.send() == Decide(2, {"a": 1}, frozenset(), {"a": 2.0})
+    sleep = run.send(Backoff(2.0, "a"))
     assert sleep == Sleep(2.0)
+    assert run.budgets["a"].in_flight == 1  # the first call's only, which the executor releases
     run.clock.advance(sleep.seconds)
-    assert isinstance(run.send(), Call)
+    assert run.send() == Decide(2, {"a": 1}, frozenset(), {"a": 2.0})
+    assert isinstance(run.send(run.decision("a", 2)), Call)
     run.throw(RateLimited("429", retry_after_s=1.0))
     # Second failure on "a": max_attempts_per_provider reached, so it is banned.
-    assert run.send() == Decide(3, {"a": 2}, frozenset({"a"}))
+    assert run.send() == Decide(3, {"a": 2}, frozenset({"a"}), {"a": 2.0})
 
 
 def test_retry_after_beyond_limit_bans() -> None:
@@ -217,12 +219,11 @@ def test_backoff_sleep_is_full_jitter() -> None:
     run = Run(max_attempts=5, max_attempts_per_provider=3, backoff_base_s=0.5, backoff_max_s=3.0)
     run.send(run.decision("a"))
     run.throw(ProviderConnectError("refused"))
-    assert run.send().banned == frozenset()
-    sleep = run.send(run.decision("a", 2))
-    assert isinstance(sleep, Sleep)
-    assert 0.0 < sleep.seconds <= 0.5
+    decide = run.send()
+    assert decide.banned == frozenset()
     expected = backoff_delay(1, base_s=0.5, max_s=3.0, rng=random.Random(0))
-    assert sleep.seconds == pytest.approx(expected)
+    assert 0.0 < expected <= 0.5
+    assert decide.not_before == {"a": pytest.approx(expected)}
 
 
 @settings(max_examples=200, deadline=None)
@@ -256,9 +257,7 @@ def test_backoff_never_sleeps_past_deadline() -> None:
         decide = run.send()
         if decide.banned:
             continue
-        sleep = run.send(run.decision("a", 2))
-        if isinstance(sleep, Sleep):
-            assert run.clock.monotonic() + sleep.seconds < run.deadline_at
+        assert decide.not_before["a"] < run.deadline_at
 
 
 def test_max_attempts_bounds_all_attempts() -> None:
@@ -353,14 +352,13 @@ def test_routing_error_after_failures_becomes_all_failed() -> None:
     assert run.error is err
 
 
-def test_slot_released_when_closed_before_call() -> None:
-    """A decision's slot is released if the request is abandoned before the call starts."""
+def test_no_slot_is_held_while_backing_off() -> None:
+    """Closing a request while it waits out a Retry-After leaves no reserved slot behind."""
     run = Run(max_attempts=5, max_attempts_per_provider=2)
     run.send(run.decision("a"))
     run.throw(RateLimited("429", retry_after_s=1.0))
     run.send()
-    run.send(run.decision("a", 2))  # now sleeping, holding a slot
-    assert run.budgets["a"].in_flight == 2
+    assert run.send(Backoff(1.0, "a")) == Sleep(1.0)
     run.gen.close()
     assert run.budgets["a"].in_flight == 1  # the first call's slot is the executor's
 

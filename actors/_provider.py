@@ -10,6 +10,7 @@ they reserve and release atomically, and the latest statistics.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -168,9 +169,22 @@ class ProviderActor(pykka.ThreadingActor):
         if type(message) is Ping:
             return True
         if type(message) is ProbeRequested:
-            message.reply_to.tell(self._probe(message.timeout_s))
+            # The probe is I/O: run it beside the actor so that the mailbox never waits on it.
+            threading.Thread(
+                target=self._probe_and_reply,
+                args=(message,),
+                name=f"routeledger-probe-{self.handle.name}",
+                daemon=True,
+            ).start()
             return None
         raise TypeError(f"provider actor got an unknown message {type(message).__name__}")
+
+    def _probe_and_reply(self, message: ProbeRequested) -> None:
+        result = self._probe(message.timeout_s)
+        try:
+            message.reply_to.tell(result)
+        except pykka.ActorDeadError:
+            pass
 
     def _probe(self, timeout_s: float) -> ProbeResult:
         from routeledger.events import RouteledgerError

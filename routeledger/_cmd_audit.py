@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
         raise RequestError(f"no events for request {args.request_id!r} in {args.db}")
     if args.json:
         for stored in trail:
-            line = msgspec.json.encode({"position": stored.position, "event": stored.event})
-            sys.stdout.write(line.decode() + "\n")
+            encoded = msgspec.json.encode({"position": stored.position, "event": stored.event})
+            sys.stdout.write(encoded.decode() + "\n")
         return 0
     sys.stdout.write(f"request {args.request_id}\n")
     for stored in trail:

@@ -905,12 +905,22 @@ class Runtime:
         self._command(lambda r: r.clear_cache())
 
     def flush(self) -> None:
-        """Return when every event so far is durable in the log.
+        """Return when every event of the calls that returned so far is durable in the log.
+
+        Outcomes travel by ``tell`` (caller -> provider actor -> health actor -> supervisor
+        -> log writer), so each actor is asked in that order: an ask is answered only after
+        every earlier message. Health transitions caused by those calls are included.
 
         Raises:
             StoreError: The store is failing (the events stay buffered).
         """
-        self._command(lambda r: None)  # the supervisor has passed on all it received
+        for ref in self._provider_refs().values():
+            try:
+                ref.ask(_PING, timeout=ASK_TIMEOUT_S)
+            except pykka.ActorDeadError:
+                pass  # a crashed provider: the supervisor restarts it
+        self._ask(self._health, SNAPSHOT)
+        self._command(lambda r: None)
         self._ask(self._writer, Flush())
 
 

@@ -31,18 +31,20 @@ A scenario is a TOML file::
     latency_ms = 120         # median of a log-normal
     latency_sigma = 0.3
     fail_rate = 0.01
-    rate_limit_per_s = 30    # above this, 429 with Retry-After
+    rate_limit_per_s = 30    # admitted calls a second; beyond, 429 with Retry-After
     outages = [{ start_s = 10, end_s = 25, status = 503 }]
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import math
 import os
 import random
 import tomllib
+from collections import deque
 from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import Any
@@ -88,7 +90,7 @@ from routeledger.store import EventStore, MemoryStore, SQLiteStore
 __all__ = ["Outage", "Scenario", "SimBehaviour", "SimResult", "Simulation", "load_scenario"]
 
 
-class Outage(msgspec.Struct, frozen=True, kw_only=True):
+class Outage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """From ``start_s`` to ``end_s`` (simulated seconds) every call fails with ``status``
     (or, with status 0, cannot connect)."""
 
@@ -97,7 +99,7 @@ class Outage(msgspec.Struct, frozen=True, kw_only=True):
     status: int = 503
 
 
-class SimBehaviour(msgspec.Struct, frozen=True, kw_only=True):
+class SimBehaviour(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How a simulated provider answers."""
 
     latency_ms: float = 100.0
@@ -108,6 +110,7 @@ class SimBehaviour(msgspec.Struct, frozen=True, kw_only=True):
     fail_status: int = 500
     fail_latency_ms: float = 20.0
     rate_limit_per_s: float | None = None
+    """Calls admitted per sliding second; beyond it, 429 with ``Retry-After: retry_after_s``."""
     retry_after_s: float = 1.0
     output_tokens: int = 32
     outages: list[Outage] = []
@@ -149,21 +152,43 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
 
 
 def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
-    """Build a scenario from plain data (the parsed TOML)."""
+    """Build a scenario from plain data (the parsed TOML).
+
+    Raises:
+        ConfigError: a field is unknown, of the wrong type or out of range (a typo must not
+            silently simulate something else than what was meant).
+    """
     data = dict(data)
-    sim = dict(data.pop("simulation", {}))
+    sim = data.pop("simulation", {})
+    if not isinstance(sim, Mapping):
+        raise ConfigError(["[simulation] must be a table"])
+    sim = dict(sim)
+    unknown = sorted(set(sim) - _SIMULATION_FIELDS)
+    if unknown:
+        raise ConfigError(
+            [f"[simulation]: unknown field(s) {unknown} (known: {sorted(_SIMULATION_FIELDS)})"]
+        )
+    raw_providers = data.pop("providers", [])
+    if not isinstance(raw_providers, list):
+        raise ConfigError(["providers must be an array of tables ([[providers]])"])
     behaviours: dict[str, SimBehaviour] = {}
     providers = []
     problems: list[str] = []
-    for i, raw in enumerate(data.pop("providers", [])):
+    for i, raw in enumerate(raw_providers):
+        if not isinstance(raw, Mapping):
+            problems.append(f"providers[{i}] must be a table")
+            continue
         raw = dict(raw)
         behaviour = raw.pop("sim", {})
         raw.setdefault("kind", "openai")
         raw.setdefault("base_url", f"http://127.0.0.1/sim/{raw.get('name', i)}")
         try:
-            behaviours[str(raw.get("name"))] = msgspec.convert(behaviour, SimBehaviour)
+            converted = msgspec.convert(behaviour, SimBehaviour)
         except msgspec.ValidationError as exc:
             problems.append(f"providers[{i}].sim: {exc}")
+        else:
+            problems.extend(f"providers[{i}].sim: {p}" for p in _check_behaviour(converted))
+            behaviours[str(raw.get("name"))] = converted
         providers.append(raw)
     data["providers"] = providers
     if problems:
@@ -179,21 +204,60 @@ def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
         raise ConfigError([f"[simulation]: {exc}"]) from None
     if not scenario.model:
         scenario.model = config.providers[0].models[0].name
-    if scenario.requests < 0 or scenario.rate_per_s <= 0:
-        raise ConfigError(["[simulation]: requests must be >= 0 and rate_per_s > 0"])
+    if not any(p.model(scenario.model) is not None for p in config.providers):
+        problems.append(f"[simulation]: no provider serves model {scenario.model!r}")
+    if scenario.requests < 0:
+        problems.append("[simulation]: requests must be >= 0")
+    if not (scenario.rate_per_s > 0 and math.isfinite(scenario.rate_per_s)):
+        problems.append("[simulation]: rate_per_s must be a finite number > 0")
+    if scenario.deadline_s is not None and not scenario.deadline_s > 0:
+        problems.append("[simulation]: deadline_s must be > 0")
+    if scenario.prompt_chars < 0 or scenario.max_tokens < 1:
+        problems.append("[simulation]: prompt_chars must be >= 0 and max_tokens >= 1")
+    if problems:
+        raise ConfigError(problems)
     return scenario
+
+
+_SIMULATION_FIELDS = frozenset(Scenario.__struct_fields__) - {"config", "behaviours"}
+
+
+def _check_behaviour(b: SimBehaviour) -> list[str]:
+    """Return what is out of range in a simulated provider's behaviour."""
+    problems = []
+    for field in ("latency_ms", "latency_sigma", "fail_latency_ms", "retry_after_s"):
+        value = getattr(b, field)
+        if not (value >= 0 and math.isfinite(value)):
+            problems.append(f"{field} must be a finite number >= 0")
+    if not 0.0 <= b.fail_rate <= 1.0:
+        problems.append("fail_rate must be between 0 and 1")
+    if b.rate_limit_per_s is not None and not b.rate_limit_per_s > 0:
+        problems.append("rate_limit_per_s must be > 0")
+    if b.output_tokens < 0:
+        problems.append("output_tokens must be >= 0")
+    if not (b.fail_status == 0 or 400 <= b.fail_status <= 599):
+        problems.append("fail_status must be 0 (cannot connect) or an HTTP error status")
+    for j, o in enumerate(b.outages):
+        if not 0 <= o.start_s < o.end_s:
+            problems.append(f"outages[{j}]: need 0 <= start_s < end_s")
+        if not (o.status == 0 or 400 <= o.status <= 599):
+            problems.append(f"outages[{j}]: status must be 0 (cannot connect) or 400-599")
+    return problems
 
 
 class _Task:
     """One simulated request: its driver and what it is waiting for."""
 
-    __slots__ = ("first", "gen", "query", "waiting")
+    __slots__ = ("first", "gen", "parks", "query", "waiting")
 
     def __init__(self, query: RouteQuery, gen: Generator[Any, Any, Any]) -> None:
         self.query = query
         self.gen = gen
         self.first = True
         self.waiting = False
+        # Counts the waits for capacity, so that the timeout of an earlier wait never ends
+        # a later one.
+        self.parks = 0
 
 
 class Simulation:
@@ -223,7 +287,7 @@ class Simulation:
         self.trackers = {p.name: StatsTracker() for p in self.config.providers}
         self.health = HealthMonitor(self.config.health, [p.name for p in self.config.providers])
         self._timeouts = {p.name: p.timeout_s for p in self.config.providers}
-        self._calls: dict[str, list[float]] = {p.name: [] for p in self.config.providers}
+        self._calls: dict[str, deque[float]] = {p.name: deque() for p in self.config.providers}
         self.writer.add(
             [
                 ConfigurationApplied(
@@ -246,6 +310,8 @@ class Simulation:
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._parked: list[_Task] = []
+        self._arrivals_scheduled = False
+        self._draining = False
         self.completed = 0
         self.failed = 0
         self.errors: dict[str, int] = {}
@@ -263,8 +329,13 @@ class Simulation:
         heapq.heappush(self._queue, (when, next(self._seq), action))
 
     def run(self, *, until: float | None = None) -> SimResult:
-        """Run the scenario to its end (or to ``until``) and commit every event."""
-        if not self._queue and self.completed + self.failed == 0:
+        """Run the scenario to its end (or to ``until``) and commit every event.
+
+        With ``until``, simulated time ends at ``until`` even if nothing happens before it
+        (circuits whose cooldown ends meanwhile move to half-open).
+        """
+        if not self._arrivals_scheduled:
+            self._arrivals_scheduled = True
             self._schedule_arrivals()
         while self._queue:
             when, _, action = self._queue[0]
@@ -279,6 +350,10 @@ class Simulation:
                 self.writer.commit(force=True)
             if self.on_step is not None:
                 self.on_step(self)
+        if until is not None and until > self.clock.monotonic():
+            self.clock.set(until)
+            for provider, t in self.health.poll(until):
+                self.router.apply_health(provider, t)
         self.writer.commit(force=True)
         return SimResult(
             completed=self.completed,
@@ -294,7 +369,10 @@ class Simulation:
         t = 0.0
         for i in range(s.requests):
             t += self._arrival_rng.expovariate(s.rate_per_s)
-            self.at(t, lambda i=i: self.submit(self.make_request(i)))
+            self.at(t, functools.partial(self._arrive, i))
+
+    def _arrive(self, i: int) -> None:
+        self.submit(self.make_request(i))
 
     def make_request(self, i: int) -> Request:
         """Return the ``i``-th request of the workload (ids are deterministic)."""
@@ -344,9 +422,13 @@ class Simulation:
                         self.router.received(task.query)
                         task.first = False
                     send = self.router.decide(
-                        task.query, attempt=effect.attempt, tried=effect.tried, banned=effect.banned
+                        task.query,
+                        attempt=effect.attempt,
+                        tried=effect.tried,
+                        banned=effect.banned,
+                        not_before=effect.not_before,
                     )
-                    if send is not None:
+                    if isinstance(send, Decision):
                         p = send.route.provider
                         self.max_in_flight[p] = max(self.max_in_flight[p], send.budget.in_flight)
                 except RouteledgerError as exc:
@@ -361,31 +443,56 @@ class Simulation:
                 return
             elif kind is AwaitCapacity:
                 task.waiting = True
+                task.parks += 1
                 self._parked.append(task)
-                self.at(self.clock.monotonic() + effect.timeout_s, lambda: self._wake(task, False))
+                self.at(
+                    self.clock.monotonic() + effect.timeout_s,
+                    functools.partial(self._wake, task, False, park=task.parks),
+                )
                 return
             elif kind is Report:
                 self._report(effect, task.query)
 
-    def _wake(self, task: _Task, freed: bool) -> None:
-        if not task.waiting:
+    def _wake(self, task: _Task, freed: bool, *, park: int | None = None) -> None:
+        if not task.waiting or (park is not None and park != task.parks):
             return
         task.waiting = False
         self._parked.remove(task)
         self._step(task, freed, None)
 
     def _released(self) -> None:
+        # One drain per instant, not one wake per parked request per release: under overload
+        # hundreds wait, and waking them all on every release made a run quadratic.
+        if self._parked and not self._draining:
+            self._draining = True
+            self.at(self.clock.monotonic(), self._drain)
+
+    def _drain(self) -> None:
+        """Wake waiting requests, oldest first, while some provider has a free slot."""
+        self._draining = False
         for task in list(self._parked):
-            self.at(self.clock.monotonic(), lambda task=task: self._wake(task, True))
+            if all(b.in_flight >= b.limit for b in self.budgets.values()):
+                break
+            self._wake(task, True)
 
     def _report(self, effect: Report, query: RouteQuery) -> None:
         outcome = effect.outcome
         if outcome is not None:
             self.trackers[outcome.provider].record(outcome)
-            t = self.health.observe(outcome, self.clock.monotonic())
-            if t is not None:
+            for t in self.health.observe(outcome, self.clock.monotonic()):
                 self.router.apply_health(outcome.provider, t)
         self.router.finished(outcome, effect.final, query)
+
+    @property
+    def parked(self) -> int:
+        """Return how many requests wait for capacity."""
+        return len(self._parked)
+
+    def set_behaviour(self, provider: str, behaviour: SimBehaviour) -> None:
+        """Change how ``provider`` answers from now on (calls in flight keep their answer)."""
+        if provider not in self.budgets:
+            raise ConfigError([f"unknown provider {provider!r}"])
+        self.scenario.behaviours[provider] = behaviour
 
     # -- simulated providers ----------------------------------------------------------------
 
@@ -402,7 +509,7 @@ class Simulation:
         outage = next((o for o in behaviour.outages if o.start_s <= now < o.end_s), None)
         calls = self._calls[name]
         while calls and calls[0] <= now - 1.0:
-            calls.pop(0)
+            calls.popleft()
         if outage is not None:
             error = _error_for(outage.status, name, retry_after=None)
             latency_s = behaviour.fail_latency_ms / 1000.0
@@ -411,10 +518,13 @@ class Simulation:
                 "rate limited", provider=name, status=429, retry_after_s=behaviour.retry_after_s
             )
             latency_s = behaviour.fail_latency_ms / 1000.0
-        elif rng.random() < behaviour.fail_rate:
-            error = _error_for(behaviour.fail_status, name, retry_after=None)
-            latency_s = behaviour.fail_latency_ms / 1000.0
-        calls.append(now)
+        else:
+            # Only admitted calls use up the rate: a refused one costs the provider nothing,
+            # so a client that keeps knocking is still served at the advertised rate.
+            calls.append(now)
+            if rng.random() < behaviour.fail_rate:
+                error = _error_for(behaviour.fail_status, name, retry_after=None)
+                latency_s = behaviour.fail_latency_ms / 1000.0
         if latency_s > timeout_s:
             latency_s = timeout_s
             error = ProviderTimeout("no answer in time", provider=name)

@@ -1,10 +1,10 @@
 """The provider actor: one per configured provider.
 
 It owns the provider's HTTP client and wire adapter (created in ``on_start``, so a provider
-that cannot start is a crashed actor the supervisor sees) and its statistics. What other
-threads need without a round trip is published on a shared :class:`ProviderHandle`: the
+that cannot start is a crashed actor the supervisor sees) and runs its free health probes.
+What other threads need without a round trip is shared on a :class:`ProviderHandle`: the
 adapter the callers use to make their HTTP calls on their own threads, the concurrency budget
-they reserve and release atomically, and the latest statistics.
+they reserve and release atomically, and the statistics folded from every outcome.
 """
 
 from __future__ import annotations
@@ -51,15 +51,32 @@ def default_adapter_factory(
 
 
 class ProviderHandle:
-    """What a provider publishes to the other threads (single writer: its actor)."""
+    """What a provider shares with the other threads without a round trip.
 
-    __slots__ = ("actor_ref", "budget", "clients", "config", "name", "stats", "wire")
+    The actor publishes its adapter here; the calling threads reserve and release the
+    budget, and fold each attempt's outcome into the statistics (under a lock, on the thread
+    that saw the outcome: one less actor hop per request); the supervisor reads them.
+    """
+
+    __slots__ = (
+        "_lock",
+        "_tracker",
+        "actor_ref",
+        "budget",
+        "clients",
+        "config",
+        "name",
+        "stats",
+        "wire",
+    )
 
     def __init__(self, config: ProviderConfig, budget: Budget) -> None:
         self.name = config.name
         self.config = config
         self.budget = budget
         self.stats = ProviderStats()
+        self._tracker = StatsTracker()
+        self._lock = threading.Lock()
         self.wire: WireAdapter | None = None
         self.actor_ref: pykka.ActorRef[Any] | None = None
         # Every client this provider ever opened; closed when the runtime closes (a
@@ -70,9 +87,14 @@ class ProviderHandle:
         """Return the latest published statistics."""
         return self.stats
 
+    def record(self, outcome: Outcome) -> None:
+        """Fold an attempt's outcome into the statistics."""
+        with self._lock:
+            self.stats = self._tracker.record(outcome)
+
 
 class RecordOutcome(NamedTuple):
-    """Fold an attempt's outcome into the statistics and pass it to the health actor."""
+    """Tell the health actor how an attempt ended."""
 
     outcome: Outcome
 
@@ -119,7 +141,6 @@ class ProviderActor(pykka.ThreadingActor):
         handle: ProviderHandle,
         *,
         api_key: Secret | None,
-        health: pykka.ActorRef[Any] | None,
         supervisor: pykka.ActorRef[Any] | None,
         monotonic: Callable[[], float],
         adapter_factory: AdapterFactory = default_adapter_factory,
@@ -127,12 +148,9 @@ class ProviderActor(pykka.ThreadingActor):
         super().__init__()
         self.handle = handle
         self._api_key = api_key
-        self._health = health
         self._supervisor = supervisor
         self._monotonic = monotonic
         self._factory = adapter_factory
-        self._tracker = StatsTracker()
-        self._tracker.stats = handle.stats
 
     def on_start(self) -> None:
         """Open the client and build the adapter; a failure here crashes the actor."""
@@ -156,16 +174,6 @@ class ProviderActor(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         """Handle one message (tells never raise: a raising tell would kill the actor)."""
-        if type(message) is RecordOutcome:
-            try:
-                self.handle.stats = self._tracker.record(message.outcome)
-                if self._health is not None:
-                    self._health.tell(message)
-            except pykka.ActorDeadError:
-                pass
-            except Exception:
-                log.exception("provider %s: recording an outcome failed", self.handle.name)
-            return None
         if type(message) is Ping:
             return True
         if type(message) is ProbeRequested:

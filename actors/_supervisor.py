@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pykka
 
 from routeledger.actors._health import ApplyHealth
-from routeledger.actors._provider import ProviderCrashed
+from routeledger.actors._provider import ProviderCrashed, RecordOutcome
 
 if TYPE_CHECKING:
     from routeledger.actors._bus import EventBus
@@ -30,7 +30,15 @@ if TYPE_CHECKING:
     from routeledger.actors._router import Final, RouteQuery, Router
     from routeledger.events import Event
 
-__all__ = ["Command", "DecideAttempt", "Notify", "ReportAttempt", "SupervisorActor", "emitter"]
+__all__ = [
+    "BufferedEmitter",
+    "Command",
+    "DecideAttempt",
+    "Notify",
+    "ReportAttempt",
+    "SupervisorActor",
+    "UseHealth",
+]
 
 log = logging.getLogger("routeledger")
 
@@ -54,6 +62,12 @@ class ReportAttempt(NamedTuple):
     query: RouteQuery
     outcome: Outcome | None
     final: Final | None
+
+
+class UseHealth(NamedTuple):
+    """Tell: forward attempt outcomes to this health actor."""
+
+    health: pykka.ActorRef[Any]
 
 
 class Command(NamedTuple):
@@ -82,6 +96,7 @@ class SupervisorActor(pykka.ThreadingActor):
         handles: dict[str, ProviderHandle],
         restart: Callable[[str], None],
         clock: Clock,
+        emit: BufferedEmitter | None = None,
         max_restarts: int = 3,
         restart_window_s: float = 60.0,
     ) -> None:
@@ -93,8 +108,18 @@ class SupervisorActor(pykka.ThreadingActor):
         self.restart_window_s = restart_window_s
         self._restart = restart
         self._restarts: dict[str, deque[float]] = {}
+        self._emit = emit
+        self.health: pykka.ActorRef[Any] | None = None
 
     def on_receive(self, message: Any) -> Any:
+        """Handle one message; then send what it emitted to the log writer in one tell."""
+        try:
+            return self._handle(message)
+        finally:
+            if self._emit is not None:
+                self._emit.send()
+
+    def _handle(self, message: Any) -> Any:
         """Handle one message; tells never raise."""
         router = self.router
         kind = type(message)
@@ -116,6 +141,10 @@ class SupervisorActor(pykka.ThreadingActor):
         try:
             if kind is ReportAttempt:
                 router.finished(message.outcome, message.final, message.query)
+                if message.outcome is not None and self.health is not None:
+                    self.health.tell(RecordOutcome(message.outcome))
+            elif kind is UseHealth:
+                self.health = message.health
             elif kind is Notify:
                 message.fn(router)
             elif kind is ApplyHealth:
@@ -153,18 +182,28 @@ class SupervisorActor(pykka.ThreadingActor):
             router.disable(provider, f"restart failed: {type(exc).__name__}: {exc}")
 
 
-def emitter(writer: pykka.ActorRef[Any], bus: EventBus) -> Callable[[list[Event]], None]:
-    """Return the function the router emits events through: the log, then the callbacks."""
-    from routeledger.actors._writer import Append
+class BufferedEmitter:
+    """What the router emits through: events gather during one supervisor message, then go
+    to the log writer in one tell (and to the callbacks), in the order they were made."""
 
-    tell = writer.tell
-    publish = bus.publish
+    def __init__(self, writer: pykka.ActorRef[Any], bus: EventBus) -> None:
+        from routeledger.actors._writer import Append
 
-    def emit(events: list[Event]) -> None:
+        self._append = Append
+        self._tell = writer.tell
+        self._publish = bus.publish
+        self._pending: list[Event] = []
+
+    def __call__(self, events: list[Event]) -> None:
+        self._pending.extend(events)
+
+    def send(self) -> None:
+        """Send what gathered since the last call."""
+        if not self._pending:
+            return
+        events, self._pending = self._pending, []
         try:
-            tell(Append(events))
+            self._tell(self._append(events))
         except pykka.ActorDeadError:
             log.error("log writer is gone; %d events not recorded", len(events))
-        publish(events)
-
-    return emit
+        self._publish(events)

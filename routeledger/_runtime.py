@@ -47,17 +47,17 @@ from routeledger.actors._provider import (
     ProbeResult,
     ProviderActor,
     ProviderHandle,
-    RecordOutcome,
     default_adapter_factory,
 )
 from routeledger.actors._router import Final, RouteQuery, Router
 from routeledger.actors._supervisor import (
+    BufferedEmitter,
     Command,
     DecideAttempt,
     Notify,
     ReportAttempt,
     SupervisorActor,
-    emitter,
+    UseHealth,
 )
 from routeledger.actors._writer import EventWriter, Flush, LogWriterActor, Query
 from routeledger.events import (
@@ -239,7 +239,7 @@ class Runtime:
         self._writer = LogWriterActor.start(
             EventWriter(self._store, config=config.log, clock=clock, on_error=self._on_store_error)
         )
-        emit = emitter(self._writer, self._bus)
+        emit = BufferedEmitter(self._writer, self._bus)
         summary = _config_summary(config)
         digest = hashlib.sha256(msgspec.json.encode(summary)).hexdigest()[:16]
         emit(
@@ -268,8 +268,13 @@ class Runtime:
             emit=emit,
             ready={n: functools.partial(_ready, h) for n, h in self._handles.items()},
         )
+        emit.send()  # the configuration, pools and A/B tests, before anything else
         self._supervisor = SupervisorActor.start(
-            router=router, handles=self._handles, restart=self._start_provider, clock=clock
+            router=router,
+            handles=self._handles,
+            restart=self._start_provider,
+            clock=clock,
+            emit=emit,
         )
         self._health = HealthActor.start(
             config.health,
@@ -279,6 +284,7 @@ class Runtime:
             provider_refs=self._provider_refs,
             active=active_health_checks,
         )
+        self._supervisor.tell(UseHealth(self._health))
         for name in self._handles:
             self._start_provider(name)
         for handle in self._handles.values():
@@ -299,7 +305,6 @@ class Runtime:
         handle.actor_ref = ProviderActor.start(
             handle,
             api_key=config.resolve_api_key(self._environ),
-            health=self._health,
             supervisor=self._supervisor,
             monotonic=self._clock.monotonic,
             adapter_factory=self._adapter_factory,
@@ -516,12 +521,7 @@ class Runtime:
 
     def _report(self, outcome: Outcome | None, final: Final | None, query: RouteQuery) -> None:
         if outcome is not None:
-            ref = self._handles[outcome.provider].actor_ref
-            if ref is not None:
-                try:
-                    ref.tell(RecordOutcome(outcome))
-                except pykka.ActorDeadError:
-                    pass
+            self._handles[outcome.provider].record(outcome)
         try:
             self._supervisor.tell(ReportAttempt(query, outcome, final))
         except pykka.ActorDeadError:
@@ -907,18 +907,14 @@ class Runtime:
     def flush(self) -> None:
         """Return when every event of the calls that returned so far is durable in the log.
 
-        Outcomes travel by ``tell`` (caller -> provider actor -> health actor -> supervisor
-        -> log writer), so each actor is asked in that order: an ask is answered only after
+        Outcomes travel by ``tell`` (caller -> supervisor -> health actor -> supervisor ->
+        log writer), so each actor is asked in that order: an ask is answered only after
         every earlier message. Health transitions caused by those calls are included.
 
         Raises:
             StoreError: The store is failing (the events stay buffered).
         """
-        for ref in self._provider_refs().values():
-            try:
-                ref.ask(_PING, timeout=ASK_TIMEOUT_S)
-            except pykka.ActorDeadError:
-                pass  # a crashed provider: the supervisor restarts it
+        self._command(lambda r: None)
         self._ask(self._health, SNAPSHOT)
         self._command(lambda r: None)
         self._ask(self._writer, Flush())

@@ -24,7 +24,7 @@ from routeledger.actors._circuit import (
     Transition,
     counts_against_health,
 )
-from routeledger.actors._provider import ProbeRequested, ProbeResult, RecordOutcome
+from routeledger.actors._provider import ProbeRequested, ProbeResult, RecordOutcomes
 from routeledger.events import ProviderHealth
 
 if TYPE_CHECKING:
@@ -209,10 +209,11 @@ class HealthActor(pykka.ThreadingActor):
         """Handle one message; tells never raise."""
         kind = type(message)
         try:
-            if kind is RecordOutcome:
+            if kind is RecordOutcomes:
                 now = self._clock.monotonic()
-                for t in self.monitor.observe(message.outcome, now):
-                    self._apply(message.outcome.provider, t)
+                for outcome in message.outcomes:
+                    for t in self.monitor.observe(outcome, now):
+                        self._apply(outcome.provider, t)
             elif kind is ProbeResult:
                 self._probes_outstanding = max(0, self._probes_outstanding - 1)
                 for t in self.monitor.probed(message, self._clock.monotonic()):

@@ -93,10 +93,10 @@ class ProviderHandle:
             self.stats = self._tracker.record(outcome)
 
 
-class RecordOutcome(NamedTuple):
-    """Tell the health actor how an attempt ended."""
+class RecordOutcomes(NamedTuple):
+    """Tell the health actor how attempts ended, in order."""
 
-    outcome: Outcome
+    outcomes: list[Outcome]
 
 
 class ProbeRequested(NamedTuple):

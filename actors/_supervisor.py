@@ -13,6 +13,8 @@ Supervision follows OTP: a provider actor that dies (a raising message handler, 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pykka
 
 from routeledger.actors._health import ApplyHealth
-from routeledger.actors._provider import ProviderCrashed, RecordOutcome
+from routeledger.actors._provider import ProviderCrashed, RecordOutcomes
 
 if TYPE_CHECKING:
     from routeledger.actors._bus import EventBus
@@ -41,6 +43,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("routeledger")
+
+BATCH_MAX = 256
+"""Outcomes gathered at most before they go to the health actor regardless of load."""
 
 
 class DecideAttempt(NamedTuple):
@@ -97,6 +102,7 @@ class SupervisorActor(pykka.ThreadingActor):
         restart: Callable[[str], None],
         clock: Clock,
         emit: BufferedEmitter | None = None,
+        flush_interval_s: float = 0.002,
         max_restarts: int = 3,
         restart_window_s: float = 60.0,
     ) -> None:
@@ -109,15 +115,50 @@ class SupervisorActor(pykka.ThreadingActor):
         self._restart = restart
         self._restarts: dict[str, deque[float]] = {}
         self._emit = emit
+        self._outcomes: list[Outcome] = []
         self.health: pykka.ActorRef[Any] | None = None
+        self._flusher = _Flusher(self.actor_ref, flush_interval_s)
 
     def on_receive(self, message: Any) -> Any:
-        """Handle one message; then send what it emitted to the log writer in one tell."""
+        """Handle one message; pass on what it produced in batches.
+
+        Events for the log writer and outcomes for the health actor gather for at most
+        ``flush_interval_s`` (or ``BATCH_MAX`` outcomes) and then go out in one tell each:
+        every tell wakes a thread, and waking two threads per request costs more CPU than
+        routing it. A command (``flush()`` among them) sends at once.
+        """
         try:
             return self._handle(message)
         finally:
-            if self._emit is not None:
-                self._emit.send()
+            if type(message) is Command or len(self._outcomes) >= BATCH_MAX:
+                self._send()
+            elif (self._emit is not None and self._emit.pending) or self._outcomes:
+                self._flusher.request()
+
+    def on_stop(self) -> None:
+        """Send the pending events and stop the flusher thread.
+
+        Pending outcomes are dropped: the health actor stops first, and the health of a
+        runtime that is closing no longer matters.
+        """
+        self._flusher.stop()
+        if self._emit is not None:
+            self._emit.send()
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        """Stop the flusher thread if the actor dies."""
+        self._flusher.stop()
+
+    def _send(self) -> None:
+        if self._emit is not None:
+            self._emit.send()
+        if self._outcomes:
+            outcomes, self._outcomes = self._outcomes, []
+            if self.health is not None:
+                try:
+                    self.health.tell(RecordOutcomes(outcomes))
+                except pykka.ActorDeadError:
+                    log.error("health actor is gone; %d outcomes not observed", len(outcomes))
 
     def _handle(self, message: Any) -> Any:
         """Handle one message; tells never raise."""
@@ -141,10 +182,12 @@ class SupervisorActor(pykka.ThreadingActor):
         try:
             if kind is ReportAttempt:
                 router.finished(message.outcome, message.final, message.query)
-                if message.outcome is not None and self.health is not None:
-                    self.health.tell(RecordOutcome(message.outcome))
+                if message.outcome is not None:
+                    self._outcomes.append(message.outcome)
             elif kind is UseHealth:
                 self.health = message.health
+            elif kind is _SendPending:
+                self._send()
             elif kind is Notify:
                 message.fn(router)
             elif kind is ApplyHealth:
@@ -182,6 +225,49 @@ class SupervisorActor(pykka.ThreadingActor):
             router.disable(provider, f"restart failed: {type(exc).__name__}: {exc}")
 
 
+class _SendPending(NamedTuple):
+    """Tell (from the flusher): send the events and outcomes gathered so far."""
+
+
+class _Flusher:
+    """Tells the supervisor to send what it gathered, ``interval_s`` after it asked.
+
+    One daemon thread per supervisor; idle (no wake-ups at all) while nothing is pending.
+    """
+
+    def __init__(self, ref: pykka.ActorRef[Any], interval_s: float) -> None:
+        self._ref = ref
+        self._interval_s = interval_s
+        self._wanted = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="routeledger-flusher", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        """Ask for a send within the interval (cheap when one is already due)."""
+        if not self._wanted.is_set():
+            self._wanted.set()
+
+    def stop(self) -> None:
+        """Stop the thread."""
+        self._stopped = True
+        self._wanted.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            if self._stopped:
+                return
+            time.sleep(self._interval_s)  # batching I/O: real time, not the injected clock
+            self._wanted.clear()
+            try:
+                self._ref.tell(_SendPending())
+            except pykka.ActorDeadError:
+                return
+
+
 class BufferedEmitter:
     """What the router emits through: events gather during one supervisor message, then go
     to the log writer in one tell (and to the callbacks), in the order they were made."""
@@ -196,6 +282,11 @@ class BufferedEmitter:
 
     def __call__(self, events: list[Event]) -> None:
         self._pending.extend(events)
+
+    @property
+    def pending(self) -> bool:
+        """Return whether events wait to be sent."""
+        return bool(self._pending)
 
     def send(self) -> None:
         """Send what gathered since the last call."""

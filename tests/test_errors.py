@@ -38,8 +38,7 @@ def _tree() -> dict[str, tuple[str, str]]:
         if (
             not m
             or not m.group(2)[0].isupper()
-            or ("──" not in line
-            and m.group(2) != "RouteledgerError")
+            or ("──" not in line and m.group(2) != "RouteledgerError")
         ):
             continue
         depth = len(m.group(1))

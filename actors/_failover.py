@@ -110,6 +110,9 @@ class Success(NamedTuple):
     failed_providers: tuple[str, ...]
 
 
+DEADLINE_SLACK_S = 1e-6
+
+
 def backoff_delay(tries: int, *, base_s: float, max_s: float, rng: random.Random) -> float:
     """Return a full-jitter exponential backoff: uniform in [0, min(max, base * 2**(tries-1))]."""
     return rng.uniform(0.0, min(max_s, base_s * 2 ** max(0, tries - 1)))
@@ -156,7 +159,9 @@ def drive(
 
     while True:
         now = clock.monotonic()
-        if now >= deadline_at:
+        # An attempt timed out at the deadline ends a hair before it in floating point:
+        # a deadline less than DEADLINE_SLACK_S away has passed.
+        if now >= deadline_at - DEADLINE_SLACK_S:
             yield from fail(
                 DeadlineExceeded(
                     f"deadline passed after {attempt} attempt(s)", request_id=request.request_id

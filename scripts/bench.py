@@ -1222,6 +1222,21 @@ def machine() -> dict[str, Any]:
     }
 
 
+def run_soak(seconds: float) -> dict[str, Any]:
+    """Run scripts/soak.py in its own process; return its status and report."""
+    print(f"[bench] soak for {seconds:g} s ...", file=sys.stderr, flush=True)
+    soak = Path(__file__).with_name("soak.py")
+    proc = subprocess.run(
+        [sys.executable, str(soak), "--seconds", str(seconds)],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+        check=False,
+    )
+    print(proc.stdout, file=sys.stderr, flush=True)
+    return {"seconds": seconds, "status": proc.returncode, "report": proc.stdout.splitlines()}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return the exit status."""
     argv = sys.argv[1:] if argv is None else argv
@@ -1242,6 +1257,14 @@ def main(argv: list[str] | None = None) -> int:
         "event_log, footprint); default all",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument(
+        "--soak",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="also run scripts/soak.py for this long (real time, over loopback) and report "
+        "whether memory, threads or file descriptors grew",
+    )
     args = parser.parse_args(argv)
     scale = TINY if args.tiny else QUICK if args.quick else FULL
     sections = [s for s in args.only.split(",") if s] or [
@@ -1294,6 +1317,10 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+        if args.soak > 0:
+            results["soak"] = run_soak(args.soak)
+            if results["soak"]["status"] != 0:
+                failed.append("soak")
     finally:
         fakes.stop()
         pykka.ActorRegistry.stop_all(timeout=10)

@@ -41,6 +41,18 @@ _COLUMNS: dict[str, type] = {
 }
 
 
+_CREATE_TABLE = f"""
+    CREATE TABLE IF NOT EXISTS {_TABLE} (
+        position   INTEGER PRIMARY KEY,
+        type       TEXT NOT NULL,
+        ts         REAL NOT NULL,
+        request_id TEXT,
+        data       BLOB NOT NULL
+    )
+"""
+_CREATE_INDEX = f"CREATE INDEX IF NOT EXISTS {_INDEX} ON {_TABLE} (request_id)"
+
+
 def read_version(conn: sqlite3.Connection, path: str) -> int:
     """Return the file's schema version, refusing one written by a newer routeledger.
 
@@ -105,11 +117,10 @@ def create_schema(conn: sqlite3.Connection, path: str) -> None:
         if read_version(conn, path) == SCHEMA_VERSION:
             conn.execute("COMMIT")
             return
-        db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
-        table = db.table(_TABLE).create(
-            _COLUMNS, pk="position", not_null={"type", "ts", "data"}, if_not_exists=True
-        )
-        table.create_index(["request_id"], index_name=_INDEX, if_not_exists=True)
+        # Plain DDL, not sqlite-utils' create(): that commits on its own, and another process
+        # would then see the table without its version and take the file for a foreign one.
+        conn.execute(_CREATE_TABLE)
+        conn.execute(_CREATE_INDEX)
         # PRAGMA cannot take parameters; SCHEMA_VERSION is our own int constant.
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
         conn.execute("COMMIT")

@@ -32,6 +32,7 @@ text removed.
 
 from __future__ import annotations
 
+import abc
 import email.utils
 import math
 import re
@@ -519,7 +520,7 @@ def _close(response: httpx.Response) -> None:
         pass  # the exchange is over either way; closing must not mask the real outcome
 
 
-class StreamState:
+class StreamState(abc.ABC):
     """What a stream has seen so far; format adapters subclass it with one ``on_event``."""
 
     __slots__ = ("done", "finish_reason", "model", "usage_in", "usage_out")
@@ -531,12 +532,12 @@ class StreamState:
         self.usage_in: int | None = None
         self.usage_out: int | None = None
 
+    @abc.abstractmethod
     def on_event(self, event: SSEEvent) -> StreamChunk | None:
         """Consume one event; return a chunk for the caller, or ``None``."""
-        raise NotImplementedError
 
 
-class HTTPAdapter:
+class HTTPAdapter(abc.ABC):
     """The HTTP half of an adapter: sending, bounded reading, mapping every failure.
 
     Subclasses supply the URLs, the headers, the payload and the parsing.
@@ -578,20 +579,25 @@ class HTTPAdapter:
 
     # -- hooks for the formats -------------------------------------------------------------
 
+    @abc.abstractmethod
     def _make_headers(self, api_key: Secret | None) -> dict[str, str]:
-        raise NotImplementedError
+        """Return the headers every request carries (auth included)."""
 
+    @abc.abstractmethod
     def _completion_url(self) -> str:
-        raise NotImplementedError
+        """Return the URL completions are posted to."""
 
+    @abc.abstractmethod
     def _payload(self, request: Request, model: ModelSpec, *, stream: bool) -> dict[str, Any]:
-        raise NotImplementedError
+        """Return the wire payload of ``request``."""
 
+    @abc.abstractmethod
     def _parse(self, body: bytes, request: Request, model: ModelSpec) -> Response:
-        raise NotImplementedError
+        """Parse a successful JSON answer."""
 
+    @abc.abstractmethod
     def _stream_state(self, model: ModelSpec, request: Request) -> StreamState:
-        raise NotImplementedError
+        """Return a fresh parser state for one stream."""
 
     # -- the protocol ------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from routeledger.actors._budget import Budget
 from routeledger.actors._messages import Outcome, ProviderStats
 from routeledger.actors._stats import StatsTracker
 from routeledger.actors._wire import make_adapter, make_client
+from routeledger.events import ProviderConnectError
 
 if TYPE_CHECKING:
     import httpx
@@ -91,6 +92,24 @@ class ProviderHandle:
         """Fold an attempt's outcome into the statistics."""
         with self._lock:
             self.stats = self._tracker.record(outcome)
+
+    def probe(self, timeout_s: float, monotonic: Callable[[], float]) -> ProbeResult:
+        """Run the adapter's free probe on this thread; never raise."""
+        from routeledger.events import RouteledgerError
+
+        start = monotonic()
+        wire = self.wire
+        try:
+            if wire is None:
+                raise ProviderConnectError("provider actor is not running", provider=self.name)
+            wire.probe(timeout_s=timeout_s)
+        except RouteledgerError as exc:
+            error: str | None = f"{type(exc).__name__}: {exc.message}"[:300]
+        except Exception as exc:  # a probe's failure is a result, never a crash
+            error = type(exc).__name__
+        else:
+            error = None
+        return ProbeResult(self.name, error is None, (monotonic() - start) * 1000.0, error)
 
 
 class RecordOutcomes(NamedTuple):
@@ -188,26 +207,8 @@ class ProviderActor(pykka.ThreadingActor):
         raise TypeError(f"provider actor got an unknown message {type(message).__name__}")
 
     def _probe_and_reply(self, message: ProbeRequested) -> None:
-        result = self._probe(message.timeout_s)
+        result = self.handle.probe(message.timeout_s, self._monotonic)
         try:
             message.reply_to.tell(result)
         except pykka.ActorDeadError:
             pass
-
-    def _probe(self, timeout_s: float) -> ProbeResult:
-        from routeledger.events import RouteledgerError
-
-        start = self._monotonic()
-        wire = self.handle.wire
-        try:
-            if wire is None:
-                raise RuntimeError("adapter not started")
-            wire.probe(timeout_s=timeout_s)
-        except RouteledgerError as exc:
-            error: str | None = f"{type(exc).__name__}: {exc.message}"[:300]
-        except Exception as exc:  # a probe must never kill the actor
-            error = f"{type(exc).__name__}"
-        else:
-            error = None
-        latency_ms = (self._monotonic() - start) * 1000.0
-        return ProbeResult(self.handle.name, error is None, latency_ms, error)

@@ -871,7 +871,8 @@ class Router:
             ]
         )
 
-    def _test(self, name: str) -> ABTestConfig:
+    def ab_test(self, name: str) -> ABTestConfig:
+        """Return the A/B test called ``name``; raise :class:`RequestError` if unknown."""
         try:
             return self.ab_tests[name]
         except KeyError:
@@ -881,7 +882,7 @@ class Router:
         self, name: str, *, request: Request | None = None, key: str | None = None
     ) -> ABAssignment:
         """Assign a variant: by a stable hash of the sticky key, else by the seeded RNG."""
-        test = self._test(name)
+        test = self.ab_test(name)
         if key is None and request is not None and test.sticky_key is not None:
             key = request.metadata.get(test.sticky_key)
         if key is not None:
@@ -920,7 +921,7 @@ class Router:
         return self._ab_assigned.pop(query.request.request_id, None)
 
     def _ab_provider(self, query: RouteQuery) -> str:
-        test = self._test(query.ab_test or "")
+        test = self.ab_test(query.ab_test or "")
         variant = self._ab_assigned.get(query.request.request_id, "A")
         return test.variant_a if variant == "A" else test.variant_b
 
@@ -928,7 +929,7 @@ class Router:
         self, name: str, variant: str, *, latency_ms: float, cost: float | None, error: bool
     ) -> None:
         """Record a manual A/B outcome."""
-        self._test(name)
+        self.ab_test(name)
         if variant not in ("A", "B"):
             raise RequestError(f"A/B variant must be 'A' or 'B', got {variant!r}")
         self.emit(

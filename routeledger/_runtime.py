@@ -78,7 +78,6 @@ from routeledger.events import (
     RequestError,
     Requirements,
     Response,
-    RouteledgerError,
     RouteResult,
     RoutingError,
     RuntimeConfig,
@@ -796,23 +795,18 @@ class Runtime:
         self._check_open()
         timeout = self.config.health.probe_timeout_s
 
-        def probe(handle: ProviderHandle) -> HealthCheckResult:
-            start = self._clock.monotonic()
-            error = None
-            try:
-                if handle.wire is None:
-                    raise ProviderConnectError("provider actor is not running")
-                handle.wire.probe(timeout_s=timeout)
-            except RouteledgerError as exc:
-                error = f"{type(exc).__name__}: {exc.message}"[:300]
-            latency = (self._clock.monotonic() - start) * 1000.0
-            return HealthCheckResult(
-                provider=handle.name, healthy=error is None, latency_ms=latency, error=error
-            )
+        def probe(handle: ProviderHandle) -> ProbeResult:
+            return handle.probe(timeout, self._clock.monotonic)
 
-        results = {r.provider: r for r in self._executor.map(probe, list(self._handles.values()))}
-        for r in results.values():
-            self._health.tell(ProbeResult(r.provider, r.healthy, r.latency_ms, r.error))
+        probes = list(self._executor.map(probe, list(self._handles.values())))
+        for p in probes:
+            self._health.tell(p)
+        results = {
+            p.provider: HealthCheckResult(
+                provider=p.provider, healthy=p.ok, latency_ms=p.latency_ms, error=p.error
+            )
+            for p in probes
+        }
         ts = self._clock.time()
         events = [
             HealthProbed(
@@ -879,7 +873,7 @@ class Runtime:
 
     def get_ab_test_results(self, name: str) -> dict[str, ABVariantResult]:
         """Return the results of test ``name`` per variant (``"A"``, ``"B"``)."""
-        self._command(lambda r: r.ab_tests[name] if name in r.ab_tests else r._test(name))
+        self._command(lambda r: r.ab_test(name))  # an unknown test is a RequestError
         return self._query(lambda p: p.ab.results(name))
 
     # -- figures ----------------------------------------------------------------------------

@@ -220,14 +220,16 @@ class Router:
         except KeyError:
             raise RequestError(f"unknown provider {name!r}") from None
 
-    def estimate_cost(self, request: Request, model: ModelSpec) -> float | None:
+    def estimate_cost(
+        self, request: Request, model: ModelSpec, input_tokens: int | None = None
+    ) -> float | None:
         """Estimate a request's cost on ``model``: prompt tokens plus the most it may output."""
         out = request.max_tokens or model.max_output or self.config.cost.assumed_output_tokens
         if model.input_per_mtok is None or model.output_per_mtok is None:
             return None
-        return (
-            request.estimated_input_tokens() * model.input_per_mtok + out * model.output_per_mtok
-        ) / 1_000_000
+        if input_tokens is None:
+            input_tokens = request.estimated_input_tokens()
+        return (input_tokens * model.input_per_mtok + out * model.output_per_mtok) / 1_000_000
 
     def estimate_costs(self, request: Request) -> dict[str, CostEstimate]:
         """Return the estimated cost of ``request`` on every provider serving its model."""
@@ -360,6 +362,9 @@ class Router:
 
         specs: dict[str, ModelSpec] = {}
         views = []
+        costs: dict[str, float | None] = {}
+        latencies: dict[str, float | None] = {}
+        input_tokens = request.estimated_input_tokens()
         for name, p in self.providers.items():
             spec = p.config.model(model_name)
             if spec is None and any_model:
@@ -369,6 +374,10 @@ class Router:
             down = p.disabled_reason
             if down is None and name in self._ready and not self._ready[name]():
                 down = "not running (restarting)"
+            cost = costs[name] = (
+                self.estimate_cost(request, spec, input_tokens) if spec is not None else None
+            )
+            latency = latencies[name] = p.stats().latency_ms
             views.append(
                 View(
                     name=name,
@@ -376,8 +385,8 @@ class Router:
                     serves_model=spec is not None,
                     capabilities=spec.capabilities if spec is not None else frozenset(),
                     circuit=self.circuit_view(p, now),
-                    latency_ms=p.stats().latency_ms,
-                    cost=self.estimate_cost(request, spec) if spec is not None else None,
+                    latency_ms=latency,
+                    cost=cost,
                 )
             )
         exclude = [*req.exclude_providers, *sorted(banned)]
@@ -462,7 +471,6 @@ class Router:
         candidates = []
         for name in kept:
             p = self.providers[name]
-            st = p.stats()
             candidates.append(
                 Candidate(
                     name=name,
@@ -471,8 +479,8 @@ class Router:
                     weight=p.config.weight,
                     in_flight=p.budget.in_flight,
                     limit=p.budget.limit,
-                    latency_ms=st.latency_ms,
-                    cost=next(v.cost for v in views if v.name == name),
+                    latency_ms=latencies[name],
+                    cost=costs[name],
                 )
             )
         rot_key = (pool_name, strategy)

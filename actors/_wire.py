@@ -171,13 +171,15 @@ class WireAdapter(Protocol):
 def make_client(config: ProviderConfig) -> httpx.Client:
     """Return an ``httpx.Client`` sized and configured for ``config``.
 
-    The pool keeps up to ``max_concurrency`` connections alive; redirects are not followed
-    (an API key must reach only the configured origin); proxies and certificates from the
-    environment are ignored so that a stray ``HTTPS_PROXY`` cannot see our traffic.
+    The pool keeps up to ``max_concurrency`` connections alive and sets no cap of its own:
+    the provider's concurrency budget is the cap, and it can be raised at run time
+    (``set_concurrent_limit``), which a pool sized at start would silently undo. Redirects are
+    not followed (an API key must reach only the configured origin); proxies and certificates
+    from the environment are ignored so that a stray ``HTTPS_PROXY`` cannot see our traffic.
     """
     size = max(1, config.max_concurrency)
     return httpx.Client(
-        limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=size),
         timeout=_timeout(config, None),
         follow_redirects=False,
         trust_env=False,

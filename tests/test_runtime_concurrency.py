@@ -136,6 +136,23 @@ def test_set_concurrent_limit_takes_effect_at_once(
     assert (changed.provider, changed.old, changed.new) == ("a", 20, 2)
 
 
+def test_raising_a_limit_lets_more_requests_in_flight(
+    fakes: Fakes, config_for: Any, req: Any, db: Path
+) -> None:
+    """A limit raised at run time is not capped by the HTTP pool sized at start."""
+    (a,) = fakes(1, Behaviour(latency_ms=200))
+    cfg = config_for(
+        {"a": a},
+        per_provider={"a": {"max_concurrency": 2, "connect_timeout_s": 0.05}},
+        failover=FailoverConfig(enabled=False),
+    )
+    with Runtime.start(cfg, event_log=db) as rt, ThreadPoolExecutor(8) as pool:
+        rt.set_concurrent_limit("a", 8)
+        responses = list(pool.map(lambda _: rt.complete(req()), range(8)))
+    assert len(responses) == 8
+    assert a.stats.max_concurrent > 2
+
+
 def test_slots_are_released_on_every_exit_path(
     fakes: Fakes, config_for: Any, req: Any, db: Path
 ) -> None:

@@ -612,7 +612,8 @@ def test_unknown_kind_is_config_error() -> None:
 
 
 def test_make_client_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The client is sized to max_concurrency, never follows redirects, ignores env proxies."""
+    """The client keeps max_concurrency connections alive (the budget, not the pool, caps
+    concurrency), never follows redirects, and ignores env proxies."""
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
     with make_client(config("openai", max_concurrency=7, timeout_s=12.0)) as client:
@@ -620,7 +621,7 @@ def test_make_client_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         assert client.trust_env is False
         assert client.timeout == httpx.Timeout(12.0, connect=5.0, pool=5.0)
         pool = client._transport._pool  # type: ignore[attr-defined]
-        assert pool._max_connections == 7
+        assert pool._max_connections > 1_000_000  # no cap of its own
         assert pool._max_keepalive_connections == 7
         assert not client._mounts
 

@@ -335,6 +335,10 @@ class Router:
             raise ConfigError(
                 [f"unknown required capabilities {sorted(unknown)} (known: {sorted(CAPABILITIES)})"]
             )
+        if req.max_cost is not None and not req.max_cost >= 0:
+            raise RequestError(f"max_cost must be >= 0, got {req.max_cost!r}")
+        if req.max_latency_ms is not None and not req.max_latency_ms > 0:
+            raise RequestError(f"max_latency_ms must be > 0, got {req.max_latency_ms!r}")
         max_cost = (
             req.max_cost if req.max_cost is not None else self.config.cost.max_cost_per_request
         )

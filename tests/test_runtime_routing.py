@@ -357,3 +357,23 @@ def test_max_latency_filters_on_observed_latency(
     assert route.excluded.keys() == {"slow"}
     assert route.excluded["slow"].startswith("observed latency")
     assert set([route.provider, *route.alternatives]) == {"fast", "new"}
+
+
+@pytest.mark.parametrize(
+    "requirements",
+    [Requirements(max_cost=-1.0), Requirements(max_latency_ms=0.0)],
+    ids=["negative-cost", "zero-latency"],
+)
+def test_nonsensical_requirements_are_request_errors(
+    fakes: Fakes, config_for: Any, req: Any, db: Path, requirements: Requirements
+) -> None:
+    """A negative cost limit or a non-positive latency limit is refused before any call."""
+    from routeledger import RequestError
+
+    (a,) = fakes(1, Behaviour())
+    with Runtime.start(config_for({"a": a}), event_log=db) as rt:
+        with pytest.raises(RequestError):
+            rt.complete(req(), requirements=requirements)
+        with pytest.raises(RequestError):
+            rt.route_request(req(), requirements)
+    assert a.stats.requests == 0

@@ -183,9 +183,16 @@ class SQLiteStore(EventStore):
     def _open(self) -> None:
         connection = self._connect()
         try:
-            # Nothing is written before the version check: a newer file stays untouched.
-            version = read_version(connection, self.path)
-            verify_schema(connection, self.path, version)
+            # Nothing is written before the version check: a newer file stays untouched. The
+            # version and the tables are read in one read transaction, so that another process
+            # creating the schema right now is seen either wholly or not at all.
+            connection.execute("BEGIN")
+            try:
+                version = read_version(connection, self.path)
+                verify_schema(connection, self.path, version)
+            finally:
+                if connection.in_transaction:
+                    connection.execute("COMMIT")
             if self.readonly:
                 if version == 0:
                     raise StoreError(

@@ -281,8 +281,9 @@ def test_connection_refused_is_connect_error() -> None:
             a.close()
 
 
-def test_client_bounds_concurrency() -> None:
-    """The client made for a provider never opens more than max_concurrency connections."""
+def test_client_keeps_max_concurrency_connections_alive() -> None:
+    """The client never blocks on a pool of its own (the runtime's budget bounds concurrency)
+    and keeps at most max_concurrency connections alive afterwards."""
     errors: list[BaseException] = []
     with FakeProvider(Behaviour(latency_ms=30), seed=0) as own:
         a: Any = make_adapter(
@@ -307,10 +308,11 @@ def test_client_bounds_concurrency() -> None:
                 t.start()
             for t in threads:
                 t.join(timeout=30)
+            idle = len(a._client._transport._pool.connections)
         finally:
             a.close()
         stats = own.stats.snapshot()
     assert errors == []
     assert stats["requests"] == 9
-    assert stats["max_concurrent"] <= 3
-    assert stats["connections"] <= 3
+    assert stats["max_concurrent"] > 3  # not queued behind a pool sized at start
+    assert idle <= 3

@@ -18,6 +18,7 @@ from typing import Any
 
 import pykka
 import pytest
+from support import wait_for
 
 from routeledger import (
     AllProvidersFailed,
@@ -214,15 +215,6 @@ def closed_port_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/v1"
-
-
-def wait_for(predicate: Any, what: str) -> None:
-    """Poll ``predicate`` (loopback I/O in flight) until it holds, or fail."""
-    deadline = time.monotonic() + WAIT_S
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 # --- Retry-After ----------------------------------------------------------------------------

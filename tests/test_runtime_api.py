@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import wait_for
 
 from routeledger import (
     ABTestConfig,
@@ -30,14 +31,6 @@ from routeledger.fake_provider import Behaviour, FakeProvider
 
 Fakes = Callable[..., list[FakeProvider]]
 CANARY = "sk-canary-5f0c1d9e7b"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait (for actors on their own threads) until ``predicate()`` holds."""
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, "condition not reached in time"
-        time.sleep(0.005)
 
 
 # -- pools --------------------------------------------------------------------------------

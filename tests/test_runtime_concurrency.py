@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import wait_for
 
 from routeledger import (
     AllProvidersFailed,
@@ -23,14 +24,6 @@ from routeledger import (
 from routeledger.fake_provider import Behaviour, FakeProvider
 
 Fakes = Callable[..., list[FakeProvider]]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait (on real loopback traffic) until ``predicate()`` holds."""
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, "condition not reached in time"
-        time.sleep(0.005)
 
 
 def test_limits_hold_under_100_concurrent_callers(

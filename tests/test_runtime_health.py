@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import wait_for
 
 from routeledger import (
     AllProvidersUnhealthy,
@@ -23,14 +23,6 @@ from routeledger.fake_provider import Behaviour, FakeProvider
 Fakes = Callable[..., list[FakeProvider]]
 NO_BACKOFF = FailoverConfig(backoff_base_s=0.0, backoff_max_s=0.0)
 COMPLETIONS = "/v1/chat/completions"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait (on real loopback traffic) until ``predicate()`` holds."""
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, "condition not reached in time"
-        time.sleep(0.005)
 
 
 def test_circuit_opens_then_recovers_through_a_half_open_probe(

@@ -166,6 +166,7 @@ class LatencyHistogram:
 
 class _ProviderState:
     __slots__ = (
+        "cancelled",
         "cost",
         "failures",
         "histogram",
@@ -182,6 +183,7 @@ class _ProviderState:
         self.requests = 0
         self.successes = 0
         self.failures = 0
+        self.cancelled = 0
         self.latency_sum = 0.0
         self.histogram = LatencyHistogram()
         self.input_tokens = 0
@@ -194,7 +196,8 @@ class _ProviderState:
 class MetricsProjection(Mapping[str, ProviderMetrics]):
     """Fold attempt events into per-provider figures.
 
-    ``requests`` counts attempts (successful and failed); latency figures and tokens come from
+    ``requests`` counts attempts (successful, failed, and streams the caller cancelled, which
+    are not failures of the provider); latency figures and tokens come from
     successful attempts; ``cost`` sums the known costs and ``unpriced_requests`` counts the
     successes whose cost is unknown; ``last_used`` is the latest attempt's ``ts``.
 
@@ -241,7 +244,11 @@ class MetricsProjection(Mapping[str, ProviderMetrics]):
     def _on_failed(self, event: AttemptFailed) -> None:
         state = self._state(event.provider)
         state.requests += 1
-        state.failures += 1
+        # A stream the caller closed early is not the provider's failure.
+        if event.error == "StreamCancelled":
+            state.cancelled += 1
+        else:
+            state.failures += 1
         if state.last_used is None or event.ts > state.last_used:
             state.last_used = event.ts
 
@@ -256,6 +263,7 @@ class MetricsProjection(Mapping[str, ProviderMetrics]):
             requests=state.requests,
             successes=state.successes,
             failures=state.failures,
+            cancelled=state.cancelled,
             error_rate=state.failures / state.requests if state.requests else 0.0,
             latency_mean_ms=state.latency_sum / state.successes if state.successes else 0.0,
             latency_p50_ms=p50,

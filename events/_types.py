@@ -274,6 +274,8 @@ class ProviderMetrics(msgspec.Struct, frozen=True, kw_only=True):
     requests: int = 0
     successes: int = 0
     failures: int = 0
+    cancelled: int = 0
+    """Streams the caller closed early: attempts, but not failures of the provider."""
     error_rate: float = 0.0
     latency_mean_ms: float = 0.0
     latency_p50_ms: float = 0.0

@@ -109,8 +109,11 @@ def test_closing_a_stream_early_releases_its_slot(
         assert rt.get_active_requests("a") == 0
         assert rt.complete(req()).provider == "a"  # the only slot is free again
         rt.flush()
+        metrics = rt.get_metrics()["a"]
     [failed] = events(db, "attempt.failed", request_id=request.request_id)
     assert failed.error == "StreamCancelled" and not failed.counts_against_health
+    # Counted as an attempt, not as a failure of the provider.
+    assert (metrics.requests, metrics.cancelled, metrics.failures) == (2, 1, 0)
 
 
 def test_astream_yields_the_same_chunks(fakes: Fakes, config_for: Any, req: Any, db: Path) -> None:

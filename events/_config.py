@@ -325,7 +325,7 @@ class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 def _dec_hook(typ: type, value: Any) -> Any:
     if typ is Secret and isinstance(value, str):
         return Secret(value)
-    raise NotImplementedError(f"cannot convert {type(value).__name__} to {typ.__name__}")
+    raise TypeError(f"cannot convert {type(value).__name__} to {typ.__name__}")
 
 
 def _is_loopback(host: str) -> bool:

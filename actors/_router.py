@@ -13,7 +13,7 @@ import hashlib
 import random
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from routeledger.actors._circuit import (
     CLOSED,
@@ -25,6 +25,7 @@ from routeledger.actors._circuit import (
 from routeledger.actors._messages import Backoff, Decision, Outcome, ProviderStats
 from routeledger.actors._strategies import (
     Candidate,
+    Ranking,
     View,
     confidence,
     filter_candidates,
@@ -97,6 +98,46 @@ class Final(NamedTuple):
     attempts: int
     latency_ms: float
     failed_providers: tuple[str, ...] = ()
+
+
+class _Scope(NamedTuple):
+    """What constrains one request's routing, resolved once per decision."""
+
+    model: str
+    required: frozenset[str]
+    max_cost: float | None
+    max_latency_ms: float | None
+    pool: PoolConfig | None
+    pool_name: str | None
+    strategy: str
+    exclude: list[str]
+
+
+class _Snapshot(NamedTuple):
+    """What the filters and the strategy read of every provider, gathered once."""
+
+    views: list[View]
+    specs: dict[str, ModelSpec]
+    costs: dict[str, float | None]
+    latencies: dict[str, float | None]
+
+
+def _preferred_order(
+    ranking: Ranking, preferred: list[str], tried: Mapping[str, int]
+) -> tuple[list[str], str]:
+    """Put preferences first (in the order given), then untried providers before retries;
+    return the order and the reason its first provider is first."""
+    order = list(ranking.order)
+    reason = ranking.reason
+    front = [n for n in dict.fromkeys(preferred) if n in order]
+    if front:
+        order = front + [n for n in order if n not in front]
+        reason = f"preferred provider {front[0]!r}; strategy would say: {ranking.reason}"
+    if tried:
+        order = sorted(order, key=lambda n: tried.get(n, 0))
+        if order[0] != ranking.order[0] and not front:
+            reason = f"failover to {order[0]!r}; {ranking.reason}"
+    return order, reason
 
 
 class _Provider:
@@ -322,110 +363,22 @@ class Router:
         ``any_model`` the request's model does not filter providers (pool picks). A provider
         whose ``not_before`` (monotonic) time is still ahead is waiting out a backoff: when
         every candidate is, the answer is a :class:`Backoff` to sleep before asking again.
-        Raises a
-        :class:`RoutingError` when nothing can serve the request, and records every decision,
-        made or not, as a ``route.decided`` event.
+        Raises a :class:`RoutingError` when nothing can serve the request, and records every
+        decision, made or not, as a ``route.decided`` event.
         """
         request = query.request
-        req = query.requirements or Requirements()
-        model_name = req.model or request.model
-        required = request.needed_capabilities() | req.require_capabilities
-        unknown = set(req.require_capabilities) - CAPABILITIES
-        if unknown:
-            raise ConfigError(
-                [f"unknown required capabilities {sorted(unknown)} (known: {sorted(CAPABILITIES)})"]
-            )
-        if req.max_cost is not None and not req.max_cost >= 0:
-            raise RequestError(f"max_cost must be >= 0, got {req.max_cost!r}")
-        if req.max_latency_ms is not None and not req.max_latency_ms > 0:
-            raise RequestError(f"max_latency_ms must be > 0, got {req.max_latency_ms!r}")
-        max_cost = (
-            req.max_cost if req.max_cost is not None else self.config.cost.max_cost_per_request
-        )
-        pool_name = query.pool or req.pool
-        pool = None
-        if pool_name is not None:
-            pool = self.pools.get(pool_name)
-            if pool is None:
-                raise RequestError(f"unknown pool {pool_name!r}", request_id=request.request_id)
-        strategy = pool.strategy if pool is not None else self.config.strategy
+        scope = self._scope(query)
         now = self.clock.monotonic()
+        preferred = self._preferences(query)
+        snap = self._snapshot(request, scope.model, any_model, now)
+        exclude = [*scope.exclude, *sorted(banned)]
 
-        preferred: list[str] = []
-        # Assign once per request: a request that waits for capacity asks again for its
-        # first attempt, and must keep its variant (and log one assignment).
-        if query.ab_test is not None and request.request_id not in self._ab_assigned:
-            assignment = self.assign_ab(query.ab_test, request=request)
-            preferred.append(assignment.provider)
-        elif query.ab_test is not None:
-            preferred.append(self._ab_provider(query))
-        if query.preferred_provider is not None:
-            self._provider(query.preferred_provider)  # an unknown name is the caller's error
-            preferred.append(query.preferred_provider)
-        preferred.extend(req.preferred_providers)
+        def decided(dropped: dict[str, str], **why: Any) -> None:
+            self._decided(query, attempt, scope.strategy, dropped, None, scope.pool_name, **why)
 
-        specs: dict[str, ModelSpec] = {}
-        views = []
-        costs: dict[str, float | None] = {}
-        latencies: dict[str, float | None] = {}
-        input_tokens = request.estimated_input_tokens()
-        for name, p in self.providers.items():
-            spec = p.config.model(model_name)
-            if spec is None and any_model:
-                spec = p.config.models[0]
-            if spec is not None:
-                specs[name] = spec
-            down = p.disabled_reason
-            if down is None and name in self._ready and not self._ready[name]():
-                down = "not running (restarting)"
-            cost = costs[name] = (
-                self.estimate_cost(request, spec, input_tokens) if spec is not None else None
-            )
-            latency = latencies[name] = p.stats().latency_ms
-            views.append(
-                View(
-                    name=name,
-                    down=down,
-                    serves_model=spec is not None,
-                    capabilities=spec.capabilities if spec is not None else frozenset(),
-                    circuit=self.circuit_view(p, now),
-                    latency_ms=latency,
-                    cost=cost,
-                )
-            )
-        exclude = [*req.exclude_providers, *sorted(banned)]
-        members = frozenset(pool.providers) if pool is not None else None
-
-        def run_filter(allow_open: bool) -> tuple[list[str], dict[str, str]]:
-            key = None
-            if max_cost is None and req.max_latency_ms is None and self.config.cache.route_cache:
-                # What the filters read changes without a config change: readiness (an actor
-                # restarting), and circuit views (time makes an open circuit "due"; a probe
-                # taken makes a due one "half_open"). So both are part of the key.
-                states = tuple((v.down, v.circuit) for v in views)
-                key = (model_name, required, pool_name, tuple(exclude), allow_open, states)
-                if self._cache_version == self.config_version and key in self._route_cache:
-                    kept, dropped = self._route_cache[key]
-                    return list(kept), dict(dropped)
-            result = filter_candidates(
-                views,
-                required=required,
-                members=members,
-                exclude=exclude,
-                max_cost=max_cost,
-                max_latency_ms=req.max_latency_ms,
-                allow_open=allow_open,
-            )
-            if key is not None:
-                if self._cache_version != self.config_version:
-                    self._route_cache.clear()
-                    self._cache_version = self.config_version
-                self._route_cache[key] = (list(result[0]), dict(result[1]))
-            return result
-
-        kept, dropped = run_filter(False)
+        kept, dropped = self._filter(scope, snap, exclude, allow_open=False)
         for name in banned:
-            if dropped.get(name) == "excluded" and name not in req.exclude_providers:
+            if dropped.get(name) == "excluded" and name not in scope.exclude:
                 dropped[name] = "failed earlier in this request"
         panic = False
         if not kept:
@@ -433,18 +386,18 @@ class Router:
             # otherwise have served the request.
             unhealthy = [n for n, why in dropped.items() if why.startswith("circuit")]
             if unhealthy and self.config.health.panic_routing:
-                kept, dropped = run_filter(True)
+                kept, dropped = self._filter(scope, snap, exclude, allow_open=True)
                 panic = True
             elif unhealthy:
-                self._decided(query, attempt, strategy, dropped, None, pool_name)
+                decided(dropped)
                 raise AllProvidersUnhealthy(
                     {n: self.providers[n].circuit for n in unhealthy},
                     request_id=request.request_id,
                 )
         if not kept:
-            self._decided(query, attempt, strategy, dropped, None, pool_name)
+            decided(dropped)
             raise NoCapableProvider(
-                f"no provider can serve model {model_name!r}",
+                f"no provider can serve model {scope.model!r}",
                 excluded=dropped,
                 request_id=request.request_id,
             )
@@ -455,120 +408,209 @@ class Router:
             kept = [n for n in kept if n not in waiting]
             if not kept:
                 first = min(waiting, key=lambda n: (waiting[n], n))
-                self._decided(
-                    query,
-                    attempt,
-                    strategy,
+                decided(
                     dropped,
-                    None,
-                    pool_name,
                     reason=f"every candidate is backing off; retry {first!r} in "
                     f"{waiting[first]:.3g} s",
                 )
                 return Backoff(waiting[first], first)
         if attempt > 1 and not self._retry_budget.try_retry(now):
-            self._decided(
-                query, attempt, strategy, dropped, None, pool_name, reason="retry budget exhausted"
-            )
+            decided(dropped, reason="retry budget exhausted")
             raise _RetryBudgetExhausted(request.request_id)
 
-        candidates = []
-        for name in kept:
-            p = self.providers[name]
-            candidates.append(
-                Candidate(
-                    name=name,
-                    order=p.order,
-                    priority=p.priority,
-                    weight=p.config.weight,
-                    in_flight=p.budget.in_flight,
-                    limit=p.budget.limit,
-                    latency_ms=latencies[name],
-                    cost=costs[name],
-                )
-            )
-        rot_key = (pool_name, strategy)
+        rot_key = (scope.pool_name, scope.strategy)
         ranking, new_current = rank(
-            strategy,
-            candidates,
+            scope.strategy,
+            [self._candidate(name, snap) for name in kept],
             rng=self.rng,
             turn=self._turns.get(rot_key, 0),
             current=self._swrr.get(rot_key, {}),
-            weights=pool.weights if pool is not None else None,
+            weights=scope.pool.weights if scope.pool is not None else None,
         )
-        order = list(ranking.order)
-        reason = ranking.reason
-        # Preferences first (in the order given), then untried providers before retries.
-        front = [n for n in dict.fromkeys(preferred) if n in order]
-        if front:
-            order = front + [n for n in order if n not in front]
-            if order[0] == front[0]:
-                reason = f"preferred provider {front[0]!r}; strategy would say: {ranking.reason}"
-        if tried:
-            order = sorted(order, key=lambda n: tried.get(n, 0))
-            if order[0] != ranking.order[0] and not front:
-                reason = f"failover to {order[0]!r}; {ranking.reason}"
+        order, reason = _preferred_order(ranking, preferred, tried)
         if panic:
             reason = f"panic routing (every candidate unhealthy); {reason}"
-
-        chosen: str | None = None
-        probe = False
-        for name in order:
-            p = self.providers[name]
-            if not reserve:
-                chosen = name
-                break
-            circuit = self.circuit_view(p, now)
-            if p.budget.try_acquire():
-                chosen = name
-                if circuit == "due":
-                    p.probes_left -= 1
-                    probe = True
-                break
-            dropped[name] = f"saturated ({p.budget.in_flight}/{p.budget.limit} in flight)"
+        chosen, probe = self._reserve(order, dropped, now) if reserve else (order[0], False)
         if chosen is None:
-            self._decided(query, attempt, strategy, dropped, None, pool_name, scores=ranking.scores)
+            decided(dropped, scores=ranking.scores)
             return None
 
         if new_current is not None:
             self._swrr[rot_key] = new_current
         self._turns[rot_key] = self._turns.get(rot_key, 0) + 1
         alternatives = [n for n in order if n != chosen and n not in dropped]
-        conf = confidence(ranking._replace(order=[chosen, *alternatives]))
+        spec = snap.specs[chosen]
         route = RouteResult(
             provider=chosen,
-            model=specs[chosen].name,
+            model=spec.name,
             reason=reason if chosen == order[0] else f"{reason}; first choices saturated",
-            confidence=conf,
+            confidence=confidence(ranking._replace(order=[chosen, *alternatives])),
             alternatives=alternatives,
             scores=ranking.scores,
             excluded=dropped,
-            strategy=strategy,
+            strategy=scope.strategy,
             request_id=request.request_id,
         )
-        events: list[Event] = [
-            self._route_event(query, attempt, route, pool_name),
-        ]
+        budget = self.providers[chosen].budget
+        events: list[Event] = [self._route_event(query, attempt, route, scope.pool_name)]
         if reserve:
-            p = self.providers[chosen]
             events.append(
                 AttemptStarted(
                     ts=self._now(),
                     request_id=request.request_id,
                     attempt=attempt,
                     provider=chosen,
-                    model=specs[chosen].name,
-                    in_flight=p.budget.in_flight,
+                    model=spec.name,
+                    in_flight=budget.in_flight,
                 )
             )
         self.emit(events)
-        return Decision(
-            route=route,
-            model=specs[chosen],
-            budget=self.providers[chosen].budget,
-            attempt=attempt,
-            probe=probe,
+        return Decision(route=route, model=spec, budget=budget, attempt=attempt, probe=probe)
+
+    def _scope(self, query: RouteQuery) -> _Scope:
+        """Resolve and check what constrains a request's routing."""
+        request = query.request
+        req = query.requirements or Requirements()
+        unknown = set(req.require_capabilities) - CAPABILITIES
+        if unknown:
+            raise ConfigError(
+                [f"unknown required capabilities {sorted(unknown)} (known: {sorted(CAPABILITIES)})"]
+            )
+        if req.max_cost is not None and not req.max_cost >= 0:
+            raise RequestError(f"max_cost must be >= 0, got {req.max_cost!r}")
+        if req.max_latency_ms is not None and not req.max_latency_ms > 0:
+            raise RequestError(f"max_latency_ms must be > 0, got {req.max_latency_ms!r}")
+        pool_name = query.pool or req.pool
+        pool = None
+        if pool_name is not None:
+            pool = self.pools.get(pool_name)
+            if pool is None:
+                raise RequestError(f"unknown pool {pool_name!r}", request_id=request.request_id)
+        return _Scope(
+            model=req.model or request.model,
+            required=request.needed_capabilities() | req.require_capabilities,
+            max_cost=req.max_cost
+            if req.max_cost is not None
+            else self.config.cost.max_cost_per_request,
+            max_latency_ms=req.max_latency_ms,
+            pool=pool,
+            pool_name=pool_name,
+            strategy=pool.strategy if pool is not None else self.config.strategy,
+            exclude=list(req.exclude_providers),
         )
+
+    def _preferences(self, query: RouteQuery) -> list[str]:
+        """Return the providers to try first, in order: A/B variant, preferred, requirements."""
+        preferred: list[str] = []
+        request = query.request
+        # Assign once per request: a request that waits for capacity asks again for its
+        # first attempt, and must keep its variant (and log one assignment).
+        if query.ab_test is not None and request.request_id not in self._ab_assigned:
+            preferred.append(self.assign_ab(query.ab_test, request=request).provider)
+        elif query.ab_test is not None:
+            preferred.append(self._ab_provider(query))
+        if query.preferred_provider is not None:
+            self._provider(query.preferred_provider)  # an unknown name is the caller's error
+            preferred.append(query.preferred_provider)
+        if query.requirements is not None:
+            preferred.extend(query.requirements.preferred_providers)
+        return preferred
+
+    def _snapshot(self, request: Request, model: str, any_model: bool, now: float) -> _Snapshot:
+        """Gather what filtering and ranking read of every provider, once per decision."""
+        snap = _Snapshot([], {}, {}, {})
+        input_tokens = request.estimated_input_tokens()
+        for name, p in self.providers.items():
+            spec = p.config.model(model)
+            if spec is None and any_model:
+                spec = p.config.models[0]
+            if spec is not None:
+                snap.specs[name] = spec
+            down = p.disabled_reason
+            if down is None and name in self._ready and not self._ready[name]():
+                down = "not running (restarting)"
+            cost = snap.costs[name] = (
+                self.estimate_cost(request, spec, input_tokens) if spec is not None else None
+            )
+            latency = snap.latencies[name] = p.stats().latency_ms
+            snap.views.append(
+                View(
+                    name=name,
+                    down=down,
+                    serves_model=spec is not None,
+                    capabilities=spec.capabilities if spec is not None else frozenset(),
+                    circuit=self.circuit_view(p, now),
+                    latency_ms=latency,
+                    cost=cost,
+                )
+            )
+        return snap
+
+    def _filter(
+        self, scope: _Scope, snap: _Snapshot, exclude: list[str], *, allow_open: bool
+    ) -> tuple[list[str], dict[str, str]]:
+        """Run the filters, through the route cache when the answer cannot depend on cost or
+        latency."""
+        key = None
+        if (
+            scope.max_cost is None
+            and scope.max_latency_ms is None
+            and self.config.cache.route_cache
+        ):
+            # What the filters read changes without a config change: readiness (an actor
+            # restarting), and circuit views (time makes an open circuit "due"; a probe
+            # taken makes a due one "half_open"). So both are part of the key.
+            states = tuple((v.down, v.circuit) for v in snap.views)
+            key = (scope.model, scope.required, scope.pool_name, tuple(exclude), allow_open, states)
+            if self._cache_version == self.config_version and key in self._route_cache:
+                kept, dropped = self._route_cache[key]
+                return list(kept), dict(dropped)
+        kept, dropped = filter_candidates(
+            snap.views,
+            required=scope.required,
+            members=frozenset(scope.pool.providers) if scope.pool is not None else None,
+            exclude=exclude,
+            max_cost=scope.max_cost,
+            max_latency_ms=scope.max_latency_ms,
+            allow_open=allow_open,
+        )
+        if key is not None:
+            if self._cache_version != self.config_version:
+                self._route_cache.clear()
+                self._cache_version = self.config_version
+            self._route_cache[key] = (list(kept), dict(dropped))
+        return kept, dropped
+
+    def _candidate(self, name: str, snap: _Snapshot) -> Candidate:
+        p = self.providers[name]
+        return Candidate(
+            name=name,
+            order=p.order,
+            priority=p.priority,
+            weight=p.config.weight,
+            in_flight=p.budget.in_flight,
+            limit=p.budget.limit,
+            latency_ms=snap.latencies[name],
+            cost=snap.costs[name],
+        )
+
+    def _reserve(
+        self, order: list[str], dropped: dict[str, str], now: float
+    ) -> tuple[str | None, bool]:
+        """Reserve a slot on the first provider in ``order`` that has one.
+
+        Returns the provider (``None`` if all are saturated) and whether the attempt is a
+        circuit's half-open probe; saturated providers are added to ``dropped``.
+        """
+        for name in order:
+            p = self.providers[name]
+            due = self.circuit_view(p, now) == "due"
+            if p.budget.try_acquire():
+                if due:
+                    p.probes_left -= 1
+                return name, due
+            dropped[name] = f"saturated ({p.budget.in_flight}/{p.budget.limit} in flight)"
+        return None, False
 
     def _route_event(
         self, query: RouteQuery, attempt: int, route: RouteResult, pool: str | None

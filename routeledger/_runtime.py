@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 import msgspec
 import pykka
 
+from routeledger._answer import StreamedAnswer
 from routeledger._cache import ResponseCache, cache_key
 from routeledger.actors._budget import Budget, CapacitySignal
 from routeledger.actors._bus import EventBus
@@ -85,8 +86,6 @@ from routeledger.events import (
     StreamCancelled,
     StreamChunk,
     StreamInterrupted,
-    ToolCall,
-    Usage,
     UsageReport,
     validate_config,
     validate_request,
@@ -563,49 +562,37 @@ class Runtime:
         decision = success.decision
         request = query.request
         provider = decision.route.provider
-        parts: list[str] = []
-        tool_calls: dict[int, list[str]] = {}
-        usage: Usage | None = None
-        cost: float | None = None
-        finish: str | None = None
-        model = decision.model.name
-
-        def outcome(error: ProviderError | None) -> Outcome:
-            return Outcome(
-                request_id=request.request_id,
-                attempt=decision.attempt,
-                provider=provider,
-                model=decision.model.name,
-                latency_ms=(self._clock.monotonic() - success.attempt_started) * 1000.0,
-                ts=self._clock.time(),
-                error=error,
-                usage=usage,
-                cost=cost,
-                ttft_ms=primed.ttft_ms,
-                stream=True,
-                probe=decision.probe,
-            )
+        answer = StreamedAnswer(decision.model)
 
         def total_ms() -> float:
             return (self._clock.monotonic() - success.attempt_started) * 1000.0
 
+        def report(error: ProviderError | None, response: Response | None) -> None:
+            failed = success.failed_providers
+            if error is not None and not isinstance(error, StreamCancelled):
+                failed = (*failed, provider)
+            outcome = Outcome(
+                request_id=request.request_id,
+                attempt=decision.attempt,
+                provider=provider,
+                model=decision.model.name,
+                latency_ms=total_ms(),
+                ts=self._clock.time(),
+                error=error,
+                usage=answer.usage,
+                cost=answer.cost,
+                ttft_ms=primed.ttft_ms,
+                stream=True,
+                probe=decision.probe,
+            )
+            self._report(
+                outcome, Final(response, error, decision.attempt, total_ms(), failed), query
+            )
+
         try:
             chunk = primed.first
             while True:
-                if chunk.delta:
-                    parts.append(chunk.delta)
-                for tc in chunk.tool_calls or ():
-                    slot = tool_calls.setdefault(tc.index, [tc.id or "", tc.name or "", ""])
-                    slot[0] = slot[0] or (tc.id or "")
-                    slot[1] = slot[1] or (tc.name or "")
-                    slot[2] += tc.arguments
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                    cost = chunk.cost if chunk.cost is not None else decision.model.cost(usage)
-                if chunk.finish_reason is not None:
-                    finish = chunk.finish_reason
-                if chunk.model:
-                    model = chunk.model
+                answer.add(chunk)
                 yield chunk
                 try:
                     chunk = next(primed.rest)
@@ -614,16 +601,14 @@ class Runtime:
         except GeneratorExit:
             # A caller that stops once the final chunk (finish reason and usage) arrived has
             # the whole answer: it completed, and is recorded (and billed) as such below.
-            if finish is None:
-                err: ProviderError = StreamCancelled(
-                    "the caller stopped reading the stream",
-                    provider=provider,
-                    request_id=request.request_id,
-                )
-                self._report(
-                    outcome(err),
-                    Final(None, err, decision.attempt, total_ms(), (*success.failed_providers,)),
-                    query,
+            if answer.finish_reason is None:
+                report(
+                    StreamCancelled(
+                        "the caller stopped reading the stream",
+                        provider=provider,
+                        request_id=request.request_id,
+                    ),
+                    None,
                 )
                 raise
         except ProviderError as exc:
@@ -639,38 +624,21 @@ class Runtime:
             )
             err.provider = err.provider or provider
             err.request_id = err.request_id or request.request_id
-            self._report(
-                outcome(err),
-                Final(
-                    None, err, decision.attempt, total_ms(), (*success.failed_providers, provider)
-                ),
-                query,
-            )
+            report(err, None)
             raise err from (exc if err is not exc else None)
         finally:
             close = getattr(primed.rest, "close", None)
             if close is not None:
                 close()
             decision.budget.release()
-        response = Response(
-            content="".join(parts),
-            provider=provider,
-            model=model,
-            request_id=request.request_id,
-            usage=usage,
-            cost=cost,
-            finish_reason=finish,
-            tool_calls=[
-                ToolCall(id=v[0], name=v[1], arguments=v[2] or "{}")
-                for _, v in sorted(tool_calls.items())
-            ],
-            latency_ms=total_ms(),
-            attempts=decision.attempt,
-        )
-        self._report(
-            outcome(None),
-            Final(response, None, decision.attempt, total_ms(), success.failed_providers),
-            query,
+        report(
+            None,
+            answer.response(
+                provider=provider,
+                request_id=request.request_id,
+                latency_ms=total_ms(),
+                attempts=decision.attempt,
+            ),
         )
 
     async def acomplete(

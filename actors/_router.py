@@ -9,12 +9,12 @@ called from one thread at a time.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from routeledger.actors._abtests import ABTests
 from routeledger.actors._circuit import (
     CLOSED,
     HALF_OPEN,
@@ -32,11 +32,7 @@ from routeledger.actors._strategies import (
     rank,
 )
 from routeledger.events import (
-    ABAssignment,
-    ABMetricsRecorded,
     ABTestConfig,
-    ABTestCreated,
-    ABVariantAssigned,
     AllProvidersUnhealthy,
     AttemptFailed,
     AttemptStarted,
@@ -67,7 +63,6 @@ from routeledger.events import (
     RouteResult,
     RoutingError,
     RuntimeConfig,
-    check_ab_test,
     check_pool,
 )
 from routeledger.events._types import CAPABILITIES
@@ -228,7 +223,6 @@ class Router:
         }
         self._ready = ready or {}
         self.pools: dict[str, PoolConfig] = {}
-        self.ab_tests: dict[str, ABTestConfig] = {}
         self._turns: dict[object, int] = {}
         self._swrr: dict[object, dict[str, float]] = {}
         self._route_cache: dict[object, tuple[list[str], dict[str, str]]] = {}
@@ -239,8 +233,7 @@ class Router:
             config.failover.retry_budget_window_s,
         )
         self._include_text = config.log.include_text
-        # Variant assigned to each request routed under an A/B test, until it finishes.
-        self._ab_assigned: dict[str, str] = {}
+        self.ab = ABTests(providers=lambda: set(self.providers), clock=clock, rng=rng, emit=emit)
         for pool in config.pools:
             self.create_pool(pool)
         for test in config.ab_tests:
@@ -503,12 +496,8 @@ class Router:
         """Return the providers to try first, in order: A/B variant, preferred, requirements."""
         preferred: list[str] = []
         request = query.request
-        # Assign once per request: a request that waits for capacity asks again for its
-        # first attempt, and must keep its variant (and log one assignment).
-        if query.ab_test is not None and request.request_id not in self._ab_assigned:
-            preferred.append(self.assign_ab(query.ab_test, request=request).provider)
-        elif query.ab_test is not None:
-            preferred.append(self._ab_provider(query))
+        if query.ab_test is not None:
+            preferred.append(self.ab.provider_for(query.ab_test, request))
         if query.preferred_provider is not None:
             self._provider(query.preferred_provider)  # an unknown name is the caller's error
             preferred.append(query.preferred_provider)
@@ -772,22 +761,17 @@ class Router:
                     stream=request.stream,
                 )
             )
-        variant = self._ab_variant_of(query)
-        # Only a request that was routed under the test has a variant (a cache hit has none).
-        if query.ab_test is not None and query.ab_test in self.ab_tests and variant is not None:
-            test = self.ab_tests[query.ab_test]
-            events.append(
-                ABMetricsRecorded(
-                    ts=ts,
-                    test=test.name,
-                    variant=variant,
-                    latency_ms=final.latency_ms,
-                    cost=resp.cost if resp is not None else None,
-                    error=resp is None,
-                    request_id=request.request_id,
-                    source="auto",
-                )
+        if query.ab_test is not None:
+            outcome = self.ab.outcome(
+                query.ab_test,
+                request.request_id,
+                ts=ts,
+                latency_ms=final.latency_ms,
+                cost=resp.cost if resp is not None else None,
+                error=resp is None,
             )
+            if outcome is not None:  # a cache hit was not routed under the test
+                events.append(outcome)
         return events
 
     # -- health -----------------------------------------------------------------------------
@@ -906,99 +890,8 @@ class Router:
 
     def setup_ab_test(self, test: ABTestConfig) -> None:
         """Add an A/B test."""
-        problems = check_ab_test(test, set(self.providers), taken=set(self.ab_tests))
-        if problems:
-            raise ConfigError(problems)
-        self.ab_tests[test.name] = test
+        self.ab.setup(test)
         self._bump()
-        self.emit(
-            [
-                ABTestCreated(
-                    ts=self._now(),
-                    name=test.name,
-                    variant_a=test.variant_a,
-                    variant_b=test.variant_b,
-                    split_ratio=test.split_ratio,
-                    sticky_key=test.sticky_key,
-                    metrics={k: dict(v) for k, v in (test.metrics or {}).items()},
-                )
-            ]
-        )
-
-    def ab_test(self, name: str) -> ABTestConfig:
-        """Return the A/B test called ``name``; raise :class:`RequestError` if unknown."""
-        try:
-            return self.ab_tests[name]
-        except KeyError:
-            raise RequestError(f"unknown A/B test {name!r}") from None
-
-    def assign_ab(
-        self, name: str, *, request: Request | None = None, key: str | None = None
-    ) -> ABAssignment:
-        """Assign a variant: by a stable hash of the sticky key, else by the seeded RNG."""
-        test = self.ab_test(name)
-        if key is None and request is not None and test.sticky_key is not None:
-            key = request.metadata.get(test.sticky_key)
-        if key is not None:
-            digest = hashlib.blake2b(f"{name}\0{key}".encode(), digest_size=8).digest()
-            u = int.from_bytes(digest, "big") / 2**64
-        else:
-            u = self.rng.random()
-        variant = "A" if u < test.split_ratio else "B"
-        provider = test.variant_a if variant == "A" else test.variant_b
-        probability = test.split_ratio if variant == "A" else 1.0 - test.split_ratio
-        request_id = request.request_id if request is not None else None
-        if request is not None:
-            self._ab_assigned[request.request_id] = variant
-        self.emit(
-            [
-                ABVariantAssigned(
-                    ts=self._now(),
-                    test=name,
-                    variant=variant,
-                    provider=provider,
-                    probability=probability,
-                    request_id=request_id,
-                    sticky=key is not None,
-                )
-            ]
-        )
-        return ABAssignment(
-            test=name,
-            variant=variant,  # type: ignore[arg-type]
-            provider=provider,
-            probability=probability,
-            request_id=request_id,
-        )
-
-    def _ab_variant_of(self, query: RouteQuery) -> str | None:
-        return self._ab_assigned.pop(query.request.request_id, None)
-
-    def _ab_provider(self, query: RouteQuery) -> str:
-        test = self.ab_test(query.ab_test or "")
-        variant = self._ab_assigned.get(query.request.request_id, "A")
-        return test.variant_a if variant == "A" else test.variant_b
-
-    def record_ab_metrics(
-        self, name: str, variant: str, *, latency_ms: float, cost: float | None, error: bool
-    ) -> None:
-        """Record a manual A/B outcome."""
-        self.ab_test(name)
-        if variant not in ("A", "B"):
-            raise RequestError(f"A/B variant must be 'A' or 'B', got {variant!r}")
-        self.emit(
-            [
-                ABMetricsRecorded(
-                    ts=self._now(),
-                    test=name,
-                    variant=variant,
-                    latency_ms=float(latency_ms),
-                    cost=cost,
-                    error=bool(error),
-                    source="manual",
-                )
-            ]
-        )
 
     def clear_cache(self) -> None:
         """Drop every cached route."""

@@ -821,7 +821,7 @@ class Runtime:
 
     def get_for_ab_test(self, name: str, *, key: str | None = None) -> ABAssignment:
         """Assign a variant of test ``name`` (sticky when ``key`` is given); recorded."""
-        return self._command(lambda r: r.assign_ab(name, key=key))
+        return self._command(lambda r: r.ab.assign(name, key=key))
 
     def record_ab_test_metrics(
         self,
@@ -834,14 +834,12 @@ class Runtime:
     ) -> None:
         """Record a manual outcome for a variant of an A/B test."""
         self._command(
-            lambda r: r.record_ab_metrics(
-                name, variant, latency_ms=latency_ms, cost=cost, error=error
-            )
+            lambda r: r.ab.record(name, variant, latency_ms=latency_ms, cost=cost, error=error)
         )
 
     def get_ab_test_results(self, name: str) -> dict[str, ABVariantResult]:
         """Return the results of test ``name`` per variant (``"A"``, ``"B"``)."""
-        self._command(lambda r: r.ab_test(name))  # an unknown test is a RequestError
+        self._command(lambda r: r.ab.get(name))  # an unknown test is a RequestError
         return self._query(lambda p: p.ab.results(name))
 
     # -- figures ----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ def sizes(sim: Simulation) -> dict[str, int]:
     router: Any = sim.router
     snapshot = sim.writer.projections.snapshot()
     return {
-        "ab_assigned": len(router._ab_assigned),
+        "ab_assigned": len(router.ab.assigned),
         "route_cache": len(router._route_cache),
         "turns": len(router._turns) + len(router._swrr),
         "retry_budget": len(router._retry_budget._requests) + len(router._retry_budget._retries),

@@ -108,6 +108,8 @@ class Success(NamedTuple):
     decision: Decision
     attempt_started: float
     failed_providers: tuple[str, ...]
+    started: float = 0.0
+    """When the request started (monotonic): its total latency counts from here."""
 
 
 DEADLINE_SLACK_S = 1e-6
@@ -224,9 +226,8 @@ def drive(
                 error = exc
             else:
                 if request.stream:
-                    return Success(
-                        value, decision, attempt_started, tuple(e.provider or "" for e in errors)
-                    )
+                    failed = tuple(e.provider or "" for e in errors)
+                    return Success(value, decision, attempt_started, failed, started)
                 now = clock.monotonic()
                 latency_ms = (now - attempt_started) * 1000.0
                 response: Response = msgspec.structs.replace(

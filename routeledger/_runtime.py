@@ -564,8 +564,11 @@ class Runtime:
         provider = decision.route.provider
         answer = StreamedAnswer(decision.model)
 
-        def total_ms() -> float:
+        def attempt_ms() -> float:
             return (self._clock.monotonic() - success.attempt_started) * 1000.0
+
+        def total_ms() -> float:
+            return (self._clock.monotonic() - success.started) * 1000.0
 
         def report(error: ProviderError | None, response: Response | None) -> None:
             failed = success.failed_providers
@@ -576,7 +579,7 @@ class Runtime:
                 attempt=decision.attempt,
                 provider=provider,
                 model=decision.model.name,
-                latency_ms=total_ms(),
+                latency_ms=attempt_ms(),
                 ts=self._clock.time(),
                 error=error,
                 usage=answer.usage,
@@ -636,7 +639,7 @@ class Runtime:
             answer.response(
                 provider=provider,
                 request_id=request.request_id,
-                latency_ms=total_ms(),
+                latency_ms=attempt_ms(),
                 attempts=decision.attempt,
             ),
         )

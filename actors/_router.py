@@ -364,22 +364,18 @@ class Router:
         now = self.clock.monotonic()
         preferred = self._preferences(query)
         snap = self._snapshot(request, scope.model, any_model, now)
-        exclude = [*scope.exclude, *sorted(banned)]
 
         def decided(dropped: dict[str, str], **why: Any) -> None:
             self._decided(query, attempt, scope.strategy, dropped, None, scope.pool_name, **why)
 
-        kept, dropped = self._filter(scope, snap, exclude, allow_open=False)
-        for name in banned:
-            if dropped.get(name) == "excluded" and name not in scope.exclude:
-                dropped[name] = "failed earlier in this request"
+        kept, dropped = self._filter(scope, snap, banned, allow_open=False)
         panic = False
         if not kept:
             # Filters run in a fixed order, so a provider dropped for its circuit could
             # otherwise have served the request.
             unhealthy = [n for n, why in dropped.items() if why.startswith("circuit")]
             if unhealthy and self.config.health.panic_routing:
-                kept, dropped = self._filter(scope, snap, exclude, allow_open=True)
+                kept, dropped = self._filter(scope, snap, banned, allow_open=True)
                 panic = True
             elif unhealthy:
                 decided(dropped)
@@ -536,7 +532,7 @@ class Router:
         return snap
 
     def _filter(
-        self, scope: _Scope, snap: _Snapshot, exclude: list[str], *, allow_open: bool
+        self, scope: _Scope, snap: _Snapshot, banned: frozenset[str], *, allow_open: bool
     ) -> tuple[list[str], dict[str, str]]:
         """Run the filters, through the route cache when the answer cannot depend on cost or
         latency."""
@@ -550,7 +546,15 @@ class Router:
             # restarting), and circuit views (time makes an open circuit "due"; a probe
             # taken makes a due one "half_open"). So both are part of the key.
             states = tuple((v.down, v.circuit) for v in snap.views)
-            key = (scope.model, scope.required, scope.pool_name, tuple(exclude), allow_open, states)
+            key = (
+                scope.model,
+                scope.required,
+                scope.pool_name,
+                tuple(scope.exclude),
+                banned,
+                allow_open,
+                states,
+            )
             if self._cache_version == self.config_version and key in self._route_cache:
                 kept, dropped = self._route_cache[key]
                 return list(kept), dict(dropped)
@@ -558,7 +562,8 @@ class Router:
             snap.views,
             required=scope.required,
             members=frozenset(scope.pool.providers) if scope.pool is not None else None,
-            exclude=exclude,
+            exclude=scope.exclude,
+            failed=banned,
             max_cost=scope.max_cost,
             max_latency_ms=scope.max_latency_ms,
             allow_open=allow_open,

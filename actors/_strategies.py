@@ -74,6 +74,7 @@ def filter_candidates(
     required: frozenset[str],
     members: frozenset[str] | None = None,
     exclude: Iterable[str] = (),
+    failed: Iterable[str] = (),
     max_cost: float | None = None,
     max_latency_ms: float | None = None,
     allow_open: bool = False,
@@ -81,13 +82,15 @@ def filter_candidates(
     """Return the providers that can serve a request, and why each other one was dropped.
 
     Filters apply in a fixed order and the first that drops a provider is recorded:
-    down (disabled or not running), pool membership, exclusion, model, capabilities,
-    circuit, cost, latency.
+    down (disabled or not running), pool membership, exclusion by the caller, ruled out by
+    an earlier failure of the same request (``failed``), model, capabilities, circuit, cost,
+    latency.
     A provider with no latency measurement is kept under a latency limit (nothing observed
     speaks against it); an unpriced provider is dropped under a cost limit (its cost is
     unknown, not zero).
     """
     excluded_names = frozenset(exclude)
+    failed_names = frozenset(failed)
     kept: list[str] = []
     dropped: dict[str, str] = {}
     for v in views:
@@ -97,6 +100,8 @@ def filter_candidates(
             dropped[v.name] = "not in pool"
         elif v.name in excluded_names:
             dropped[v.name] = "excluded"
+        elif v.name in failed_names:
+            dropped[v.name] = "failed earlier in this request"
         elif not v.serves_model:
             dropped[v.name] = "model not served"
         elif not required <= v.capabilities:

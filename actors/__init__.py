@@ -6,9 +6,10 @@ from __future__ import annotations
 from routeledger.actors._anthropic import AnthropicAdapter
 from routeledger.actors._clock import Clock, SystemClock, VirtualClock
 from routeledger.actors._health import HealthActor, HealthMonitor
+from routeledger.actors._messages import RouteQuery
 from routeledger.actors._openai import OpenAIAdapter
 from routeledger.actors._provider import ProviderActor, ProviderHandle
-from routeledger.actors._router import RouteQuery, Router
+from routeledger.actors._router import Router
 from routeledger.actors._sse import SSEError, SSEEvent, SSEParser
 from routeledger.actors._supervisor import SupervisorActor
 from routeledger.actors._wire import WireAdapter, make_adapter, make_client, parse_retry_after

@@ -1,9 +1,10 @@
 """A provider's concurrency budget: slots reserved and released atomically from any thread.
 
-The budget belongs to its provider actor (limit changes go through the actor's mailbox), but
-reserving and releasing are single atomic operations that the supervisor and the calling
-threads perform directly, so the hot path takes no extra actor round trip. A released slot
-wakes requests waiting in the runtime's bounded queue.
+The budget is shared on the provider's handle. Its limit is changed only by the supervisor
+(an operator's ``set_concurrent_limit``); reserving (by the supervisor, in the same step as
+the decision) and releasing (by the thread whose call ended) are single atomic operations, so
+the hot path takes no extra actor round trip. A released slot wakes requests waiting in the
+runtime's bounded queue.
 """
 
 from __future__ import annotations

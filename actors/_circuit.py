@@ -24,7 +24,15 @@ from routeledger.events import BadRequest, ProviderError, ProviderSaturated, Str
 if TYPE_CHECKING:
     from routeledger.events import HealthConfig
 
-__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "CircuitBreaker", "Transition", "counts_against_health"]
+__all__ = [
+    "CLOSED",
+    "HALF_OPEN",
+    "OPEN",
+    "CircuitBreaker",
+    "CircuitMirror",
+    "Transition",
+    "counts_against_health",
+]
 
 CLOSED = "closed"
 OPEN = "open"
@@ -217,3 +225,41 @@ class CircuitBreaker:
             0,
             unhealthy_for_s=unhealthy_for,
         )
+
+
+class CircuitMirror:
+    """Routing's copy of one provider's circuit, moved only by the breaker's transitions.
+
+    The health actor owns the :class:`CircuitBreaker`; the router, on another thread, routes
+    by this mirror. Besides the state it counts the half-open probes routing may still let
+    through, so that only ``half_open_probes`` attempts reach a recovering provider.
+    """
+
+    __slots__ = ("open_until", "probes_left", "state")
+
+    def __init__(self) -> None:
+        self.state = CLOSED
+        self.open_until: float | None = None
+        self.probes_left = 0
+
+    def apply(self, transition: Transition, *, half_open_probes: int) -> None:
+        """Follow one transition of the breaker."""
+        self.state = transition.to_state
+        self.open_until = transition.open_until
+        self.probes_left = half_open_probes if transition.to_state != CLOSED else 0
+
+    def view(self, now: float) -> str:
+        """Return the circuit as routing sees it: ``due`` when a probe may go through.
+
+        An open circuit whose cooldown is over counts as half-open although the breaker's
+        timer may not have moved it yet.
+        """
+        if self.state == OPEN and self.open_until is not None and now >= self.open_until:
+            return "due" if self.probes_left > 0 else HALF_OPEN
+        if self.state == HALF_OPEN:
+            return "due" if self.probes_left > 0 else HALF_OPEN
+        return self.state
+
+    def take_probe(self) -> None:
+        """Count one probe let through (the caller saw :meth:`view` say ``due``)."""
+        self.probes_left -= 1

@@ -1,9 +1,22 @@
-"""The life of one request: attempts, failover, retries, backoff, deadline.
+"""The failover policy: the life of one request, from its first decision to its end.
 
-:func:`drive` is written once as a generator of *effects* (decide, call, sleep, wait for
-capacity, report) so that the same policy runs in two executors: the threaded runtime
-performs each effect for real (an actor ask, an HTTP call, a sleep), and the simulation
-performs them on virtual time. The policy:
+:func:`run_request` is written once as a generator of *effects* so that the same policy runs
+in two interpreters: :class:`routeledger._interpreter.ThreadedInterpreter` performs each
+effect for real (an actor ask, an HTTP call, a sleep), and the simulation
+(:mod:`routeledger.sim`) performs them on virtual time. The effects:
+
+=====================  ======================================  ===========================
+effect                 what the interpreter does               what it answers
+=====================  ======================================  ===========================
+:class:`Choose`        ask the router for a provider and slot  a Decision, Backoff or None
+:class:`Send`          send the attempt (HTTP)                 a Response or OpenedStream
+:class:`Relay`         pass a stream's chunks to the caller    a :class:`StreamEnd`
+:class:`Pause`         wait (backoff or Retry-After)           nothing
+:class:`AwaitCapacity` wait until a slot may be free           whether one may be
+:class:`Record`        record an attempt's / request's end     nothing
+=====================  ======================================  ===========================
+
+An effect that fails is thrown back into the generator. The policy:
 
 - at most ``max_attempts`` attempts in all, and ``max_attempts_per_provider`` on one
   provider, all before the request's deadline;
@@ -14,20 +27,26 @@ performs them on virtual time. The policy:
   provider waits its ``Retry-After`` when the provider sent one that fits the deadline and
   ``max_retry_after_s`` (otherwise that provider is ruled out), else an exponential backoff
   with full jitter (a backoff that would end past the deadline rules it out too);
+- retries beyond a request's first attempt draw on a shared :class:`RetryBudget`;
 - when every candidate is saturated, the request waits for capacity (a bounded queue) until
-  ``queue_timeout_s`` or its deadline.
+  ``queue_timeout_s`` or its deadline;
+- a stream may fail over only until its first chunk; once relayed, its end is recorded here
+  like a completion's, and a break after the first chunk is a :class:`StreamInterrupted`.
+
+Every :class:`Outcome` and :class:`RequestEnded` is built in this module.
 """
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Generator
+from collections import deque
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
-from routeledger.actors._messages import Backoff, Decision, Outcome
-from routeledger.actors._router import Final, RouteQuery, _RetryBudgetExhausted
+from routeledger.actors._messages import Backoff, Decision, Outcome, RequestEnded, RouteQuery
 from routeledger.events import (
     AllProvidersFailed,
     AllProvidersSaturated,
@@ -36,27 +55,34 @@ from routeledger.events import (
     Response,
     RouteledgerError,
     RoutingError,
+    StreamCancelled,
+    StreamInterrupted,
 )
 
 if TYPE_CHECKING:
     from routeledger.actors._clock import Clock
-    from routeledger.events import FailoverConfig
+    from routeledger.events import FailoverConfig, StreamChunk, Usage
 
 __all__ = [
     "AwaitCapacity",
-    "Call",
-    "Decide",
+    "Choose",
     "Effect",
-    "Report",
-    "Sleep",
-    "Success",
+    "OpenedStream",
+    "Pause",
+    "Record",
+    "Relay",
+    "RetryBudget",
+    "RetryBudgetExhausted",
+    "Send",
+    "StreamEnd",
     "backoff_delay",
-    "drive",
+    "run_request",
+    "start_request",
 ]
 
 
-class Decide(NamedTuple):
-    """Ask the supervisor for a provider and a reserved slot.
+class Choose(NamedTuple):
+    """Ask the router for a provider and a reserved slot.
 
     Answer: a ``Decision``; ``None`` when every candidate is saturated; a ``Backoff`` when
     every candidate is waiting until its ``not_before`` time (monotonic) to be retried.
@@ -68,19 +94,46 @@ class Decide(NamedTuple):
     not_before: dict[str, float] = {}
 
 
-class Call(NamedTuple):
-    """Send the attempt. Answer: the provider's result; raises ``ProviderError``.
+class Send(NamedTuple):
+    """Send the attempt. Answer: a ``Response``, or for a stream an :class:`OpenedStream`
+    (its first chunk has arrived); raises ``ProviderError``.
 
-    The executor releases the decision's slot when the call ends (for a stream: when the
-    stream ends).
+    The interpreter releases the decision's slot when the call ends (for a stream: when the
+    relay ends).
     """
 
     decision: Decision
     timeout_s: float
 
 
-class Sleep(NamedTuple):
-    """Wait (backoff or Retry-After) before a retry."""
+class OpenedStream(NamedTuple):
+    """A stream whose first chunk has arrived: failover is no longer possible."""
+
+    first: StreamChunk
+    rest: Iterator[StreamChunk]
+    ttft_ms: float
+
+
+class Relay(NamedTuple):
+    """Pass an opened stream's chunks on to the caller. Answer: a :class:`StreamEnd`."""
+
+    stream: OpenedStream
+    decision: Decision
+
+
+class StreamEnd(NamedTuple):
+    """How a relayed stream ended: whole (``response``), broken (``error``) or ``cancelled``
+    by the caller; ``usage`` and ``cost`` are what its chunks reported."""
+
+    response: Response | None = None
+    error: ProviderError | None = None
+    cancelled: bool = False
+    usage: Usage | None = None
+    cost: float | None = None
+
+
+class Pause(NamedTuple):
+    """Wait (backoff or Retry-After) before a retry; no slot is held."""
 
     seconds: float
 
@@ -91,28 +144,58 @@ class AwaitCapacity(NamedTuple):
     timeout_s: float
 
 
-class Report(NamedTuple):
-    """Tell the supervisor how an attempt (and, with ``final``, the request) ended."""
+class Record(NamedTuple):
+    """Record how an attempt (and, with ``ended``, the whole request) ended."""
 
     outcome: Outcome | None
-    final: Final | None
+    ended: RequestEnded | None
 
 
-Effect = Decide | Call | Sleep | AwaitCapacity | Report
-
-
-class Success(NamedTuple):
-    """A request's successful attempt, returned by :func:`drive` for streams."""
-
-    value: Any
-    decision: Decision
-    attempt_started: float
-    failed_providers: tuple[str, ...]
-    started: float = 0.0
-    """When the request started (monotonic): its total latency counts from here."""
-
+Effect = Choose | Send | Relay | Pause | AwaitCapacity | Record
 
 DEADLINE_SLACK_S = 1e-6
+
+
+class RetryBudget:
+    """Retries allowed: at least ``minimum`` a window, else ``ratio`` of recent requests.
+
+    It stops retry storms when every provider fails. The router draws on it for every
+    attempt after a request's first, so it is shared by all requests of a runtime.
+    """
+
+    def __init__(self, ratio: float, minimum: int, window_s: float) -> None:
+        self.ratio = ratio
+        self.minimum = minimum
+        self.window_s = window_s
+        self._requests: deque[float] = deque()
+        self._retries: deque[float] = deque()
+
+    def _trim(self, now: float) -> None:
+        horizon = now - self.window_s
+        for q in (self._requests, self._retries):
+            while q and q[0] < horizon:
+                q.popleft()
+
+    def note_request(self, now: float) -> None:
+        """Count a request's arrival (monotonic time)."""
+        # Trim here too: with no retry for hours, try_retry never runs to drop old entries.
+        self._trim(now)
+        self._requests.append(now)
+
+    def try_retry(self, now: float) -> bool:
+        """Take one retry from the budget; return False when none is left."""
+        self._trim(now)
+        if len(self._retries) >= max(self.minimum, self.ratio * len(self._requests)):
+            return False
+        self._retries.append(now)
+        return True
+
+
+class RetryBudgetExhausted(RoutingError):
+    """The retry budget refused another attempt (the policy ends the request)."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__("retry budget exhausted", request_id=request_id)
 
 
 def backoff_delay(tries: int, *, base_s: float, max_s: float, rng: random.Random) -> float:
@@ -120,7 +203,49 @@ def backoff_delay(tries: int, *, base_s: float, max_s: float, rng: random.Random
     return rng.uniform(0.0, min(max_s, base_s * 2 ** max(0, tries - 1)))
 
 
-def drive(
+def start_request(
+    query: RouteQuery,
+    *,
+    failover: FailoverConfig,
+    timeouts: dict[str, float],
+    clock: Clock,
+    rng: random.Random,
+) -> Generator[Effect, Any, Response | None]:
+    """Start the policy for a request arriving now: its deadline is the request's own, else
+    ``failover.default_deadline_s`` (none when both are unset)."""
+    now = clock.monotonic()
+    budget_s = query.request.deadline or failover.default_deadline_s
+    return run_request(
+        query,
+        failover=failover,
+        timeouts=timeouts,
+        clock=clock,
+        rng=rng,
+        started=now,
+        deadline_at=now + budget_s if budget_s else math.inf,
+    )
+
+
+def _interrupted(error: ProviderError, provider: str, request_id: str) -> StreamInterrupted:
+    """Return the error a caller sees for a stream that broke after its first chunk."""
+    err = (
+        error
+        if isinstance(error, StreamInterrupted)
+        else StreamInterrupted(
+            f"stream broke after its first chunk: {type(error).__name__}: {error.message}",
+            provider=provider,
+            request_id=request_id,
+            status=error.status,
+        )
+    )
+    err.provider = err.provider or provider
+    err.request_id = err.request_id or request_id
+    if err is not error:
+        err.__cause__ = error
+    return err
+
+
+def run_request(
     query: RouteQuery,
     *,
     failover: FailoverConfig,
@@ -129,14 +254,17 @@ def drive(
     rng: random.Random,
     started: float,
     deadline_at: float,
-) -> Generator[Effect, Any, Any]:
-    """Run one request to its end; return the Response (or a :class:`Success` for streams).
+) -> Generator[Effect, Any, Response | None]:
+    """Run one request to its end; return its Response (``None`` for a stream: its chunks
+    went to the caller through :class:`Relay`).
 
     Raises the error the caller should see: ``BadRequest`` as the provider gave it, a
     :class:`RoutingError` when nothing could serve it, :class:`AllProvidersFailed` when the
-    attempts ran out, :class:`DeadlineExceeded` when time did.
+    attempts ran out, :class:`DeadlineExceeded` when time did, :class:`StreamInterrupted`
+    when a stream broke after its first chunk.
     """
     request = query.request
+    rid = request.request_id
     errors: list[ProviderError] = []
     tried: dict[str, int] = {}
     banned: set[str] = set()
@@ -146,18 +274,60 @@ def drive(
     max_attempts = failover.max_attempts if failover.enabled else 1
     retryable_names = frozenset(failover.retryable_errors)
 
-    def fail(error: Exception) -> Generator[Effect, Any, Any]:
-        yield Report(
-            None,
-            Final(
-                None,
-                error,
-                attempt,
-                (clock.monotonic() - started) * 1000.0,
-                tuple(e.provider or "" for e in errors),
-            ),
+    def failed_providers() -> tuple[str, ...]:
+        return tuple(e.provider or "" for e in errors)
+
+    def ended(response: Response | None, error: Exception | None, now: float) -> RequestEnded:
+        total_ms = (now - started) * 1000.0
+        return RequestEnded(response, error, attempt, total_ms, failed_providers())
+
+    def outcome(decision: Decision, latency_ms: float, **fields: Any) -> Outcome:
+        return Outcome(
+            request_id=rid,
+            attempt=attempt,
+            provider=decision.route.provider,
+            model=decision.model.name,
+            latency_ms=latency_ms,
+            ts=clock.time(),
+            probe=decision.probe,
+            **fields,
         )
+
+    def fail(error: Exception) -> Generator[Effect, Any, Any]:
+        yield Record(None, ended(None, error, clock.monotonic()))
         raise error
+
+    def relay(
+        opened: OpenedStream, decision: Decision, attempt_started: float
+    ) -> Generator[Effect, Any, None]:
+        """Relay an opened stream and record how it ended (raising if it broke)."""
+        provider = decision.route.provider
+        end: StreamEnd = yield Relay(opened, decision)
+        now = clock.monotonic()
+        latency_ms = (now - attempt_started) * 1000.0
+        seen = {"usage": end.usage, "cost": end.cost, "ttft_ms": opened.ttft_ms, "stream": True}
+        if end.response is not None:
+            response = msgspec.structs.replace(
+                end.response, latency_ms=latency_ms, attempts=attempt, request_id=rid
+            )
+            yield Record(outcome(decision, latency_ms, **seen), ended(response, None, now))
+            return
+        if end.cancelled:
+            # The caller's choice says nothing about the provider: not a failed provider.
+            cancelled = StreamCancelled(
+                "the caller stopped reading the stream", provider=provider, request_id=rid
+            )
+            yield Record(
+                outcome(decision, latency_ms, error=cancelled, **seen),
+                ended(None, cancelled, now),
+            )
+            return
+        assert end.error is not None
+        err = _interrupted(end.error, provider, rid)
+        broken = ended(None, err, now)
+        broken = broken._replace(failed_providers=(*broken.failed_providers, provider))
+        yield Record(outcome(decision, latency_ms, error=err, **seen), broken)
+        raise err
 
     while True:
         now = clock.monotonic()
@@ -165,21 +335,19 @@ def drive(
         # a deadline less than DEADLINE_SLACK_S away has passed.
         if now >= deadline_at - DEADLINE_SLACK_S:
             yield from fail(
-                DeadlineExceeded(
-                    f"deadline passed after {attempt} attempt(s)", request_id=request.request_id
-                )
+                DeadlineExceeded(f"deadline passed after {attempt} attempt(s)", request_id=rid)
             )
         if attempt >= max_attempts:
-            yield from fail(AllProvidersFailed(errors, request_id=request.request_id))
+            yield from fail(AllProvidersFailed(errors, request_id=rid))
         try:
-            decision: Decision | Backoff | None = yield Decide(
+            decision: Decision | Backoff | None = yield Choose(
                 attempt + 1, dict(tried), frozenset(banned), dict(not_before)
             )
-        except _RetryBudgetExhausted:
+        except RetryBudgetExhausted:
             yield from fail(
                 AllProvidersFailed(
                     errors,
-                    request_id=request.request_id,
+                    request_id=rid,
                     message=f"retry budget exhausted after {attempt} attempt(s)",
                 )
             )
@@ -187,7 +355,7 @@ def drive(
             if errors and isinstance(exc, RoutingError):
                 exc = AllProvidersFailed(
                     errors,
-                    request_id=request.request_id,
+                    request_id=rid,
                     message=f"{len(errors)} attempt(s) failed and no provider is left: "
                     f"{exc.message}",
                 )
@@ -202,13 +370,13 @@ def drive(
                     AllProvidersSaturated(
                         "every candidate provider's concurrency budget is full "
                         f"(waited {failover.queue_timeout_s:g} s at most)",
-                        request_id=request.request_id,
+                        request_id=rid,
                     )
                 )
             continue
         if isinstance(decision, Backoff):
             # No slot is held while waiting: the provider's budget serves others meanwhile.
-            yield Sleep(decision.seconds)
+            yield Pause(decision.seconds)
             continue
         queue_until = None
         attempt += 1
@@ -221,32 +389,22 @@ def drive(
             attempt_started = clock.monotonic()
             called = True
             try:
-                value = yield Call(decision, timeout)
+                value = yield Send(decision, timeout)
             except ProviderError as exc:
                 error = exc
             else:
                 if request.stream:
-                    failed = tuple(e.provider or "" for e in errors)
-                    return Success(value, decision, attempt_started, failed, started)
+                    yield from relay(value, decision, attempt_started)
+                    return None
                 now = clock.monotonic()
                 latency_ms = (now - attempt_started) * 1000.0
                 response: Response = msgspec.structs.replace(
-                    value, latency_ms=latency_ms, attempts=attempt, request_id=request.request_id
+                    value, latency_ms=latency_ms, attempts=attempt, request_id=rid
                 )
-                outcome = Outcome(
-                    request_id=request.request_id,
-                    attempt=attempt,
-                    provider=provider,
-                    model=decision.model.name,
-                    latency_ms=latency_ms,
-                    ts=clock.time(),
-                    usage=response.usage,
-                    cost=response.cost,
-                    probe=decision.probe,
+                yield Record(
+                    outcome(decision, latency_ms, usage=response.usage, cost=response.cost),
+                    ended(response, None, now),
                 )
-                failed = tuple(e.provider or "" for e in errors)
-                total_ms = (now - started) * 1000.0
-                yield Report(outcome, Final(response, None, attempt, total_ms, failed))
                 return response
         finally:
             if not called:
@@ -257,26 +415,14 @@ def drive(
         if error.provider is None:
             error.provider = provider
         if error.request_id is None:
-            error.request_id = request.request_id
+            error.request_id = rid
         errors.append(error)
         now = clock.monotonic()
-        yield Report(
-            Outcome(
-                request_id=request.request_id,
-                attempt=attempt,
-                provider=provider,
-                model=decision.model.name,
-                latency_ms=(now - attempt_started) * 1000.0,
-                ts=clock.time(),
-                error=error,
-                probe=decision.probe,
-            ),
-            None,
-        )
+        yield Record(outcome(decision, (now - attempt_started) * 1000.0, error=error), None)
         if not error.failover:
             yield from fail(error)
         if type(error).__name__ not in retryable_names:
-            yield from fail(AllProvidersFailed(errors, request_id=request.request_id))
+            yield from fail(AllProvidersFailed(errors, request_id=rid))
         if not error.retryable or tried[provider] >= failover.max_attempts_per_provider:
             banned.add(provider)
             continue

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
@@ -24,24 +24,27 @@ from routeledger.actors._circuit import (
     Transition,
     counts_against_health,
 )
-from routeledger.actors._provider import ProbeRequested, ProbeResult, RecordOutcomes
+from routeledger.actors._protocol import (
+    ApplyHealth,
+    GetHealth,
+    HealthMessage,
+    ProbeRequested,
+    ProbeResult,
+    RecordOutcomes,
+    Tick,
+)
 from routeledger.events import ProviderHealth
 
 if TYPE_CHECKING:
     from routeledger.actors._clock import Clock
     from routeledger.actors._messages import Outcome
+    from routeledger.actors._provider import ProviderActor
+    from routeledger.actors._supervisor import SupervisorActor
     from routeledger.events import HealthConfig
 
-__all__ = ["ApplyHealth", "HealthActor", "HealthMonitor"]
+__all__ = ["HealthActor", "HealthMonitor"]
 
 log = logging.getLogger("routeledger")
-
-
-class ApplyHealth(NamedTuple):
-    """Sent to the supervisor: apply this circuit transition to routing and record it."""
-
-    provider: str
-    transition: Transition
 
 
 class HealthMonitor:
@@ -125,14 +128,6 @@ class HealthMonitor:
         }
 
 
-class _Tick(NamedTuple):
-    pass
-
-
-class _Snapshot(NamedTuple):
-    pass
-
-
 class HealthActor(pykka.ThreadingActor):
     """Runs a :class:`HealthMonitor` and its timer."""
 
@@ -146,8 +141,8 @@ class HealthActor(pykka.ThreadingActor):
         providers: Iterable[str],
         *,
         clock: Clock,
-        supervisor: pykka.ActorRef[Any],
-        provider_refs: Callable[[], dict[str, pykka.ActorRef[Any]]],
+        supervisor: pykka.ActorRef[SupervisorActor],
+        provider_refs: Callable[[], dict[str, pykka.ActorRef[ProviderActor]]],
         active: bool = True,
     ) -> None:
         super().__init__()
@@ -201,31 +196,31 @@ class HealthActor(pykka.ThreadingActor):
                 self._wake.clear()
                 continue
             try:
-                self.actor_ref.ask(_Tick(), timeout=30)
+                self.actor_ref.ask(Tick(), timeout=30)
             except (pykka.ActorDeadError, pykka.Timeout):
                 return
 
-    def on_receive(self, message: Any) -> Any:
+    def on_receive(self, message: HealthMessage) -> Any:
         """Handle one message; tells never raise."""
-        kind = type(message)
         try:
-            if kind is RecordOutcomes:
-                now = self._clock.monotonic()
-                for outcome in message.outcomes:
-                    for t in self.monitor.observe(outcome, now):
-                        self._apply(outcome.provider, t)
-            elif kind is ProbeResult:
-                self._probes_outstanding = max(0, self._probes_outstanding - 1)
-                for t in self.monitor.probed(message, self._clock.monotonic()):
-                    self._apply(message.provider, t)
-            elif kind is _Tick:
-                self._tick()
-            elif kind is _Snapshot:
-                return self.monitor.snapshot()
+            match message:
+                case RecordOutcomes(outcomes):
+                    now = self._clock.monotonic()
+                    for outcome in outcomes:
+                        for t in self.monitor.observe(outcome, now):
+                            self._apply(outcome.provider, t)
+                case ProbeResult():
+                    self._probes_outstanding = max(0, self._probes_outstanding - 1)
+                    for t in self.monitor.probed(message, self._clock.monotonic()):
+                        self._apply(message.provider, t)
+                case Tick():
+                    self._tick()
+                case GetHealth():
+                    return self.monitor.snapshot()
         except pykka.ActorDeadError:
             pass
         except Exception:
-            log.exception("health actor: handling %s failed", kind.__name__)
+            log.exception("health actor: handling %s failed", type(message).__name__)
         return None
 
     def _apply(self, provider: str, transition: Transition) -> None:
@@ -249,11 +244,5 @@ class HealthActor(pykka.ThreadingActor):
                     pass
 
     def snapshot(self) -> dict[str, ProviderHealth]:
-        """Return every provider's health (call through the actor: ask ``_Snapshot``)."""
+        """Return every provider's health (call through the actor: ask ``GetHealth``)."""
         return self.monitor.snapshot()
-
-
-SNAPSHOT = _Snapshot()
-"""Ask the health actor for ``dict[str, ProviderHealth]``."""
-TICK = _Tick()
-"""Make the health actor act on the current time at once (used by tests and the runtime)."""

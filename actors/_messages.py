@@ -6,9 +6,41 @@ from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from routeledger.actors._budget import Budget
-    from routeledger.events import ModelSpec, ProviderError, RouteResult, Usage
+    from routeledger.events import (
+        ModelSpec,
+        ProviderError,
+        Request,
+        Requirements,
+        Response,
+        RouteResult,
+        Usage,
+    )
 
-__all__ = ["Backoff", "Decision", "Outcome", "ProviderStats"]
+__all__ = ["Backoff", "Decision", "Outcome", "ProviderStats", "RequestEnded", "RouteQuery"]
+
+
+class RouteQuery(NamedTuple):
+    """Everything about one request that routing depends on, fixed for all its attempts."""
+
+    request: Request
+    requirements: Requirements | None = None
+    preferred_provider: str | None = None
+    pool: str | None = None
+    ab_test: str | None = None
+
+
+class RequestEnded(NamedTuple):
+    """How a whole request ended; recorded with its last attempt (or alone).
+
+    Exactly one of ``response`` and ``error`` is set. ``failed_providers`` lists, in order,
+    the provider of every attempt that failed.
+    """
+
+    response: Response | None
+    error: Exception | None
+    attempts: int
+    latency_ms: float
+    failed_providers: tuple[str, ...] = ()
 
 
 class ProviderStats(NamedTuple):

@@ -12,12 +12,20 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
 from routeledger.actors._budget import Budget
 from routeledger.actors._messages import Outcome, ProviderStats
+from routeledger.actors._protocol import (
+    PING,
+    Ping,
+    ProbeRequested,
+    ProbeResult,
+    ProviderCrashed,
+    ProviderMessage,
+)
 from routeledger.actors._stats import StatsTracker
 from routeledger.actors._wire import make_adapter, make_client
 from routeledger.events import ProviderConnectError
@@ -25,17 +33,11 @@ from routeledger.events import ProviderConnectError
 if TYPE_CHECKING:
     import httpx
 
+    from routeledger.actors._supervisor import SupervisorActor
     from routeledger.actors._wire import WireAdapter
     from routeledger.events import ProviderConfig, Secret
 
-__all__ = [
-    "PING",
-    "AdapterFactory",
-    "ProbeRequested",
-    "ProviderActor",
-    "ProviderCrashed",
-    "ProviderHandle",
-]
+__all__ = ["PING", "AdapterFactory", "ProviderActor", "ProviderHandle", "default_adapter_factory"]
 
 log = logging.getLogger("routeledger")
 
@@ -112,42 +114,6 @@ class ProviderHandle:
         return ProbeResult(self.name, error is None, (monotonic() - start) * 1000.0, error)
 
 
-class RecordOutcomes(NamedTuple):
-    """Tell the health actor how attempts ended, in order."""
-
-    outcomes: list[Outcome]
-
-
-class ProbeRequested(NamedTuple):
-    """Run the free health probe and send the result to ``reply_to``."""
-
-    timeout_s: float
-    reply_to: pykka.ActorRef[Any]
-
-
-class ProbeResult(NamedTuple):
-    """The result of a probe, sent to the health actor."""
-
-    provider: str
-    ok: bool
-    latency_ms: float
-    error: str | None
-
-
-class Ping(NamedTuple):
-    """Ask: answer ``True`` (the actor has started and is serving its mailbox)."""
-
-
-PING = Ping()
-
-
-class ProviderCrashed(NamedTuple):
-    """Sent to the supervisor when a provider actor dies."""
-
-    provider: str
-    reason: str
-
-
 class ProviderActor(pykka.ThreadingActor):
     """Owns one provider's client, adapter and statistics."""
 
@@ -160,7 +126,7 @@ class ProviderActor(pykka.ThreadingActor):
         handle: ProviderHandle,
         *,
         api_key: Secret | None,
-        supervisor: pykka.ActorRef[Any] | None,
+        supervisor: pykka.ActorRef[SupervisorActor] | None,
         monotonic: Callable[[], float],
         adapter_factory: AdapterFactory = default_adapter_factory,
     ) -> None:
@@ -191,20 +157,23 @@ class ProviderActor(pykka.ThreadingActor):
             except pykka.ActorDeadError:
                 pass
 
-    def on_receive(self, message: Any) -> Any:
+    def on_receive(self, message: ProviderMessage) -> Any:
         """Handle one message (tells never raise: a raising tell would kill the actor)."""
-        if type(message) is Ping:
-            return True
-        if type(message) is ProbeRequested:
-            # The probe is I/O: run it beside the actor so that the mailbox never waits on it.
-            threading.Thread(
-                target=self._probe_and_reply,
-                args=(message,),
-                name=f"routeledger-probe-{self.handle.name}",
-                daemon=True,
-            ).start()
-            return None
-        raise TypeError(f"provider actor got an unknown message {type(message).__name__}")
+        match message:
+            case Ping():
+                return True
+            case ProbeRequested():
+                # The probe is I/O: run it beside the actor so that the mailbox never waits.
+                threading.Thread(
+                    target=self._probe_and_reply,
+                    args=(message,),
+                    name=f"routeledger-probe-{self.handle.name}",
+                    daemon=True,
+                ).start()
+            case _:
+                # A bug: let the actor crash, so that supervision restarts it and says why.
+                raise TypeError(f"provider actor got an unknown message {type(message).__name__}")
+        return None
 
     def _probe_and_reply(self, message: ProbeRequested) -> None:
         result = self.handle.probe(message.timeout_s, self._monotonic)

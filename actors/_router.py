@@ -1,28 +1,32 @@
-"""The supervisor's logic, free of threads: decide where each attempt goes, and record it.
+"""The router: where each attempt of a request goes, and the operator's changes to routing.
 
-:class:`Router` holds the routing state (priorities, rotations, pools, A/B tests, the mirror
-of every circuit, the retry budget, the route cache) and turns each decision and outcome into
-events handed to ``emit``. The :class:`~routeledger.actors.SupervisorActor` runs it on its
-own thread; the simulation runs it directly on virtual time. Either way it is only ever
-called from one thread at a time.
+:class:`Router` holds the routing state (priorities, rotations, pools, A/B tests, and a
+:class:`~routeledger.actors._circuit.CircuitMirror` per provider) and decides in fixed steps:
+scope (what constrains the request), preferences, a snapshot of every provider, the filters,
+the strategy's ranking, and the reservation of a slot. Each decision, made or not, is one
+``route.decided`` event; outcomes become events through :mod:`~routeledger.actors._recording`.
+The :class:`~routeledger.actors.SupervisorActor` runs it on its own thread; the simulation runs
+it directly on virtual time. Either way it is only ever called from one thread at a time.
 """
 
 from __future__ import annotations
 
 import random
-from collections import deque
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
+from routeledger.actors import _recording
 from routeledger.actors._abtests import ABTests
-from routeledger.actors._circuit import (
-    CLOSED,
-    HALF_OPEN,
-    OPEN,
-    Transition,
-    counts_against_health,
+from routeledger.actors._circuit import CircuitMirror, Transition
+from routeledger.actors._failover import RetryBudget, RetryBudgetExhausted
+from routeledger.actors._messages import (
+    Backoff,
+    Decision,
+    Outcome,
+    ProviderStats,
+    RequestEnded,
+    RouteQuery,
 )
-from routeledger.actors._messages import Backoff, Decision, Outcome, ProviderStats
 from routeledger.actors._strategies import (
     Candidate,
     Ranking,
@@ -34,34 +38,22 @@ from routeledger.actors._strategies import (
 from routeledger.events import (
     ABTestConfig,
     AllProvidersUnhealthy,
-    AttemptFailed,
     AttemptStarted,
-    AttemptSucceeded,
-    CircuitStateChanged,
     ConcurrencyLimitChanged,
     ConfigError,
     CostEstimate,
     Event,
-    FallbackExhausted,
-    FallbackSucceeded,
     NoCapableProvider,
     PoolConfig,
     PoolCreated,
     PriorityChanged,
     ProviderDisabled,
     ProviderFailed,
-    ProviderRecovered,
     ProviderRestarted,
-    ProviderUnhealthy,
-    RequestCompleted,
     RequestError,
-    RequestFailed,
-    RequestReceived,
-    RequestRejected,
     Requirements,
     RouteDecided,
     RouteResult,
-    RoutingError,
     RuntimeConfig,
     check_pool,
 )
@@ -70,29 +62,9 @@ from routeledger.events._types import CAPABILITIES
 if TYPE_CHECKING:
     from routeledger.actors._budget import Budget
     from routeledger.actors._clock import Clock
-    from routeledger.events import ModelSpec, ProviderConfig, Request, Response
+    from routeledger.events import ModelSpec, ProviderConfig, Request
 
-__all__ = ["Final", "RouteQuery", "Router"]
-
-
-class RouteQuery(NamedTuple):
-    """Everything about one request that routing depends on, fixed for all its attempts."""
-
-    request: Request
-    requirements: Requirements | None = None
-    preferred_provider: str | None = None
-    pool: str | None = None
-    ab_test: str | None = None
-
-
-class Final(NamedTuple):
-    """How a whole request ended; reported with its last attempt (or alone)."""
-
-    response: Response | None
-    error: Exception | None
-    attempts: int
-    latency_ms: float
-    failed_providers: tuple[str, ...] = ()
+__all__ = ["Router"]
 
 
 class _Scope(NamedTuple):
@@ -108,7 +80,7 @@ class _Scope(NamedTuple):
     exclude: list[str]
 
 
-class _Snapshot(NamedTuple):
+class _ProviderViews(NamedTuple):
     """What the filters and the strategy read of every provider, gathered once."""
 
     views: list[View]
@@ -138,17 +110,7 @@ def _preferred_order(
 class _Provider:
     """The router's record of one provider."""
 
-    __slots__ = (
-        "budget",
-        "circuit",
-        "config",
-        "disabled_reason",
-        "open_until",
-        "order",
-        "priority",
-        "probes_left",
-        "stats",
-    )
+    __slots__ = ("budget", "circuit", "config", "disabled_reason", "order", "priority", "stats")
 
     def __init__(
         self,
@@ -162,39 +124,8 @@ class _Provider:
         self.budget = budget
         self.stats = stats
         self.priority = config.priority
-        self.circuit = CLOSED
-        self.open_until: float | None = None
-        self.probes_left = 0
+        self.circuit = CircuitMirror()
         self.disabled_reason: str | None = None if config.enabled else "disabled by configuration"
-
-
-class _RetryBudget:
-    """Retries allowed: at least ``minimum`` a window, else ``ratio`` of recent requests."""
-
-    def __init__(self, ratio: float, minimum: int, window_s: float) -> None:
-        self.ratio = ratio
-        self.minimum = minimum
-        self.window_s = window_s
-        self._requests: deque[float] = deque()
-        self._retries: deque[float] = deque()
-
-    def _trim(self, now: float) -> None:
-        horizon = now - self.window_s
-        for q in (self._requests, self._retries):
-            while q and q[0] < horizon:
-                q.popleft()
-
-    def note_request(self, now: float) -> None:
-        # Trim here too: with no retry for hours, try_retry never runs to drop old entries.
-        self._trim(now)
-        self._requests.append(now)
-
-    def try_retry(self, now: float) -> bool:
-        self._trim(now)
-        if len(self._retries) >= max(self.minimum, self.ratio * len(self._requests)):
-            return False
-        self._retries.append(now)
-        return True
 
 
 class Router:
@@ -210,13 +141,14 @@ class Router:
         rng: random.Random,
         emit: Callable[[list[Event]], None],
         ready: Mapping[str, Callable[[], bool]] | None = None,
-        config_version: int = 1,
+        routing_version: int = 1,
     ) -> None:
         self.config = config
         self.clock = clock
         self.rng = rng
         self.emit = emit
-        self.config_version = config_version
+        self.routing_version = routing_version
+        """Counts the changes to routing (circuits, priorities, limits, pools, tests)."""
         self.providers: dict[str, _Provider] = {
             p.name: _Provider(p, i, budgets[p.name], stats[p.name])
             for i, p in enumerate(config.providers)
@@ -225,9 +157,7 @@ class Router:
         self.pools: dict[str, PoolConfig] = {}
         self._turns: dict[object, int] = {}
         self._swrr: dict[object, dict[str, float]] = {}
-        self._route_cache: dict[object, tuple[list[str], dict[str, str]]] = {}
-        self._cache_version = -1
-        self._retry_budget = _RetryBudget(
+        self._retry_budget = RetryBudget(
             config.failover.retry_budget_ratio,
             config.failover.retry_budget_min,
             config.failover.retry_budget_window_s,
@@ -245,10 +175,11 @@ class Router:
         return self.clock.time()
 
     def _bump(self) -> None:
-        """Record a change that invalidates cached routes."""
-        self.config_version += 1
+        """Count a change to routing (``route.decided`` events carry the count)."""
+        self.routing_version += 1
 
-    def _provider(self, name: str) -> _Provider:
+    def provider(self, name: str) -> _Provider:
+        """Return a provider's record; an unknown name is a ``RequestError``."""
         try:
             return self.providers[name]
         except KeyError:
@@ -290,53 +221,18 @@ class Router:
             if p.disabled_reason is None and p.config.model(model) is not None
         ]
 
-    def circuit_view(self, p: _Provider, now: float) -> str:
-        """Return the circuit as routing sees it: ``due`` when a probe may go through."""
-        if p.circuit == OPEN and p.open_until is not None and now >= p.open_until:
-            return "due" if p.probes_left > 0 else "half_open"
-        if p.circuit == HALF_OPEN:
-            return "due" if p.probes_left > 0 else "half_open"
-        return p.circuit
-
     # -- deciding ---------------------------------------------------------------------------
 
     def received(self, query: RouteQuery) -> None:
         """Record that a request arrived (called once, before its first decision)."""
-        r = query.request
         self._retry_budget.note_request(self.clock.monotonic())
         self.emit(
-            [
-                RequestReceived(
-                    ts=self._now(),
-                    request_id=r.request_id,
-                    model=r.model,
-                    stream=r.stream,
-                    messages=len(r.messages),
-                    estimated_input_tokens=r.estimated_input_tokens(),
-                    max_tokens=r.max_tokens,
-                    capabilities=sorted(r.needed_capabilities()),
-                    metadata=dict(r.metadata),
-                    deadline_s=r.deadline,
-                    preferred_provider=query.preferred_provider,
-                    pool=query.pool,
-                    ab_test=query.ab_test,
-                    prompt="\n".join(m.text() for m in r.messages) if self._include_text else None,
-                )
-            ]
+            [_recording.request_received(query, ts=self._now(), include_text=self._include_text)]
         )
 
     def rejected(self, request_id: str, error: Exception) -> None:
         """Record that a request was refused before any provider was tried."""
-        self.emit(
-            [
-                RequestRejected(
-                    ts=self._now(),
-                    request_id=request_id,
-                    error=type(error).__name__,
-                    message=str(error),
-                )
-            ]
-        )
+        self.emit([_recording.request_rejected(request_id, error, ts=self._now())])
 
     def decide(
         self,
@@ -365,8 +261,24 @@ class Router:
         preferred = self._preferences(query)
         snap = self._snapshot(request, scope.model, any_model, now)
 
-        def decided(dropped: dict[str, str], **why: Any) -> None:
-            self._decided(query, attempt, scope.strategy, dropped, None, scope.pool_name, **why)
+        def decided(
+            dropped: dict[str, str], *, reason: str = "", scores: dict[str, float] | None = None
+        ) -> None:
+            if not reason:
+                reason = "every candidate saturated" if scores else "no candidate left"
+            self.emit(
+                [
+                    self._route_decided(
+                        query,
+                        attempt,
+                        strategy=scope.strategy,
+                        pool=scope.pool_name,
+                        excluded=dict(dropped),
+                        scores=scores or {},
+                        reason=reason,
+                    )
+                ]
+            )
 
         kept, dropped = self._filter(scope, snap, banned, allow_open=False)
         panic = False
@@ -380,7 +292,7 @@ class Router:
             elif unhealthy:
                 decided(dropped)
                 raise AllProvidersUnhealthy(
-                    {n: self.providers[n].circuit for n in unhealthy},
+                    {n: self.providers[n].circuit.state for n in unhealthy},
                     request_id=request.request_id,
                 )
         if not kept:
@@ -405,7 +317,7 @@ class Router:
                 return Backoff(waiting[first], first)
         if attempt > 1 and not self._retry_budget.try_retry(now):
             decided(dropped, reason="retry budget exhausted")
-            raise _RetryBudgetExhausted(request.request_id)
+            raise RetryBudgetExhausted(request.request_id)
 
         rot_key = (scope.pool_name, scope.strategy)
         ranking, new_current = rank(
@@ -441,7 +353,21 @@ class Router:
             request_id=request.request_id,
         )
         budget = self.providers[chosen].budget
-        events: list[Event] = [self._route_event(query, attempt, route, scope.pool_name)]
+        events: list[Event] = [
+            self._route_decided(
+                query,
+                attempt,
+                strategy=route.strategy,
+                pool=scope.pool_name,
+                excluded=route.excluded,
+                scores=route.scores,
+                reason=route.reason,
+                chosen=route.provider,
+                model=route.model,
+                confidence=route.confidence,
+                alternatives=route.alternatives,
+            )
+        ]
         if reserve:
             events.append(
                 AttemptStarted(
@@ -495,15 +421,17 @@ class Router:
         if query.ab_test is not None:
             preferred.append(self.ab.provider_for(query.ab_test, request))
         if query.preferred_provider is not None:
-            self._provider(query.preferred_provider)  # an unknown name is the caller's error
+            self.provider(query.preferred_provider)  # an unknown name is the caller's error
             preferred.append(query.preferred_provider)
         if query.requirements is not None:
             preferred.extend(query.requirements.preferred_providers)
         return preferred
 
-    def _snapshot(self, request: Request, model: str, any_model: bool, now: float) -> _Snapshot:
+    def _snapshot(
+        self, request: Request, model: str, any_model: bool, now: float
+    ) -> _ProviderViews:
         """Gather what filtering and ranking read of every provider, once per decision."""
-        snap = _Snapshot([], {}, {}, {})
+        snap = _ProviderViews([], {}, {}, {})
         input_tokens = request.estimated_input_tokens()
         for name, p in self.providers.items():
             spec = p.config.model(model)
@@ -524,7 +452,7 @@ class Router:
                     down=down,
                     serves_model=spec is not None,
                     capabilities=spec.capabilities if spec is not None else frozenset(),
-                    circuit=self.circuit_view(p, now),
+                    circuit=p.circuit.view(now),
                     latency_ms=latency,
                     cost=cost,
                 )
@@ -532,33 +460,10 @@ class Router:
         return snap
 
     def _filter(
-        self, scope: _Scope, snap: _Snapshot, banned: frozenset[str], *, allow_open: bool
+        self, scope: _Scope, snap: _ProviderViews, banned: frozenset[str], *, allow_open: bool
     ) -> tuple[list[str], dict[str, str]]:
-        """Run the filters, through the route cache when the answer cannot depend on cost or
-        latency."""
-        key = None
-        if (
-            scope.max_cost is None
-            and scope.max_latency_ms is None
-            and self.config.cache.route_cache
-        ):
-            # What the filters read changes without a config change: readiness (an actor
-            # restarting), and circuit views (time makes an open circuit "due"; a probe
-            # taken makes a due one "half_open"). So both are part of the key.
-            states = tuple((v.down, v.circuit) for v in snap.views)
-            key = (
-                scope.model,
-                scope.required,
-                scope.pool_name,
-                tuple(scope.exclude),
-                banned,
-                allow_open,
-                states,
-            )
-            if self._cache_version == self.config_version and key in self._route_cache:
-                kept, dropped = self._route_cache[key]
-                return list(kept), dict(dropped)
-        kept, dropped = filter_candidates(
+        """Run the filters over the snapshot."""
+        return filter_candidates(
             snap.views,
             required=scope.required,
             members=frozenset(scope.pool.providers) if scope.pool is not None else None,
@@ -568,14 +473,8 @@ class Router:
             max_latency_ms=scope.max_latency_ms,
             allow_open=allow_open,
         )
-        if key is not None:
-            if self._cache_version != self.config_version:
-                self._route_cache.clear()
-                self._cache_version = self.config_version
-            self._route_cache[key] = (list(kept), dict(dropped))
-        return kept, dropped
 
-    def _candidate(self, name: str, snap: _Snapshot) -> Candidate:
+    def _candidate(self, name: str, snap: _ProviderViews) -> Candidate:
         p = self.providers[name]
         return Candidate(
             name=name,
@@ -598,186 +497,77 @@ class Router:
         """
         for name in order:
             p = self.providers[name]
-            due = self.circuit_view(p, now) == "due"
+            due = p.circuit.view(now) == "due"
             if p.budget.try_acquire():
                 if due:
-                    p.probes_left -= 1
+                    p.circuit.take_probe()
                 return name, due
             dropped[name] = f"saturated ({p.budget.in_flight}/{p.budget.limit} in flight)"
         return None, False
 
-    def _route_event(
-        self, query: RouteQuery, attempt: int, route: RouteResult, pool: str | None
+    def _route_decided(
+        self,
+        query: RouteQuery,
+        attempt: int,
+        *,
+        strategy: str,
+        pool: str | None,
+        excluded: dict[str, str],
+        scores: dict[str, float],
+        reason: str,
+        chosen: str | None = None,
+        model: str | None = None,
+        confidence: float = 0.0,
+        alternatives: list[str] | None = None,
     ) -> RouteDecided:
+        """Return the ``route.decided`` event of one decision, made (``chosen``) or not."""
         return RouteDecided(
             ts=self._now(),
             request_id=query.request.request_id,
-            strategy=route.strategy,
+            strategy=strategy,
             candidates=list(self.providers),
-            excluded=route.excluded,
-            scores=route.scores,
-            chosen=route.provider,
-            model=route.model,
-            reason=route.reason,
-            confidence=route.confidence,
-            alternatives=route.alternatives,
-            config_version=self.config_version,
+            excluded=excluded,
+            scores=scores,
+            chosen=chosen,
+            model=model,
+            reason=reason,
+            confidence=confidence,
+            alternatives=alternatives or [],
+            routing_version=self.routing_version,
             attempt=attempt,
             pool=pool,
         )
 
-    def _decided(
-        self,
-        query: RouteQuery,
-        attempt: int,
-        strategy: str,
-        dropped: dict[str, str],
-        chosen: str | None,
-        pool: str | None,
-        *,
-        reason: str = "",
-        scores: dict[str, float] | None = None,
-    ) -> None:
-        if not reason:
-            reason = "every candidate saturated" if scores else "no candidate left"
-        self.emit(
-            [
-                RouteDecided(
-                    ts=self._now(),
-                    request_id=query.request.request_id,
-                    strategy=strategy,
-                    candidates=list(self.providers),
-                    excluded=dict(dropped),
-                    scores=scores or {},
-                    chosen=chosen,
-                    reason=reason,
-                    config_version=self.config_version,
-                    attempt=attempt,
-                    pool=pool,
-                )
-            ]
-        )
-
     # -- outcomes ---------------------------------------------------------------------------
 
-    def finished(self, outcome: Outcome | None, final: Final | None, query: RouteQuery) -> None:
-        """Record an attempt's outcome and, with ``final``, the request's outcome."""
+    def finished(
+        self, outcome: Outcome | None, ended: RequestEnded | None, query: RouteQuery
+    ) -> None:
+        """Record an attempt's outcome and, with ``ended``, the request's end."""
         events: list[Event] = []
         ts = self._now()
         if outcome is not None:
-            if outcome.error is None:
-                usage = outcome.usage
-                events.append(
-                    AttemptSucceeded(
-                        ts=ts,
-                        request_id=outcome.request_id,
-                        attempt=outcome.attempt,
-                        provider=outcome.provider,
-                        model=outcome.model,
-                        latency_ms=outcome.latency_ms,
-                        ttft_ms=outcome.ttft_ms,
-                        input_tokens=usage.input_tokens if usage else 0,
-                        output_tokens=usage.output_tokens if usage else 0,
-                        cost=outcome.cost,
-                        stream=outcome.stream,
-                    )
+            events.append(_recording.attempt_event(outcome, ts=ts))
+        if ended is not None:
+            events.extend(
+                _recording.request_ended_events(
+                    query, ended, ts=ts, include_text=self._include_text
                 )
-            else:
-                err = outcome.error
-                events.append(
-                    AttemptFailed(
-                        ts=ts,
-                        request_id=outcome.request_id,
-                        attempt=outcome.attempt,
-                        provider=outcome.provider,
-                        model=outcome.model,
-                        error=type(err).__name__,
-                        message=err.message[:500],
-                        status=err.status,
-                        retry_after_s=err.retry_after_s,
-                        retryable=err.retryable,
-                        maybe_billed=err.maybe_billed,
-                        latency_ms=outcome.latency_ms,
-                        counts_against_health=counts_against_health(err),
-                    )
+            )
+            if query.ab_test is not None:
+                resp = ended.response
+                ab_outcome = self.ab.outcome(
+                    query.ab_test,
+                    query.request.request_id,
+                    ts=ts,
+                    latency_ms=ended.latency_ms,
+                    cost=resp.cost if resp is not None else None,
+                    error=resp is None,
                 )
-        if final is not None:
-            events.extend(self._final_events(query, final, ts))
+                if ab_outcome is not None:  # a cache hit was not routed under the test
+                    events.append(ab_outcome)
         if events:
             self.emit(events)
-
-    def _final_events(self, query: RouteQuery, final: Final, ts: float) -> list[Event]:
-        request = query.request
-        events: list[Event] = []
-        resp = final.response
-        if resp is not None:
-            if final.attempts > 1 and final.failed_providers:
-                events.append(
-                    FallbackSucceeded(
-                        ts=ts,
-                        request_id=request.request_id,
-                        provider=resp.provider,
-                        attempts=final.attempts,
-                        failed_providers=list(final.failed_providers),
-                    )
-                )
-            usage = resp.usage
-            events.append(
-                RequestCompleted(
-                    ts=ts,
-                    request_id=request.request_id,
-                    provider=resp.provider,
-                    model=resp.model,
-                    attempts=final.attempts,
-                    latency_ms=final.latency_ms,
-                    input_tokens=usage.input_tokens if usage else 0,
-                    output_tokens=usage.output_tokens if usage else 0,
-                    cost=resp.cost,
-                    finish_reason=resp.finish_reason,
-                    stream=request.stream,
-                    cached=resp.cached,
-                    response_text=resp.content if self._include_text else None,
-                )
-            )
-        else:
-            err = final.error
-            # Only routing giving up exhausts the fallbacks: an error that forbids failover
-            # (a bad request, a stream broken after its first chunk) never tried any.
-            if final.attempts > 0 and final.failed_providers and isinstance(err, RoutingError):
-                events.append(
-                    FallbackExhausted(
-                        ts=ts,
-                        request_id=request.request_id,
-                        attempts=final.attempts,
-                        providers=list(final.failed_providers),
-                        last_error=type(err).__name__ if err else "",
-                    )
-                )
-            events.append(
-                RequestFailed(
-                    ts=ts,
-                    request_id=request.request_id,
-                    model=request.model,
-                    error=type(err).__name__ if err else "Unknown",
-                    message=str(err)[:500] if err else "",
-                    attempts=final.attempts,
-                    latency_ms=final.latency_ms,
-                    provider=final.failed_providers[-1] if final.failed_providers else None,
-                    stream=request.stream,
-                )
-            )
-        if query.ab_test is not None:
-            outcome = self.ab.outcome(
-                query.ab_test,
-                request.request_id,
-                ts=ts,
-                latency_ms=final.latency_ms,
-                cost=resp.cost if resp is not None else None,
-                error=resp is None,
-            )
-            if outcome is not None:  # a cache hit was not routed under the test
-                events.append(outcome)
-        return events
 
     # -- health -----------------------------------------------------------------------------
 
@@ -789,55 +579,15 @@ class Router:
         fired = []
         if transition.prior is not None:  # a step the breaker took on the way: log it first
             fired = self.apply_health(provider, transition.prior)
-        p.circuit = transition.to_state
-        p.open_until = transition.open_until
-        p.probes_left = self.config.health.half_open_probes if transition.to_state != CLOSED else 0
+        p.circuit.apply(transition, half_open_probes=self.config.health.half_open_probes)
         self._bump()
-        ts = self._now()
-        events: list[Event] = [
-            CircuitStateChanged(
-                ts=ts,
-                provider=provider,
-                from_state=transition.from_state,
-                to_state=transition.to_state,
-                reason=transition.reason,
-                open_until=transition.open_until,
-                trips=transition.trips,
-            )
-        ]
-        if transition.from_state == CLOSED and transition.to_state == OPEN:
-            events.append(
-                ProviderUnhealthy(
-                    ts=ts, provider=provider, reason=transition.reason, evidence=transition.evidence
-                )
-            )
-            fired.append("provider_unhealthy")
-        elif transition.to_state == CLOSED:
-            events.append(
-                ProviderRecovered(
-                    ts=ts,
-                    provider=provider,
-                    reason=transition.reason,
-                    unhealthy_for_s=transition.unhealthy_for_s,
-                )
-            )
-            fired.append("provider_recovered")
-        if transition.failed:
-            events.append(
-                ProviderFailed(
-                    ts=ts,
-                    provider=provider,
-                    reason=f"circuit tripped {transition.trips} times without recovering",
-                    evidence=transition.evidence,
-                )
-            )
-            fired.append("provider_failed")
+        events, more = _recording.transition_events(provider, transition, ts=self._now())
         self.emit(events)
-        return fired
+        return fired + more
 
     def disable(self, provider: str, reason: str) -> None:
         """Take a provider out of service for good (restart intensity exceeded)."""
-        p = self._provider(provider)
+        p = self.provider(provider)
         if p.disabled_reason is not None:
             return
         p.disabled_reason = reason
@@ -860,7 +610,7 @@ class Router:
 
     def set_priority(self, provider: str, priority: int) -> None:
         """Change a provider's priority at once."""
-        p = self._provider(provider)
+        p = self.provider(provider)
         old, p.priority = p.priority, int(priority)
         self._bump()
         self.emit([PriorityChanged(ts=self._now(), provider=provider, old=old, new=p.priority)])
@@ -869,7 +619,7 @@ class Router:
         """Change a provider's concurrency budget at once."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError([f"concurrency limit for {provider!r} must be an int >= 1"])
-        p = self._provider(provider)
+        p = self.provider(provider)
         old = p.budget.set_limit(limit)
         self._bump()
         self.emit([ConcurrencyLimitChanged(ts=self._now(), provider=provider, old=old, new=limit)])
@@ -899,12 +649,5 @@ class Router:
         self._bump()
 
     def clear_cache(self) -> None:
-        """Drop every cached route."""
-        self._route_cache.clear()
-
-
-class _RetryBudgetExhausted(RoutingError):
-    """Internal: the retry budget refused another attempt."""
-
-    def __init__(self, request_id: str) -> None:
-        super().__init__("retry budget exhausted", request_id=request_id)
+        """Drop cached routes: there are none any more (``cache.route_cache`` is a no-op,
+        kept so that existing configurations load); kept for the public API."""

@@ -31,7 +31,11 @@ def peak_ewma(current: float | None, sample: float) -> float:
 
 
 class StatsTracker:
-    """Folds attempt outcomes into :class:`ProviderStats` (owned by one provider actor)."""
+    """Folds attempt outcomes into :class:`ProviderStats`.
+
+    One per provider, on its handle: the thread that saw an outcome folds it in, under the
+    handle's lock; the router reads the published stats.
+    """
 
     __slots__ = ("stats",)
 

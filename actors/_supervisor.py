@@ -3,7 +3,8 @@
 It runs a :class:`~routeledger.actors._router.Router` on its own thread: a request's caller
 asks it once per attempt for a decision (which also reserves the slot) and tells it how the
 attempt ended. The health actor tells it circuit transitions to apply. Every event it makes
-goes to the log writer and to the callback bus, in the order it made them.
+goes to the log writer and to the callback bus, in the order it made them. Its messages are
+``SupervisorMessage`` in :mod:`~routeledger.actors._protocol`.
 
 Supervision follows OTP: a provider actor that dies (a raising message handler, or an
 ``on_start`` that fails) is restarted, at most ``max_restarts`` times within
@@ -17,74 +18,72 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from routeledger.actors._health import ApplyHealth
-from routeledger.actors._provider import ProviderCrashed, RecordOutcomes
+from routeledger.actors._messages import RequestEnded
+from routeledger.actors._protocol import (
+    Append,
+    ApplyHealth,
+    AssignABVariant,
+    CheckABTest,
+    ClearRoutes,
+    CreatePool,
+    DecideAttempt,
+    DescribeProvider,
+    DisabledProviders,
+    EstimateCosts,
+    FindCapable,
+    ProviderCrashed,
+    RecordABMetrics,
+    RecordCacheHit,
+    RecordEvents,
+    RecordOutcomes,
+    RecordRejected,
+    ReportAttempt,
+    SendPending,
+    SetLimit,
+    SetPriority,
+    SetupABTest,
+    SupervisorMessage,
+    Sync,
+    UseHealth,
+)
 
 if TYPE_CHECKING:
     from routeledger.actors._bus import EventBus
     from routeledger.actors._clock import Clock
-    from routeledger.actors._messages import Backoff, Decision, Outcome
+    from routeledger.actors._health import HealthActor
+    from routeledger.actors._messages import Outcome
     from routeledger.actors._provider import ProviderHandle
-    from routeledger.actors._router import Final, RouteQuery, Router
+    from routeledger.actors._router import Router
+    from routeledger.actors._writer import LogWriterActor
     from routeledger.events import Event
 
-__all__ = [
-    "BufferedEmitter",
-    "Command",
-    "DecideAttempt",
-    "Notify",
-    "ReportAttempt",
-    "SupervisorActor",
-    "UseHealth",
-]
+__all__ = ["BufferedEmitter", "SupervisorActor"]
 
 log = logging.getLogger("routeledger")
 
 BATCH_MAX = 256
 """Outcomes gathered at most before they go to the health actor regardless of load."""
 
-
-class DecideAttempt(NamedTuple):
-    """Ask: choose and reserve a provider for an attempt (``first``: record the arrival)."""
-
-    query: RouteQuery
-    attempt: int
-    tried: dict[str, int]
-    banned: frozenset[str]
-    first: bool
-    reserve: bool = True
-    any_model: bool = False
-    not_before: dict[str, float] | None = None
-
-
-class ReportAttempt(NamedTuple):
-    """Tell: an attempt ended (``outcome``), and maybe the whole request (``final``)."""
-
-    query: RouteQuery
-    outcome: Outcome | None
-    final: Final | None
-
-
-class UseHealth(NamedTuple):
-    """Tell: forward attempt outcomes to this health actor."""
-
-    health: pykka.ActorRef[Any]
-
-
-class Command(NamedTuple):
-    """Ask: run ``fn(router)`` on the supervisor's thread and return its result."""
-
-    fn: Callable[[Router], Any]
-
-
-class Notify(NamedTuple):
-    """Tell: run ``fn(router)`` on the supervisor's thread; a failure is only logged."""
-
-    fn: Callable[[Router], Any]
+_QUESTIONS = (
+    SetPriority,
+    SetLimit,
+    CreatePool,
+    SetupABTest,
+    AssignABVariant,
+    RecordABMetrics,
+    CheckABTest,
+    FindCapable,
+    EstimateCosts,
+    DescribeProvider,
+    DisabledProviders,
+    ClearRoutes,
+    Sync,
+)
+"""The asks of callers other than requests: what they made is sent at once, not batched."""
 
 
 class SupervisorActor(pykka.ThreadingActor):
@@ -116,7 +115,7 @@ class SupervisorActor(pykka.ThreadingActor):
         self._restarts: dict[str, deque[float]] = {}
         self._emit = emit
         self._outcomes: list[Outcome] = []
-        self.health: pykka.ActorRef[Any] | None = None
+        self.health: pykka.ActorRef[HealthActor] | None = None
         self._flusher = _Flusher(self.actor_ref, flush_interval_s)
 
     def on_receive(self, message: Any) -> Any:
@@ -130,7 +129,7 @@ class SupervisorActor(pykka.ThreadingActor):
         try:
             return self._handle(message)
         finally:
-            if type(message) is Command or len(self._outcomes) >= BATCH_MAX:
+            if isinstance(message, _QUESTIONS) or len(self._outcomes) >= BATCH_MAX:
                 self._send()
             elif (self._emit is not None and self._emit.pending) or self._outcomes:
                 self._flusher.request()
@@ -160,45 +159,84 @@ class SupervisorActor(pykka.ThreadingActor):
                 except pykka.ActorDeadError:
                     log.error("health actor is gone; %d outcomes not observed", len(outcomes))
 
-    def _handle(self, message: Any) -> Any:
+    def _handle(self, message: SupervisorMessage) -> Any:
         """Handle one message; tells never raise."""
         router = self.router
-        kind = type(message)
-        if kind is DecideAttempt:
-            if message.first:
-                router.received(message.query)
-            decision: Decision | Backoff | None = router.decide(
-                message.query,
-                attempt=message.attempt,
-                tried=message.tried,
-                banned=message.banned,
-                reserve=message.reserve,
-                any_model=message.any_model,
-                not_before=message.not_before,
-            )
-            return decision
-        if kind is Command:
-            return message.fn(router)
-        try:
-            if kind is ReportAttempt:
-                router.finished(message.outcome, message.final, message.query)
-                if message.outcome is not None:
-                    self._outcomes.append(message.outcome)
-            elif kind is UseHealth:
-                self.health = message.health
-            elif kind is _SendPending:
-                self._send()
-            elif kind is Notify:
-                message.fn(router)
-            elif kind is ApplyHealth:
-                router.apply_health(message.provider, message.transition)
-            elif kind is ProviderCrashed:
-                self._crashed(message.provider, message.reason)
-            else:
-                log.error("supervisor got an unknown message %s", kind.__name__)
-        except Exception:
-            log.exception("supervisor: handling %s failed", kind.__name__)
+        match message:
+            case DecideAttempt():
+                if message.first:
+                    router.received(message.query)
+                return router.decide(
+                    message.query,
+                    attempt=message.attempt,
+                    tried=message.tried,
+                    banned=message.banned,
+                    reserve=message.reserve,
+                    any_model=message.any_model,
+                    not_before=message.not_before,
+                )
+            case SetPriority(provider, priority):
+                return router.set_priority(provider, priority)
+            case SetLimit(provider, limit):
+                return router.set_limit(provider, limit)
+            case CreatePool(pool):
+                return router.create_pool(pool)
+            case SetupABTest(test):
+                return router.setup_ab_test(test)
+            case AssignABVariant(name, key):
+                return router.ab.assign(name, key=key)
+            case RecordABMetrics(name, variant, latency_ms, cost, error):
+                return router.ab.record(
+                    name, variant, latency_ms=latency_ms, cost=cost, error=error
+                )
+            case CheckABTest(name):
+                router.ab.get(name)
+                return None
+            case FindCapable(model):
+                return router.find_capable(model)
+            case EstimateCosts(request):
+                return router.estimate_costs(request)
+            case DescribeProvider(provider):
+                return router.provider(provider).priority
+            case DisabledProviders():
+                return {
+                    n: p.disabled_reason for n, p in router.providers.items() if p.disabled_reason
+                }
+            case ClearRoutes():
+                return router.clear_cache()
+            case Sync():
+                return None
+        self._told(message)
         return None
+
+    def _told(self, message: SupervisorMessage) -> None:
+        """Handle a tell; a failure is logged, never raised (it would kill the actor)."""
+        router = self.router
+        try:
+            match message:
+                case ReportAttempt(query, outcome, ended):
+                    router.finished(outcome, ended, query)
+                    if outcome is not None:
+                        self._outcomes.append(outcome)
+                case RecordRejected(request_id, error):
+                    router.rejected(request_id, error)
+                case RecordCacheHit(query, response):
+                    router.received(query)
+                    router.finished(None, RequestEnded(response, None, 0, 0.0), query)
+                case RecordEvents(events):
+                    router.emit(list(events))
+                case ApplyHealth(provider, transition):
+                    router.apply_health(provider, transition)
+                case ProviderCrashed(provider, reason):
+                    self._crashed(provider, reason)
+                case UseHealth(health):
+                    self.health = health
+                case SendPending():
+                    self._send()
+                case _:
+                    log.error("supervisor got an unknown message %s", type(message).__name__)
+        except Exception:
+            log.exception("supervisor: handling %s failed", type(message).__name__)
 
     def _crashed(self, provider: str, reason: str) -> None:
         router = self.router
@@ -225,17 +263,13 @@ class SupervisorActor(pykka.ThreadingActor):
             router.disable(provider, f"restart failed: {type(exc).__name__}: {exc}")
 
 
-class _SendPending(NamedTuple):
-    """Tell (from the flusher): send the events and outcomes gathered so far."""
-
-
 class _Flusher:
     """Tells the supervisor to send what it gathered, ``interval_s`` after it asked.
 
     One daemon thread per supervisor; idle (no wake-ups at all) while nothing is pending.
     """
 
-    def __init__(self, ref: pykka.ActorRef[Any], interval_s: float) -> None:
+    def __init__(self, ref: pykka.ActorRef[SupervisorActor], interval_s: float) -> None:
         self._ref = ref
         self._interval_s = interval_s
         self._wanted = threading.Event()
@@ -263,7 +297,7 @@ class _Flusher:
             time.sleep(self._interval_s)  # batching I/O: real time, not the injected clock
             self._wanted.clear()
             try:
-                self._ref.tell(_SendPending())
+                self._ref.tell(SendPending())
             except pykka.ActorDeadError:
                 return
 
@@ -272,10 +306,7 @@ class BufferedEmitter:
     """What the router emits through: events gather during one supervisor message, then go
     to the log writer in one tell (and to the callbacks), in the order they were made."""
 
-    def __init__(self, writer: pykka.ActorRef[Any], bus: EventBus) -> None:
-        from routeledger.actors._writer import Append
-
-        self._append = Append
+    def __init__(self, writer: pykka.ActorRef[LogWriterActor], bus: EventBus) -> None:
         self._tell = writer.tell
         self._publish = bus.publish
         self._pending: list[Event] = []
@@ -294,7 +325,7 @@ class BufferedEmitter:
             return
         events, self._pending = self._pending, []
         try:
-            self._tell(self._append(events))
+            self._tell(Append(events))
         except pykka.ActorDeadError:
             log.error("log writer is gone; %d events not recorded", len(events))
         self._publish(events)

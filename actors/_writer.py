@@ -17,10 +17,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from routeledger.actors._protocol import (
+    Append,
+    Flush,
+    GetABResults,
+    GetMetrics,
+    GetUsage,
+    WriterMessage,
+)
 from routeledger.events import Event, EventsDropped, Projections, StoreError
 from routeledger.store import EventNotStorable
 
@@ -29,28 +37,12 @@ if TYPE_CHECKING:
     from routeledger.events import LogConfig
     from routeledger.store import EventStore
 
-__all__ = ["Append", "EventWriter", "Flush", "LogWriterActor", "Query"]
+__all__ = ["Append", "EventWriter", "Flush", "LogWriterActor"]
 
 log = logging.getLogger("routeledger")
 
 RETRY_MIN_S = 0.05
 RETRY_MAX_S = 2.0
-
-
-class Append(NamedTuple):
-    """Append these events (a tell)."""
-
-    events: list[Event]
-
-
-class Flush(NamedTuple):
-    """Commit everything received so far (an ask); raises the store's error if it fails."""
-
-
-class Query(NamedTuple):
-    """Run ``fn(projections)`` after committing what is pending (an ask)."""
-
-    fn: Callable[[Projections], Any]
 
 
 class EventWriter:
@@ -171,27 +163,37 @@ class LogWriterActor(pykka.ThreadingActor):
         super().__init__()
         self.writer = writer
 
-    def on_receive(self, message: Any) -> Any:
-        """Handle one message; an ``Append`` (a tell) never raises."""
-        kind = type(message)
+    def on_receive(self, message: WriterMessage) -> Any:
+        """Handle one message; an ``Append`` (a tell) never raises.
+
+        A question about the figures first commits what is pending (without waiting out a
+        failing store's backoff), so that it sees every event received before it.
+        """
         writer = self.writer
-        if kind is Append:
-            try:
-                writer.add(message.events)
-                if writer.full or self.actor_inbox.empty():
-                    writer.commit()
-            except Exception:
-                log.exception("log writer: unexpected failure")
-            return None
-        if kind is Flush:
-            if not writer.commit(force=True):
-                assert writer.error is not None
-                raise writer.error
-            return True
-        if kind is Query:
-            writer.commit()
-            return message.fn(writer.projections)
-        raise TypeError(f"log writer got an unknown message {kind.__name__}")
+        match message:
+            case Append(events):
+                try:
+                    writer.add(events)
+                    if writer.full or self.actor_inbox.empty():
+                        writer.commit()
+                except Exception:
+                    log.exception("log writer: unexpected failure")
+                return None
+            case Flush():
+                if not writer.commit(force=True):
+                    assert writer.error is not None
+                    raise writer.error
+                return True
+            case GetMetrics():
+                writer.commit()
+                return writer.projections.metrics.snapshot()
+            case GetUsage(period, now):
+                writer.commit()
+                return writer.projections.usage.report(period, now=now)
+            case GetABResults(name):
+                writer.commit()
+                return writer.projections.ab.results(name)
+        raise TypeError(f"log writer got an unknown message {type(message).__name__}")
 
     def on_stop(self) -> None:
         """Write what is left before stopping."""

@@ -114,7 +114,9 @@ class RouteDecided(Event, frozen=True, tag="route.decided"):
     reason: str = ""
     confidence: float = 0.0
     alternatives: list[str] = []
-    config_version: int = 0
+    routing_version: int = msgspec.field(default=0, name="config_version")
+    """Counts the changes to routing (circuits, priorities, limits, pools, A/B tests) made
+    before this decision. Stored under its first name, ``config_version``."""
     attempt: int = 1
     pool: str | None = None
 
@@ -337,6 +339,8 @@ class ConfigurationApplied(Event, frozen=True, tag="config.applied"):
     """A configuration took effect; ``summary`` is the configuration without secrets."""
 
     config_version: int
+    """Which configuration this is in the log's sequence of configurations (unlike
+    ``route.decided``'s field of the same stored name, which counts routing changes)."""
     digest: str
     providers: list[str]
     strategy: str

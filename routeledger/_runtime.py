@@ -1,9 +1,11 @@
 """The :class:`Runtime` facade: start the actors, route requests through them, report figures.
 
-A request costs the caller one ``ask`` of the supervisor per attempt (the decision, with the
-slot reserved) and two ``tell``\\ s afterwards (the outcome to the supervisor and to the
-provider actor). The HTTP call runs on the caller's own thread, through the provider's
-adapter; async callers get a bounded pool of worker threads, so the event loop never blocks.
+A request runs on the caller's thread through the
+:class:`~routeledger._interpreter.ThreadedInterpreter`: one ``ask`` of the supervisor per
+attempt (the decision, with the slot reserved), the HTTP call through the provider's adapter,
+and one ``tell`` of the outcome. Async callers get a bounded pool of worker threads, so the
+event loop never blocks. Everything else here is the public API: operator changes and
+questions are named messages to the supervisor, figures are questions to the log writer.
 """
 
 from __future__ import annotations
@@ -19,48 +21,55 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import Any
 
 import msgspec
 import pykka
 
-from routeledger._answer import StreamedAnswer
 from routeledger._cache import ResponseCache, cache_key
+from routeledger._interpreter import ASK_TIMEOUT_S, ThreadedInterpreter
 from routeledger.actors._budget import Budget, CapacitySignal
 from routeledger.actors._bus import EventBus
 from routeledger.actors._clock import Clock, SystemClock
-from routeledger.actors._failover import (
-    AwaitCapacity,
-    Call,
-    Decide,
-    Report,
-    Sleep,
-    Success,
-    drive,
-)
-from routeledger.actors._health import SNAPSHOT, TICK, HealthActor
-from routeledger.actors._messages import Decision, Outcome
-from routeledger.actors._provider import (
-    PING as _PING,
+from routeledger.actors._health import HealthActor
+from routeledger.actors._messages import RouteQuery
+from routeledger.actors._protocol import (
+    PING,
+    SYNC,
+    TICK,
+    AssignABVariant,
+    CheckABTest,
+    ClearRoutes,
+    CreatePool,
+    DecideAttempt,
+    DescribeProvider,
+    DisabledProviders,
+    EstimateCosts,
+    FindCapable,
+    Flush,
+    GetABResults,
+    GetHealth,
+    GetMetrics,
+    GetUsage,
+    ProbeResult,
+    RecordABMetrics,
+    RecordCacheHit,
+    RecordEvents,
+    RecordRejected,
+    SetLimit,
+    SetPriority,
+    SetupABTest,
+    UseHealth,
 )
 from routeledger.actors._provider import (
     AdapterFactory,
-    ProbeResult,
     ProviderActor,
     ProviderHandle,
     default_adapter_factory,
 )
-from routeledger.actors._router import Final, RouteQuery, Router
-from routeledger.actors._supervisor import (
-    BufferedEmitter,
-    Command,
-    DecideAttempt,
-    Notify,
-    ReportAttempt,
-    SupervisorActor,
-    UseHealth,
-)
-from routeledger.actors._writer import EventWriter, Flush, LogWriterActor, Query
+from routeledger.actors._router import Router
+from routeledger.actors._supervisor import BufferedEmitter, SupervisorActor
+from routeledger.actors._writer import EventWriter, LogWriterActor
 from routeledger.events import (
     ABAssignment,
     ABTestConfig,
@@ -71,8 +80,6 @@ from routeledger.events import (
     HealthProbed,
     PoolConfig,
     ProviderConfig,
-    ProviderConnectError,
-    ProviderError,
     ProviderHealth,
     ProviderMetrics,
     Request,
@@ -83,26 +90,16 @@ from routeledger.events import (
     RoutingError,
     RuntimeConfig,
     StoreError,
-    StreamCancelled,
     StreamChunk,
-    StreamInterrupted,
     UsageReport,
     validate_config,
     validate_request,
 )
 from routeledger.store import EventStore, MemoryStore, SQLiteStore
 
-if TYPE_CHECKING:
-    from routeledger.actors._wire import WireAdapter
-
 __all__ = ["Runtime"]
 
 log = logging.getLogger("routeledger")
-
-ASK_TIMEOUT_S = 30.0
-"""How long a caller waits for an actor's answer before calling the runtime broken."""
-
-T = TypeVar("T")
 
 _OPEN: weakref.WeakSet[Runtime] = weakref.WeakSet()
 """Runtimes not closed yet: closed (so their logs are flushed) when the interpreter exits."""
@@ -115,14 +112,6 @@ def _close_open_runtimes() -> None:
             rt.close()
         except Exception:
             log.exception("closing a runtime at exit failed")
-
-
-class _Primed(NamedTuple):
-    """A stream whose first chunk has arrived (so failover is no longer possible)."""
-
-    first: StreamChunk
-    rest: Iterator[StreamChunk]
-    ttft_ms: float
 
 
 def _config_summary(config: RuntimeConfig) -> dict[str, Any]:
@@ -207,6 +196,7 @@ class Runtime:
         self.config = config
         self._clock = clock
         self._closed = False
+        self._closed_flag = threading.Event()
         self._close_lock = threading.Lock()
         self._environ = environ
         self._adapter_factory = adapter_factory
@@ -231,8 +221,6 @@ class Runtime:
         )
         self._bus = EventBus()
         self._signal = CapacitySignal()
-        self._waiting = 0
-        self._waiting_lock = threading.Lock()
 
         self._writer = LogWriterActor.start(
             EventWriter(self._store, config=config.log, clock=clock, on_error=self._on_store_error)
@@ -256,7 +244,6 @@ class Runtime:
             p.name: ProviderHandle(p, Budget(p.max_concurrency, self._signal))
             for p in config.providers
         }
-        self._timeouts = {p.name: p.timeout_s for p in config.providers}
         router = Router(
             config,
             budgets={n: h.budget for n, h in self._handles.items()},
@@ -283,6 +270,15 @@ class Runtime:
             active=active_health_checks,
         )
         self._supervisor.tell(UseHealth(self._health))
+        self._requests = ThreadedInterpreter(
+            supervisor=self._supervisor,
+            handles=self._handles,
+            signal=self._signal,
+            failover=config.failover,
+            clock=clock,
+            rng=self.rng,
+            closed=self._closed_flag,
+        )
         for name in self._handles:
             self._start_provider(name)
         for handle in self._handles.values():
@@ -290,7 +286,7 @@ class Runtime:
             if ref is None:
                 continue
             try:  # wait until on_start ran (a failure there is handled by supervision)
-                ref.ask(_PING, timeout=ASK_TIMEOUT_S)
+                ref.ask(PING, timeout=ASK_TIMEOUT_S)
             except (pykka.ActorDeadError, pykka.Timeout):
                 pass
         # Only a fully built runtime can be closed at exit: one whose start failed (a newer
@@ -308,7 +304,7 @@ class Runtime:
             adapter_factory=self._adapter_factory,
         )
 
-    def _provider_refs(self) -> dict[str, pykka.ActorRef[Any]]:
+    def _provider_refs(self) -> dict[str, pykka.ActorRef[ProviderActor]]:
         return {n: h.actor_ref for n, h in self._handles.items() if h.actor_ref is not None}
 
     def _on_store_error(self, error: StoreError | None) -> None:
@@ -326,9 +322,15 @@ class Runtime:
             if self._closed:
                 return
             self._closed = True
+            self._closed_flag.set()
             _OPEN.discard(self)
         self._executor.shutdown(wait=True, cancel_futures=True)
-        for ref in (self._health, *self._provider_refs().values(), self._supervisor):
+        refs: list[pykka.ActorRef[Any]] = [
+            self._health,
+            *self._provider_refs().values(),
+            self._supervisor,
+        ]
+        for ref in refs:
             try:
                 ref.stop(block=True, timeout=ASK_TIMEOUT_S)
             except (pykka.ActorDeadError, pykka.Timeout):
@@ -358,14 +360,10 @@ class Runtime:
         except pykka.Timeout:
             raise RoutingError(f"no answer from an actor within {ASK_TIMEOUT_S:g} s") from None
 
-    def _command(self, fn: Callable[[Router], T]) -> T:
+    def _ask_supervisor(self, message: Any) -> Any:
+        """Ask the supervisor ``message`` (an operator change or question) on an open runtime."""
         self._check_open()
-        result: T = self._ask(self._supervisor, Command(fn))
-        return result
-
-    def _query(self, fn: Callable[[Any], T]) -> T:
-        result: T = self._ask(self._writer, Query(fn))
-        return result
+        return self._ask(self._supervisor, message)
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -382,23 +380,9 @@ class Runtime:
             validate_request(request)
         except RequestError as exc:
             rid = str(getattr(request, "request_id", ""))
-            error = exc
-            self._supervisor.tell(Notify(lambda r: r.rejected(rid, error)))
+            self._supervisor.tell(RecordRejected(rid, exc))
             raise
         return RouteQuery(request, requirements, preferred_provider, pool, ab_test)
-
-    def _driver(self, query: RouteQuery) -> Any:
-        now = self._clock.monotonic()
-        budget_s = query.request.deadline or self.config.failover.default_deadline_s
-        return drive(
-            query,
-            failover=self.config.failover,
-            timeouts=self._timeouts,
-            clock=self._clock,
-            rng=self.rng,
-            started=now,
-            deadline_at=now + budget_s if budget_s else float("inf"),
-        )
 
     def complete(
         self,
@@ -433,108 +417,12 @@ class Runtime:
                 response = msgspec.structs.replace(
                     hit, request_id=request.request_id, cached=True, latency_ms=0.0, attempts=0
                 )
-                served = functools.partial(_served_from_cache, query, response)
-                self._supervisor.tell(Notify(served))
+                self._supervisor.tell(RecordCacheHit(query, response))
                 return response
-        response = self._execute(self._driver(query), query)
-        assert isinstance(response, Response)
+        response = self._requests.complete(query)
         if self._cache is not None and key is not None:
             self._cache.put(key, response)
         return response
-
-    def _execute(self, gen: Any, query: RouteQuery) -> Any:
-        """Perform the driver's effects for real until it returns or raises."""
-        send: Any = None
-        throw: BaseException | None = None
-        first = True
-        seen = 0  # capacity generation before the last decision: no release is missed
-        supervisor = self._supervisor
-        while True:
-            try:
-                effect = gen.throw(throw) if throw is not None else gen.send(send)
-            except StopIteration as stop:
-                return stop.value
-            send = throw = None
-            kind = type(effect)
-            try:
-                if kind is Decide:
-                    seen = self._signal.generation
-                    send = self._ask(
-                        supervisor,
-                        DecideAttempt(
-                            query,
-                            effect.attempt,
-                            effect.tried,
-                            effect.banned,
-                            first,
-                            not_before=effect.not_before,
-                        ),
-                    )
-                    first = False
-                elif kind is Call:
-                    send = self._call(effect.decision, query.request, effect.timeout_s)
-                elif kind is Report:
-                    self._report(effect.outcome, effect.final, query)
-                elif kind is Sleep:
-                    self._clock.sleep(effect.seconds)
-                elif kind is AwaitCapacity:
-                    send = self._await_capacity(seen, effect.timeout_s)
-            except Exception as exc:
-                throw = exc
-
-    def _call(self, decision: Decision, request: Request, timeout_s: float) -> Any:
-        wire = self._handles[decision.route.provider].wire
-        primed = False
-        try:
-            if wire is None:
-                raise ProviderConnectError(
-                    "provider actor is not running", provider=decision.route.provider
-                )
-            if not request.stream:
-                return wire.complete(request, decision.model, timeout_s=timeout_s)
-            result = self._open_stream(wire, decision, request, timeout_s)
-            primed = True
-            return result
-        finally:
-            if not primed:
-                decision.budget.release()
-
-    def _open_stream(
-        self, wire: WireAdapter, decision: Decision, request: Request, timeout_s: float
-    ) -> _Primed:
-        start = self._clock.monotonic()
-        it = wire.stream(request, decision.model, timeout_s=timeout_s)
-        try:
-            first = next(it)
-        except StopIteration:
-            raise StreamInterrupted(
-                "stream ended before its first chunk", provider=decision.route.provider
-            ) from None
-        except BaseException:
-            close = getattr(it, "close", None)
-            if close is not None:
-                close()
-            raise
-        return _Primed(first, it, (self._clock.monotonic() - start) * 1000.0)
-
-    def _report(self, outcome: Outcome | None, final: Final | None, query: RouteQuery) -> None:
-        if outcome is not None:
-            self._handles[outcome.provider].record(outcome)
-        try:
-            self._supervisor.tell(ReportAttempt(query, outcome, final))
-        except pykka.ActorDeadError:
-            log.error("supervisor is gone; outcome of %s not recorded", query.request.request_id)
-
-    def _await_capacity(self, seen: int, timeout_s: float) -> bool:
-        with self._waiting_lock:
-            if self._waiting >= self.config.failover.max_queue:
-                return False
-            self._waiting += 1
-        try:
-            return self._signal.wait(seen, timeout_s)
-        finally:
-            with self._waiting_lock:
-                self._waiting -= 1
 
     def stream(
         self,
@@ -553,96 +441,7 @@ class Runtime:
         if not request.stream:
             request = msgspec.structs.replace(request, stream=True)
         query = self._prepare(request, preferred_provider, requirements, pool, ab_test)
-        return self._stream(query)
-
-    def _stream(self, query: RouteQuery) -> Iterator[StreamChunk]:
-        success = self._execute(self._driver(query), query)
-        assert isinstance(success, Success)
-        primed: _Primed = success.value
-        decision = success.decision
-        request = query.request
-        provider = decision.route.provider
-        answer = StreamedAnswer(decision.model)
-
-        def attempt_ms() -> float:
-            return (self._clock.monotonic() - success.attempt_started) * 1000.0
-
-        def total_ms() -> float:
-            return (self._clock.monotonic() - success.started) * 1000.0
-
-        def report(error: ProviderError | None, response: Response | None) -> None:
-            failed = success.failed_providers
-            if error is not None and not isinstance(error, StreamCancelled):
-                failed = (*failed, provider)
-            outcome = Outcome(
-                request_id=request.request_id,
-                attempt=decision.attempt,
-                provider=provider,
-                model=decision.model.name,
-                latency_ms=attempt_ms(),
-                ts=self._clock.time(),
-                error=error,
-                usage=answer.usage,
-                cost=answer.cost,
-                ttft_ms=primed.ttft_ms,
-                stream=True,
-                probe=decision.probe,
-            )
-            self._report(
-                outcome, Final(response, error, decision.attempt, total_ms(), failed), query
-            )
-
-        try:
-            chunk = primed.first
-            while True:
-                answer.add(chunk)
-                yield chunk
-                try:
-                    chunk = next(primed.rest)
-                except StopIteration:
-                    break
-        except GeneratorExit:
-            # A caller that stops once the final chunk (finish reason and usage) arrived has
-            # the whole answer: it completed, and is recorded (and billed) as such below.
-            if answer.finish_reason is None:
-                report(
-                    StreamCancelled(
-                        "the caller stopped reading the stream",
-                        provider=provider,
-                        request_id=request.request_id,
-                    ),
-                    None,
-                )
-                raise
-        except ProviderError as exc:
-            err = (
-                exc
-                if isinstance(exc, StreamInterrupted)
-                else StreamInterrupted(
-                    f"stream broke after its first chunk: {type(exc).__name__}: {exc.message}",
-                    provider=provider,
-                    request_id=request.request_id,
-                    status=exc.status,
-                )
-            )
-            err.provider = err.provider or provider
-            err.request_id = err.request_id or request.request_id
-            report(err, None)
-            raise err from (exc if err is not exc else None)
-        finally:
-            close = getattr(primed.rest, "close", None)
-            if close is not None:
-                close()
-            decision.budget.release()
-        report(
-            None,
-            answer.response(
-                provider=provider,
-                request_id=request.request_id,
-                latency_ms=attempt_ms(),
-                attempts=decision.attempt,
-            ),
-        )
+        return self._requests.stream(query)
 
     async def acomplete(
         self,
@@ -709,12 +508,14 @@ class Runtime:
 
     def find_capable_providers(self, model: str) -> list[str]:
         """Return the providers serving ``model``."""
-        return self._command(lambda r: r.find_capable(model))
+        providers: list[str] = self._ask_supervisor(FindCapable(model))
+        return providers
 
     def estimate_cost(self, request: Request) -> dict[str, CostEstimate]:
         """Return the estimated cost of ``request`` on each provider serving its model."""
         validate_request(request)
-        return self._command(lambda r: r.estimate_costs(request))
+        estimates: dict[str, CostEstimate] = self._ask_supervisor(EstimateCosts(request))
+        return estimates
 
     # -- providers --------------------------------------------------------------------------
 
@@ -727,18 +528,18 @@ class Runtime:
         handle = self._handles.get(name)
         if handle is None:
             raise RequestError(f"unknown provider {name!r}")
-        priority = self._command(lambda r: r.providers[name].priority)
+        priority = self._ask_supervisor(DescribeProvider(name))
         return msgspec.structs.replace(
             handle.config, priority=priority, max_concurrency=handle.budget.limit
         )
 
     def set_provider_priority(self, provider: str, priority: int) -> None:
         """Change a provider's priority (higher is preferred); recorded as an event."""
-        self._command(lambda r: r.set_priority(provider, priority))
+        self._ask_supervisor(SetPriority(provider, priority))
 
     def set_concurrent_limit(self, provider: str, limit: int) -> None:
         """Change a provider's concurrency budget at once; recorded as an event."""
-        self._command(lambda r: r.set_limit(provider, limit))
+        self._ask_supervisor(SetLimit(provider, limit))
 
     def get_active_requests(self, provider: str | None = None) -> int | dict[str, int]:
         """Return requests in flight: for one provider, or a dict of all."""
@@ -751,10 +552,8 @@ class Runtime:
 
     def get_provider_health(self) -> dict[str, ProviderHealth]:
         """Return every provider's health (``disabled`` for providers taken out of service)."""
-        health: dict[str, ProviderHealth] = self._ask(self._health, SNAPSHOT)
-        disabled = self._command(
-            lambda r: {n: p.disabled_reason for n, p in r.providers.items() if p.disabled_reason}
-        )
+        health: dict[str, ProviderHealth] = self._ask(self._health, GetHealth())
+        disabled: dict[str, str] = self._ask_supervisor(DisabledProviders())
         for name, reason in disabled.items():
             health[name] = msgspec.structs.replace(
                 health[name], healthy=False, state="disabled", last_error=reason
@@ -789,7 +588,7 @@ class Runtime:
             )
             for r in results.values()
         ]
-        self._supervisor.tell(Notify(lambda r: r.emit(list(events))))
+        self._supervisor.tell(RecordEvents(list(events)))
         return results
 
     def tick(self) -> None:
@@ -800,7 +599,7 @@ class Runtime:
 
     def create_pool(self, pool: PoolConfig) -> None:
         """Add a named pool of providers with its own strategy and weights."""
-        self._command(lambda r: r.create_pool(pool))
+        self._ask_supervisor(CreatePool(pool))
 
     def get_from_pool(self, name: str, request: Request | None = None) -> str:
         """Return the provider the pool's strategy picks (for ``request``, if given)."""
@@ -820,11 +619,12 @@ class Runtime:
 
     def setup_ab_test(self, test: ABTestConfig) -> None:
         """Add an A/B test; any seed metrics it carries count in its results."""
-        self._command(lambda r: r.setup_ab_test(test))
+        self._ask_supervisor(SetupABTest(test))
 
     def get_for_ab_test(self, name: str, *, key: str | None = None) -> ABAssignment:
         """Assign a variant of test ``name`` (sticky when ``key`` is given); recorded."""
-        return self._command(lambda r: r.ab.assign(name, key=key))
+        assignment: ABAssignment = self._ask_supervisor(AssignABVariant(name, key))
+        return assignment
 
     def record_ab_test_metrics(
         self,
@@ -836,25 +636,25 @@ class Runtime:
         error: bool = False,
     ) -> None:
         """Record a manual outcome for a variant of an A/B test."""
-        self._command(
-            lambda r: r.ab.record(name, variant, latency_ms=latency_ms, cost=cost, error=error)
-        )
+        self._ask_supervisor(RecordABMetrics(name, variant, latency_ms, cost, error))
 
     def get_ab_test_results(self, name: str) -> dict[str, ABVariantResult]:
         """Return the results of test ``name`` per variant (``"A"``, ``"B"``)."""
-        self._command(lambda r: r.ab.get(name))  # an unknown test is a RequestError
-        return self._query(lambda p: p.ab.results(name))
+        self._ask_supervisor(CheckABTest(name))  # an unknown test is a RequestError
+        results: dict[str, ABVariantResult] = self._ask(self._writer, GetABResults(name))
+        return results
 
     # -- figures ----------------------------------------------------------------------------
 
     def get_metrics(self) -> dict[str, ProviderMetrics]:
         """Return per-provider figures (equal to those replayed from the log)."""
-        return self._query(lambda p: p.metrics.snapshot())
+        metrics: dict[str, ProviderMetrics] = self._ask(self._writer, GetMetrics())
+        return metrics
 
     def get_usage(self, period: str = "day") -> UsageReport:
         """Return usage in the current ``hour``, ``day``, ``week``, ``month``, or ``all``."""
         now = self._clock.time()
-        report: UsageReport = self._query(lambda p: p.usage.report(period, now=now))
+        report: UsageReport = self._ask(self._writer, GetUsage(period, now))
         return report
 
     def on(self, event: str, callback: Callable[[Any], None]) -> None:
@@ -865,7 +665,7 @@ class Runtime:
         """Drop cached responses and cached routes."""
         if self._cache is not None:
             self._cache.clear()
-        self._command(lambda r: r.clear_cache())
+        self._ask_supervisor(ClearRoutes())
 
     def flush(self) -> None:
         """Return when every event of the calls that returned so far is durable in the log.
@@ -877,16 +677,11 @@ class Runtime:
         Raises:
             StoreError: The store is failing (the events stay buffered).
         """
-        self._command(lambda r: None)
-        self._ask(self._health, SNAPSHOT)
-        self._command(lambda r: None)
+        self._ask_supervisor(SYNC)
+        self._ask(self._health, GetHealth())
+        self._ask_supervisor(SYNC)
         self._ask(self._writer, Flush())
 
 
 def _ready(handle: ProviderHandle) -> bool:
     return handle.wire is not None
-
-
-def _served_from_cache(query: RouteQuery, response: Response, router: Router) -> None:
-    router.received(query)
-    router.finished(None, Final(response, None, 0, 0.0), query)

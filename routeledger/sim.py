@@ -8,10 +8,13 @@ log it writes. Nothing sleeps and no thread is started: thousands of requests ta
 and the same seed reproduces the same event log byte for byte.
 
 What runs is the runtime's own code: :class:`~routeledger.actors.Router` (the supervisor's
-logic), the failover policy :func:`~routeledger.actors._failover.drive`, the
+logic), the failover policy :func:`~routeledger.actors._failover.run_request`, the
 :class:`~routeledger.actors.HealthMonitor` circuits and the
 :class:`~routeledger.actors.EventWriter`. Only the actors' threads are replaced by a
-discrete-event loop, and the HTTP calls by :class:`SimProvider` behaviours.
+discrete-event loop (the twin of :class:`routeledger._interpreter.ThreadedInterpreter`), and
+the HTTP calls by :class:`SimBehaviour` descriptions. Streams are simulated too: a share of
+the requests (``stream_share``) stream, their first chunk arrives after ``ttft_ms``, and a
+share of them (``stream_break_rate``) break after it.
 
 A scenario is a TOML file::
 
@@ -33,6 +36,8 @@ A scenario is a TOML file::
     fail_rate = 0.01
     rate_limit_per_s = 30    # admitted calls a second; beyond, 429 with Retry-After
     outages = [{ start_s = 10, end_s = 25, status = 503 }]
+    ttft_ms = 40             # a stream's first chunk (default: a fifth of the latency)
+    stream_break_rate = 0.0  # streams that break after their first chunk
 """
 
 from __future__ import annotations
@@ -55,15 +60,19 @@ from routeledger.actors._budget import Budget
 from routeledger.actors._clock import VirtualClock
 from routeledger.actors._failover import (
     AwaitCapacity,
-    Call,
-    Decide,
-    Report,
-    Sleep,
-    drive,
+    Choose,
+    Effect,
+    OpenedStream,
+    Pause,
+    Record,
+    Relay,
+    Send,
+    StreamEnd,
+    start_request,
 )
 from routeledger.actors._health import HealthMonitor
-from routeledger.actors._messages import Decision
-from routeledger.actors._router import RouteQuery, Router
+from routeledger.actors._messages import Decision, RouteQuery
+from routeledger.actors._router import Router
 from routeledger.actors._stats import StatsTracker
 from routeledger.actors._writer import EventWriter
 from routeledger.events import (
@@ -81,6 +90,7 @@ from routeledger.events import (
     Response,
     RouteledgerError,
     RuntimeConfig,
+    StreamChunk,
     Usage,
     validate_config,
 )
@@ -114,6 +124,10 @@ class SimBehaviour(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     retry_after_s: float = 1.0
     output_tokens: int = 32
     outages: list[Outage] = []
+    ttft_ms: float | None = None
+    """When a stream's first chunk arrives (``None``: after a fifth of its latency)."""
+    stream_break_rate: float = 0.0
+    """The share of streams that break after their first chunk."""
 
 
 class Scenario(msgspec.Struct, kw_only=True):
@@ -127,6 +141,8 @@ class Scenario(msgspec.Struct, kw_only=True):
     max_tokens: int = 64
     prompt_chars: int = 400
     deadline_s: float | None = None
+    stream_share: float = 0.0
+    """The share of requests that stream."""
 
 
 class SimResult(msgspec.Struct, kw_only=True):
@@ -212,6 +228,8 @@ def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
         problems.append("[simulation]: rate_per_s must be a finite number > 0")
     if scenario.deadline_s is not None and not scenario.deadline_s > 0:
         problems.append("[simulation]: deadline_s must be > 0")
+    if not 0.0 <= scenario.stream_share <= 1.0:
+        problems.append("[simulation]: stream_share must be between 0 and 1")
     if scenario.prompt_chars < 0 or scenario.max_tokens < 1:
         problems.append("[simulation]: prompt_chars must be >= 0 and max_tokens >= 1")
     if problems:
@@ -231,6 +249,10 @@ def _check_behaviour(b: SimBehaviour) -> list[str]:
             problems.append(f"{field} must be a finite number >= 0")
     if not 0.0 <= b.fail_rate <= 1.0:
         problems.append("fail_rate must be between 0 and 1")
+    if not 0.0 <= b.stream_break_rate <= 1.0:
+        problems.append("stream_break_rate must be between 0 and 1")
+    if b.ttft_ms is not None and not (b.ttft_ms >= 0 and math.isfinite(b.ttft_ms)):
+        problems.append("ttft_ms must be a finite number >= 0")
     if b.rate_limit_per_s is not None and not b.rate_limit_per_s > 0:
         problems.append("rate_limit_per_s must be > 0")
     if b.output_tokens < 0:
@@ -246,11 +268,11 @@ def _check_behaviour(b: SimBehaviour) -> list[str]:
 
 
 class _Task:
-    """One simulated request: its driver and what it is waiting for."""
+    """One simulated request: its policy and what it is waiting for."""
 
-    __slots__ = ("first", "gen", "parks", "query", "waiting")
+    __slots__ = ("first", "gen", "parks", "query", "stream_ends_s", "waiting")
 
-    def __init__(self, query: RouteQuery, gen: Generator[Any, Any, Any]) -> None:
+    def __init__(self, query: RouteQuery, gen: Generator[Effect, Any, Any]) -> None:
         self.query = query
         self.gen = gen
         self.first = True
@@ -258,6 +280,8 @@ class _Task:
         # Counts the waits for capacity, so that the timeout of an earlier wait never ends
         # a later one.
         self.parks = 0
+        self.stream_ends_s = 0.0
+        """For an opened stream: how long after its first chunk it ends."""
 
 
 class Simulation:
@@ -283,10 +307,13 @@ class Simulation:
         self._provider_rng = random.Random(master.getrandbits(64))
         self._arrival_rng = random.Random(master.getrandbits(64))
         self._retry_rng = random.Random(master.getrandbits(64))
+        # Drawn last, so that adding streams changed no earlier draw of a seed.
+        self._stream_rng = random.Random(master.getrandbits(64))
         self.budgets = {p.name: Budget(p.max_concurrency) for p in self.config.providers}
         self.trackers = {p.name: StatsTracker() for p in self.config.providers}
         self.health = HealthMonitor(self.config.health, [p.name for p in self.config.providers])
         self._timeouts = {p.name: p.timeout_s for p in self.config.providers}
+        self.streams_broken = 0
         self._calls: dict[str, deque[float]] = {p.name: deque() for p in self.config.providers}
         self.writer.add(
             [
@@ -377,27 +404,25 @@ class Simulation:
     def make_request(self, i: int) -> Request:
         """Return the ``i``-th request of the workload (ids are deterministic)."""
         s = self.scenario
+        stream = s.stream_share > 0 and self._stream_rng.random() < s.stream_share
         return Request(
             model=s.model,
             messages=[Message(role="user", content="x" * s.prompt_chars)],
             max_tokens=s.max_tokens,
             request_id=f"sim-{i:07d}",
             deadline=s.deadline_s,
+            stream=stream,
         )
 
     def submit(self, request: Request, **routing: Any) -> None:
         """Start a request now (``routing``: preferred_provider, requirements, pool, ab_test)."""
         query = RouteQuery(request, **routing)
-        now = self.clock.monotonic()
-        budget = request.deadline or self.config.failover.default_deadline_s
-        gen = drive(
+        gen = start_request(
             query,
             failover=self.config.failover,
             timeouts=self._timeouts,
             clock=self.clock,
             rng=self._retry_rng,
-            started=now,
-            deadline_at=now + budget if budget else math.inf,
         )
         self._step(_Task(query, gen), None, None)
 
@@ -415,43 +440,46 @@ class Simulation:
                 self.errors[name] = self.errors.get(name, 0) + 1
                 return
             send = throw = None
-            kind = type(effect)
-            if kind is Decide:
-                try:
-                    if task.first:
-                        self.router.received(task.query)
-                        task.first = False
-                    send = self.router.decide(
-                        task.query,
-                        attempt=effect.attempt,
-                        tried=effect.tried,
-                        banned=effect.banned,
-                        not_before=effect.not_before,
+            match effect:
+                case Choose(attempt, tried, banned, not_before):
+                    try:
+                        if task.first:
+                            self.router.received(task.query)
+                            task.first = False
+                        send = self.router.decide(
+                            task.query,
+                            attempt=attempt,
+                            tried=tried,
+                            banned=banned,
+                            not_before=not_before,
+                        )
+                        if isinstance(send, Decision):
+                            p = send.route.provider
+                            self.max_in_flight[p] = max(
+                                self.max_in_flight[p], send.budget.in_flight
+                            )
+                    except RouteledgerError as exc:
+                        throw = exc
+                case Send(decision, timeout_s):
+                    self._call(task, decision, timeout_s)
+                    return
+                case Relay(_, decision):
+                    self._relay(task, decision)
+                    return
+                case Pause(seconds):
+                    self.at(self.clock.monotonic() + seconds, lambda: self._step(task, None, None))
+                    return
+                case AwaitCapacity(timeout_s):
+                    task.waiting = True
+                    task.parks += 1
+                    self._parked.append(task)
+                    self.at(
+                        self.clock.monotonic() + timeout_s,
+                        functools.partial(self._wake, task, False, park=task.parks),
                     )
-                    if isinstance(send, Decision):
-                        p = send.route.provider
-                        self.max_in_flight[p] = max(self.max_in_flight[p], send.budget.in_flight)
-                except RouteledgerError as exc:
-                    throw = exc
-            elif kind is Call:
-                self._call(task, effect.decision, effect.timeout_s)
-                return
-            elif kind is Sleep:
-                self.at(
-                    self.clock.monotonic() + effect.seconds, lambda: self._step(task, None, None)
-                )
-                return
-            elif kind is AwaitCapacity:
-                task.waiting = True
-                task.parks += 1
-                self._parked.append(task)
-                self.at(
-                    self.clock.monotonic() + effect.timeout_s,
-                    functools.partial(self._wake, task, False, park=task.parks),
-                )
-                return
-            elif kind is Report:
-                self._report(effect, task.query)
+                    return
+                case Record():
+                    self._record(effect, task.query)
 
     def _wake(self, task: _Task, freed: bool, *, park: int | None = None) -> None:
         if not task.waiting or (park is not None and park != task.parks):
@@ -475,13 +503,13 @@ class Simulation:
                 break
             self._wake(task, True)
 
-    def _report(self, effect: Report, query: RouteQuery) -> None:
+    def _record(self, effect: Record, query: RouteQuery) -> None:
         outcome = effect.outcome
         if outcome is not None:
             self.trackers[outcome.provider].record(outcome)
             for t in self.health.observe(outcome, self.clock.monotonic()):
                 self.router.apply_health(outcome.provider, t)
-        self.router.finished(outcome, effect.final, query)
+        self.router.finished(outcome, effect.ended, query)
 
     @property
     def parked(self) -> int:
@@ -525,32 +553,74 @@ class Simulation:
             if rng.random() < behaviour.fail_rate:
                 error = _error_for(behaviour.fail_status, name, retry_after=None)
                 latency_s = behaviour.fail_latency_ms / 1000.0
-        if latency_s > timeout_s:
-            latency_s = timeout_s
+        answer_s = latency_s
+        if request.stream and error is None:
+            # A stream answers (and is timed) at its first chunk; the rest follows the relay.
+            ttft_s = latency_s / 5 if behaviour.ttft_ms is None else behaviour.ttft_ms / 1000.0
+            answer_s = min(ttft_s, latency_s)
+            task.stream_ends_s = latency_s - answer_s
+        if answer_s > timeout_s:
+            answer_s = timeout_s
             error = ProviderTimeout("no answer in time", provider=name)
-        usage = Usage(
-            input_tokens=request.estimated_input_tokens(),
-            output_tokens=min(behaviour.output_tokens, request.max_tokens or 1 << 30),
-        )
-        response = Response(
-            content="",
-            provider=name,
-            model=decision.model.name,
-            request_id=request.request_id,
-            usage=usage,
-            cost=decision.model.cost(usage),
-            finish_reason="stop",
-        )
+        response = _response(decision, request, behaviour)
+
+        def done() -> None:
+            if error is not None:
+                decision.budget.release()
+                self._released()
+                self._step(task, None, error)
+            elif request.stream:  # the slot stays held until the relay ends
+                first = StreamChunk(provider=name, model=decision.model.name)
+                self._step(task, OpenedStream(first, iter(()), answer_s * 1000.0), None)
+            else:
+                decision.budget.release()
+                self._released()
+                self._step(task, response, None)
+
+        self.at(now + answer_s, done)
+
+    def _relay(self, task: _Task, decision: Decision) -> None:
+        """Let an opened stream run to its end, or break after its first chunk."""
+        name = decision.route.provider
+        behaviour = self.scenario.behaviours.get(name, SimBehaviour())
+        rng = self._provider_rng
+        broken = behaviour.stream_break_rate > 0 and rng.random() < behaviour.stream_break_rate
+        request = task.query.request
+        response = _response(decision, request, behaviour)
+        usage = response.usage
 
         def done() -> None:
             decision.budget.release()
             self._released()
-            if error is not None:
-                self._step(task, None, error)
+            if broken:
+                self.streams_broken += 1
+                error = ProviderUnavailable("stream broke", provider=name)
+                self._step(task, StreamEnd(error=error), None)
             else:
-                self._step(task, response, None)
+                self._step(
+                    task, StreamEnd(response=response, usage=usage, cost=response.cost), None
+                )
 
-        self.at(now + latency_s, done)
+        # A stream breaks half-way through what was left of it.
+        rest_s = task.stream_ends_s / 2 if broken else task.stream_ends_s
+        self.at(self.clock.monotonic() + rest_s, done)
+
+
+def _response(decision: Decision, request: Request, behaviour: SimBehaviour) -> Response:
+    """Return a simulated provider's whole answer to ``request``."""
+    usage = Usage(
+        input_tokens=request.estimated_input_tokens(),
+        output_tokens=min(behaviour.output_tokens, request.max_tokens or 1 << 30),
+    )
+    return Response(
+        content="",
+        provider=decision.route.provider,
+        model=decision.model.name,
+        request_id=request.request_id,
+        usage=usage,
+        cost=decision.model.cost(usage),
+        finish_reason="stop",
+    )
 
 
 def _error_for(status: int, provider: str, *, retry_after: float | None) -> ProviderError:

@@ -10,6 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar, runtime_checkable
 
+# One definition of a fold, in the layer of the events it folds; re-exported here because
+# a store's replay feeds any such fold.
+from routeledger.events._projections import Projection
+
 if TYPE_CHECKING:
     from routeledger.events import Event
 
@@ -22,13 +26,6 @@ class StoredEvent(NamedTuple):
     position: int
     event: Event
     """An instance of one of the classes of ``AnyEvent``."""
-
-
-class Projection(Protocol):
-    """A fold over the event log: it sees every event once, in position order."""
-
-    def apply(self, position: int, event: Event) -> None:
-        """Fold one event into the projection's state."""
 
 
 P = TypeVar("P", bound=Projection)

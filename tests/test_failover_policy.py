@@ -14,15 +14,14 @@ from routeledger.actors._budget import Budget
 from routeledger.actors._clock import VirtualClock
 from routeledger.actors._failover import (
     AwaitCapacity,
-    Call,
-    Decide,
-    Report,
-    Sleep,
+    Choose,
+    Pause,
+    Record,
+    Send,
     backoff_delay,
-    drive,
+    run_request,
 )
-from routeledger.actors._messages import Backoff, Decision
-from routeledger.actors._router import RouteQuery
+from routeledger.actors._messages import Backoff, Decision, RouteQuery
 from routeledger.events import (
     AllProvidersFailed,
     AllProvidersSaturated,
@@ -49,7 +48,7 @@ MODEL = ModelSpec(name="m", input_per_mtok=1.0, output_per_mtok=1.0)
 
 
 class Run:
-    """Drives :func:`drive` by hand and records what it yields and how it ends."""
+    """Drives :func:`run_request` by hand and records what it yields and how it ends."""
 
     def __init__(
         self, *, deadline_s: float = 60.0, seed: int = 0, stream: bool = False, **failover: Any
@@ -64,7 +63,7 @@ class Run:
         self.failover = FailoverConfig(**failover)
         self.deadline_at = deadline_s
         self.budgets: dict[str, Budget] = {}
-        self.gen: Generator[Any, Any, Any] = drive(
+        self.gen: Generator[Any, Any, Any] = run_request(
             RouteQuery(self.request),
             failover=self.failover,
             timeouts={"a": 30.0, "b": 30.0, "c": 30.0},
@@ -111,27 +110,27 @@ class Run:
     def answer(self, provider: str) -> Response:
         return Response(content="ok", provider=provider, model="m", request_id="")
 
-    def reports(self) -> list[Report]:
-        return [e for e in self.effects if isinstance(e, Report)]
+    def reports(self) -> list[Record]:
+        return [e for e in self.effects if isinstance(e, Record)]
 
-    def finals(self) -> list[Report]:
-        return [r for r in self.reports() if r.final is not None]
+    def finals(self) -> list[Record]:
+        return [r for r in self.reports() if r.ended is not None]
 
 
 def test_success_first_try() -> None:
     """A first successful call returns the response with one final report."""
     run = Run()
-    assert run.effect == Decide(1, {}, frozenset())
+    assert run.effect == Choose(1, {}, frozenset())
     call = run.send(run.decision("a"))
-    assert isinstance(call, Call)
+    assert isinstance(call, Send)
     assert call.timeout_s == 30.0
     run.clock.advance(0.25)
     report = run.send(run.answer("a"))
-    assert isinstance(report, Report)
+    assert isinstance(report, Record)
     assert report.outcome is not None
     assert report.outcome.ok
-    assert report.final is not None
-    assert report.final.error is None
+    assert report.ended is not None
+    assert report.ended.error is None
     run.send()
     assert run.done
     assert run.result.attempts == 1
@@ -146,9 +145,9 @@ def test_bad_request_ends_at_once() -> None:
     err = BadRequest("no", status=400)
     report = run.throw(err)
     assert report.outcome.error is err
-    assert report.final is None
+    assert report.ended is None
     final = run.send()
-    assert final.final.error is err
+    assert final.ended.error is err
     run.send()
     assert run.error is err
     assert err.provider == "a"
@@ -162,10 +161,10 @@ def test_retryable_error_moves_to_another_provider() -> None:
     run.send(run.decision("a"))
     run.throw(ProviderUnavailable("503", status=503))
     decide = run.send()
-    assert decide == Decide(2, {"a": 1}, frozenset({"a"}))
+    assert decide == Choose(2, {"a": 1}, frozenset({"a"}))
     run.send(run.decision("b", 2))
     report = run.send(run.answer("b"))
-    assert report.final.failed_providers == ("a",)
+    assert report.ended.failed_providers == ("a",)
     run.send()
     assert run.result.provider == "b"
     assert run.result.attempts == 2
@@ -177,7 +176,7 @@ def test_non_retryable_error_fails_over_but_bans(err: type[ProviderError]) -> No
     run = Run(max_attempts=4, max_attempts_per_provider=3)
     run.send(run.decision("a"))
     run.throw(err("x"))
-    assert run.send() == Decide(2, {"a": 1}, frozenset({"a"}))
+    assert run.send() == Choose(2, {"a": 1}, frozenset({"a"}))
 
 
 def test_retry_same_provider_waits_retry_after() -> None:
@@ -185,16 +184,16 @@ def test_retry_same_provider_waits_retry_after() -> None:
     run = Run(max_attempts=5, max_attempts_per_provider=2)
     run.send(run.decision("a"))
     run.throw(RateLimited("429", retry_after_s=2.0))
-    assert run.send() == Decide(2, {"a": 1}, frozenset(), {"a": 2.0})
+    assert run.send() == Choose(2, {"a": 1}, frozenset(), {"a": 2.0})
     sleep = run.send(Backoff(2.0, "a"))
-    assert sleep == Sleep(2.0)
+    assert sleep == Pause(2.0)
     assert run.budgets["a"].in_flight == 1  # the first call's only, which the executor releases
     run.clock.advance(sleep.seconds)
-    assert run.send() == Decide(2, {"a": 1}, frozenset(), {"a": 2.0})
-    assert isinstance(run.send(run.decision("a", 2)), Call)
+    assert run.send() == Choose(2, {"a": 1}, frozenset(), {"a": 2.0})
+    assert isinstance(run.send(run.decision("a", 2)), Send)
     run.throw(RateLimited("429", retry_after_s=1.0))
     # Second failure on "a": max_attempts_per_provider reached, so it is banned.
-    assert run.send() == Decide(3, {"a": 2}, frozenset({"a"}), {"a": 2.0})
+    assert run.send() == Choose(3, {"a": 2}, frozenset({"a"}), {"a": 2.0})
 
 
 def test_retry_after_beyond_limit_bans() -> None:
@@ -269,11 +268,11 @@ def test_max_attempts_bounds_all_attempts() -> None:
     run.send(run.decision("b", 2))
     run.throw(ProviderTimeout("t"))
     final = run.send()
-    assert final.final is not None
+    assert final.ended is not None
     run.send()
     assert isinstance(run.error, AllProvidersFailed)
     assert [e.provider for e in run.error.attempts] == ["a", "b"]
-    assert not any(isinstance(e, Decide) and e.attempt == 3 for e in run.effects)
+    assert not any(isinstance(e, Choose) and e.attempt == 3 for e in run.effects)
 
 
 def test_failover_disabled_means_one_attempt() -> None:
@@ -292,7 +291,7 @@ def test_error_not_in_retryable_errors_stops() -> None:
     run.send(run.decision("a"))
     run.throw(ProviderUnavailable("503"))
     final = run.send()
-    assert isinstance(final.final.error, AllProvidersFailed)
+    assert isinstance(final.ended.error, AllProvidersFailed)
     run.send()
     assert isinstance(run.error, AllProvidersFailed)
     assert len(run.error.attempts) == 1
@@ -305,7 +304,7 @@ def test_deadline_exceeded() -> None:
     run.clock.advance(2.0)
     run.throw(ProviderTimeout("slow"))
     final = run.send()
-    assert isinstance(final.final.error, DeadlineExceeded)
+    assert isinstance(final.ended.error, DeadlineExceeded)
     run.send()
     assert isinstance(run.error, DeadlineExceeded)
 
@@ -323,12 +322,12 @@ def test_saturated_waits_then_fails() -> None:
     run = Run(queue_timeout_s=2.0)
     wait = run.send(None)
     assert wait == AwaitCapacity(2.0)
-    assert isinstance(run.send(True), Decide)
+    assert isinstance(run.send(True), Choose)
     run.clock.advance(0.5)
     wait = run.send(None)
     assert wait == AwaitCapacity(pytest.approx(1.5))
     final = run.send(False)
-    assert isinstance(final.final.error, AllProvidersSaturated)
+    assert isinstance(final.ended.error, AllProvidersSaturated)
     run.send()
     assert isinstance(run.error, AllProvidersSaturated)
     assert len(run.finals()) == 1
@@ -341,7 +340,7 @@ def test_routing_error_after_failures_becomes_all_failed() -> None:
     run.throw(ProviderUnavailable("x"))
     run.send()
     final = run.throw(NoCapableProvider("nothing left"))
-    assert isinstance(final.final.error, AllProvidersFailed)
+    assert isinstance(final.ended.error, AllProvidersFailed)
     run.send()
     assert isinstance(run.error, AllProvidersFailed)
     # Without earlier failures the routing error is raised as is.
@@ -358,7 +357,7 @@ def test_no_slot_is_held_while_backing_off() -> None:
     run.send(run.decision("a"))
     run.throw(RateLimited("429", retry_after_s=1.0))
     run.send()
-    assert run.send(Backoff(1.0, "a")) == Sleep(1.0)
+    assert run.send(Backoff(1.0, "a")) == Pause(1.0)
     run.gen.close()
     assert run.budgets["a"].in_flight == 1  # the first call's slot is the executor's
 
@@ -414,12 +413,12 @@ def test_every_path_reports_one_final(
     while not run.done:
         eff = run.effect
         provider, err, retry_after, took, freed = next(steps, ("a", None, None, 0.0, False))
-        if isinstance(eff, Decide):
+        if isinstance(eff, Choose):
             if provider is None or provider in eff.banned:
                 run.send(None)
             else:
                 run.send(run.decision(provider, eff.attempt))
-        elif isinstance(eff, Sleep):
+        elif isinstance(eff, Pause):
             assert eff.seconds >= 0
             run.clock.advance(eff.seconds)
             run.send()
@@ -427,7 +426,7 @@ def test_every_path_reports_one_final(
             assert eff.timeout_s > 0
             run.clock.advance(eff.timeout_s if not freed else 0.0)
             run.send(freed)
-        elif isinstance(eff, Call):
+        elif isinstance(eff, Send):
             name = eff.decision.route.provider
             assert run.clock.monotonic() < run.deadline_at
             assert eff.timeout_s > 0
@@ -440,14 +439,14 @@ def test_every_path_reports_one_final(
             else:
                 run.throw(err("e", retry_after_s=retry_after))
         else:
-            assert isinstance(eff, Report)
+            assert isinstance(eff, Record)
             run.send()
     assert len(run.finals()) == 1
-    assert run.reports()[-1].final is not None
+    assert run.reports()[-1].ended is not None
     assert attempts <= max_attempts
     assert all(n <= min(per_provider, max_attempts) for n in calls.values())
     assert all(b.in_flight == 0 for b in run.budgets.values())
-    final = run.finals()[0].final
+    final = run.finals()[0].ended
     assert final is not None
     if run.error is None:
         assert isinstance(run.result, Response)

@@ -24,7 +24,7 @@ from hypothesis.stateful import (
 )
 
 from routeledger.actors._circuit import LEGAL
-from routeledger.actors._router import RouteQuery
+from routeledger.actors._messages import RouteQuery
 from routeledger.events import (
     ConfigError,
     Event,
@@ -78,7 +78,7 @@ def build_scenario(
     )
 
 
-def request(i: int, *, deadline: float | None = None) -> Request:
+def request(i: int, *, deadline: float | None = None, stream: bool = False) -> Request:
     """Return the ``i``-th request of a property run."""
     return Request(
         model=MODEL,
@@ -86,6 +86,7 @@ def request(i: int, *, deadline: float | None = None) -> Request:
         max_tokens=16,
         request_id=f"p-{i:06d}",
         deadline=deadline,
+        stream=stream,
     )
 
 
@@ -111,6 +112,8 @@ class LogChecker:
         self.deadline: dict[str, float | None] = {}
         self.attempts = Counter[str]()
         self.finals = Counter[str]()
+        self.streams: set[str] = set()
+        self.broken: set[str] = set()
         self.position = 0
 
     def fold(self) -> None:
@@ -128,10 +131,13 @@ class LogChecker:
                 assert e.request_id not in self.received, "a request received twice"
                 self.received[e.request_id] = e.ts
                 self.deadline[e.request_id] = e.deadline_s
+                if e.stream:
+                    self.streams.add(e.request_id)
             elif tag == "attempt.started":
                 rid = e.request_id
                 self.attempts[rid] += 1
                 assert self.finals[rid] == 0, "an attempt after the request ended"
+                assert rid not in self.broken, "a stream retried after its first chunk"
                 assert self.attempts[rid] <= max_attempts
                 budget = self.deadline[rid] or self.config.failover.default_deadline_s
                 assert budget is None or e.ts < self.received[rid] + budget + 1e-9
@@ -148,7 +154,15 @@ class LogChecker:
                     assert self.probes[e.provider] <= half_open_probes, (
                         f"more than {half_open_probes} probe(s) through {e.provider}'s circuit"
                     )
+            elif tag == "attempt.succeeded" and e.request_id in self.streams:
+                assert e.stream and e.ttft_ms is not None, "a stream without its first-chunk time"
+                assert e.ttft_ms <= e.latency_ms + 1e-9
+            elif tag == "attempt.failed" and e.error == "StreamInterrupted":
+                assert e.request_id in self.streams
+                self.broken.add(e.request_id)
             elif tag in FINAL_TAGS:
+                if e.request_id in self.broken:
+                    assert tag == "request.failed" and e.error == "StreamInterrupted"
                 self.finals[e.request_id] += 1
                 assert self.finals[e.request_id] == 1, f"two final events for {e.request_id}"
                 assert e.request_id in self.received
@@ -259,9 +273,12 @@ class RuntimeMachine(RuleBasedStateMachine):
         routing=st.sampled_from(["plain", "preferred", "pool", "ab", "exclude", "caps"]),
         preferred=st.sampled_from(NAMES),
         deadline=st.sampled_from([None, 0.5, 3.0]),
+        stream=st.booleans(),
     )
-    def submit(self, n: int, routing: str, preferred: str, deadline: float | None) -> None:
-        """Submit ``n`` requests now with one kind of routing option."""
+    def submit(
+        self, n: int, routing: str, preferred: str, deadline: float | None, stream: bool
+    ) -> None:
+        """Submit ``n`` requests (completions or streams) now with one kind of routing option."""
         for _ in range(n):
             options: dict[str, Any] = {}
             if routing == "preferred":
@@ -274,7 +291,7 @@ class RuntimeMachine(RuleBasedStateMachine):
                 options["requirements"] = Requirements(exclude_providers=[preferred])
             elif routing == "caps":
                 options["requirements"] = Requirements(max_cost=1e-9)  # nothing is that cheap
-            self.sim.submit(request(self.count, deadline=deadline), **options)
+            self.sim.submit(request(self.count, deadline=deadline, stream=stream), **options)
             self.count += 1
 
     @rule(dt=st.sampled_from([0.01, 0.1, 0.5, 2.0, 10.0]))
@@ -293,6 +310,11 @@ class RuntimeMachine(RuleBasedStateMachine):
                 outages=[Outage(start_s=now, end_s=now + 1e9, status=status)],
             ),
         )
+
+    @rule(name=st.sampled_from(NAMES), rate=st.sampled_from([0.3, 1.0]))
+    def streams_break(self, name: str, rate: float) -> None:
+        """Make a provider's streams break after their first chunk (some, or all)."""
+        self.sim.set_behaviour(name, SimBehaviour(latency_ms=60.0, stream_break_rate=rate))
 
     @rule(name=st.sampled_from(NAMES), slow=st.booleans())
     def outage_ends(self, name: str, slow: bool) -> None:

@@ -358,3 +358,68 @@ def test_submit_accepts_routing_options() -> None:
     chosen = {e.chosen for e in tagged(log_of(sim), "route.decided")}
     assert chosen == {"b"}
     assert isinstance(sim.store, MemoryStore)
+
+
+def test_simulated_streams_record_their_first_chunk_time_and_complete() -> None:
+    """Streams run through the same policy: each completes with a first-chunk time."""
+    sim = Simulation(
+        scenario(
+            provider("a", sim={"latency_ms": 100.0, "latency_sigma": 0.0, "ttft_ms": 30.0}),
+            simulation={"requests": 50, "stream_share": 1.0},
+        ),
+        seed=1,
+    )
+    result = sim.run()
+    assert result.completed == 50
+    succeeded = tagged(log_of(sim), "attempt.succeeded")
+    assert len(succeeded) == 50
+    assert all(e.stream and e.ttft_ms == pytest.approx(30.0) for e in succeeded)
+    assert all(e.latency_ms == pytest.approx(100.0) for e in succeeded)
+    completed = tagged(log_of(sim), "request.completed")
+    assert all(e.stream for e in completed)
+
+
+def test_a_stream_that_breaks_after_its_first_chunk_is_not_retried() -> None:
+    """A break after the first chunk ends the stream with StreamInterrupted, one attempt."""
+    sim = Simulation(
+        scenario(
+            provider("a", sim={"stream_break_rate": 1.0}),
+            provider("b"),
+            simulation={"requests": 40, "stream_share": 1.0},
+            failover={"max_attempts": 3},
+        ),
+        seed=2,
+    )
+    result = sim.run()
+    events = log_of(sim)
+    broken = {e.request_id for e in tagged(events, "attempt.failed")}
+    assert result.errors.get("StreamInterrupted", 0) == len(broken) == sim.streams_broken > 0
+    for e in tagged(events, "request.failed"):
+        assert e.error == "StreamInterrupted" and e.attempts == 1
+    assert result.completed + result.failed == 40
+
+
+def test_a_share_of_requests_streams() -> None:
+    """stream_share makes about that share of the workload stream; zero draws nothing."""
+    sim = Simulation(scenario(provider("a"), simulation={"requests": 400, "stream_share": 0.25}))
+    sim.run()
+    received = tagged(log_of(sim), "request.received")
+    share = sum(e.stream for e in received) / len(received)
+    assert 0.18 < share < 0.32
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ({"simulation": {"stream_share": 1.5}}, "stream_share"),
+        ({"providers_sim": {"stream_break_rate": -0.1}}, "stream_break_rate"),
+        ({"providers_sim": {"ttft_ms": -1.0}}, "ttft_ms"),
+    ],
+)
+def test_stream_settings_out_of_range_are_config_errors(table: dict[str, Any], key: str) -> None:
+    """A stream share or break rate outside [0, 1], or a negative ttft, is a ConfigError."""
+    sim_table = table.get("providers_sim", {})
+    with pytest.raises(ConfigError, match=key):
+        scenario(
+            provider("a", sim=sim_table), **{k: v for k, v in table.items() if k == "simulation"}
+        )

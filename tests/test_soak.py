@@ -16,7 +16,6 @@ def sizes(sim: Simulation) -> dict[str, int]:
     snapshot = sim.writer.projections.snapshot()
     return {
         "ab_assigned": len(router.ab.assigned),
-        "route_cache": len(router._route_cache),
         "turns": len(router._turns) + len(router._swrr),
         "retry_budget": len(router._retry_budget._requests) + len(router._retry_budget._retries),
         "health_windows": sum(b.calls for b in sim.health.breakers.values()),

@@ -1,0 +1,342 @@
+"""What each actor may be sent, grouped by recipient: one written protocol per actor.
+
+Every message is a tiny immutable value. An *ask* waits for the answer named in its
+docstring (an exception raised while handling it goes back to the caller); a *tell* returns
+nothing, and its handler never raises (a raising tell would kill the actor). Each actor
+dispatches on its union (``SupervisorMessage``, ``HealthMessage``, ``ProviderMessage``,
+``WriterMessage``) with ``match``.
+
+Who sends what:
+
+- the runtime (on a caller's thread) asks the supervisor for decisions and operator
+  changes, tells it outcomes, and asks the log writer for figures;
+- the supervisor tells the health actor outcomes and the log writer events;
+- the health actor tells the supervisor circuit transitions and provider actors to probe;
+- a provider actor tells the supervisor that it crashed, and the health actor its probes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import pykka
+
+    from routeledger.actors._circuit import Transition
+    from routeledger.actors._health import HealthActor
+    from routeledger.actors._messages import Outcome, RequestEnded, RouteQuery
+    from routeledger.events import (
+        ABTestConfig,
+        Event,
+        PoolConfig,
+        Request,
+        Response,
+    )
+
+__all__ = [
+    "PING",
+    "SYNC",
+    "TICK",
+    "Append",
+    "ApplyHealth",
+    "AssignABVariant",
+    "CheckABTest",
+    "ClearRoutes",
+    "CreatePool",
+    "DecideAttempt",
+    "DescribeProvider",
+    "DisabledProviders",
+    "EstimateCosts",
+    "FindCapable",
+    "Flush",
+    "GetABResults",
+    "GetHealth",
+    "GetMetrics",
+    "GetUsage",
+    "HealthMessage",
+    "Ping",
+    "ProbeRequested",
+    "ProbeResult",
+    "ProviderCrashed",
+    "ProviderMessage",
+    "RecordABMetrics",
+    "RecordCacheHit",
+    "RecordEvents",
+    "RecordOutcomes",
+    "RecordRejected",
+    "ReportAttempt",
+    "SendPending",
+    "SetLimit",
+    "SetPriority",
+    "SetupABTest",
+    "SupervisorMessage",
+    "Sync",
+    "Tick",
+    "UseHealth",
+    "WriterMessage",
+]
+
+
+# -- to the supervisor: requests --------------------------------------------------------------
+
+
+class DecideAttempt(NamedTuple):
+    """Ask: choose and reserve a provider for an attempt (``first``: record the arrival).
+
+    Answer: a ``Decision``, a ``Backoff``, or ``None`` when every candidate is saturated.
+    """
+
+    query: RouteQuery
+    attempt: int
+    tried: dict[str, int]
+    banned: frozenset[str]
+    first: bool
+    reserve: bool = True
+    any_model: bool = False
+    not_before: dict[str, float] | None = None
+
+
+class ReportAttempt(NamedTuple):
+    """Tell: an attempt ended (``outcome``), and maybe the whole request (``ended``)."""
+
+    query: RouteQuery
+    outcome: Outcome | None
+    ended: RequestEnded | None
+
+
+class RecordRejected(NamedTuple):
+    """Tell: a request was refused before any provider was tried."""
+
+    request_id: str
+    error: Exception
+
+
+class RecordCacheHit(NamedTuple):
+    """Tell: a request was answered from the response cache."""
+
+    query: RouteQuery
+    response: Response
+
+
+class RecordEvents(NamedTuple):
+    """Tell: record these events in order with the routing decisions (health probes)."""
+
+    events: list[Event]
+
+
+# -- to the supervisor: operator changes and questions -----------------------------------------
+
+
+class SetPriority(NamedTuple):
+    """Ask: change a provider's priority. Answer: ``None``."""
+
+    provider: str
+    priority: int
+
+
+class SetLimit(NamedTuple):
+    """Ask: change a provider's concurrency limit. Answer: ``None``."""
+
+    provider: str
+    limit: int
+
+
+class CreatePool(NamedTuple):
+    """Ask: add a pool. Answer: ``None``."""
+
+    pool: PoolConfig
+
+
+class SetupABTest(NamedTuple):
+    """Ask: add an A/B test. Answer: ``None``."""
+
+    test: ABTestConfig
+
+
+class AssignABVariant(NamedTuple):
+    """Ask: assign a variant of a test (sticky by ``key``). Answer: an ``ABAssignment``."""
+
+    name: str
+    key: str | None
+
+
+class RecordABMetrics(NamedTuple):
+    """Ask: record a manual outcome for a variant. Answer: ``None``."""
+
+    name: str
+    variant: str
+    latency_ms: float
+    cost: float | None
+    error: bool
+
+
+class CheckABTest(NamedTuple):
+    """Ask: answer ``None`` if the test exists; raise ``RequestError`` if not."""
+
+    name: str
+
+
+class FindCapable(NamedTuple):
+    """Ask: the enabled providers serving a model. Answer: ``list[str]``."""
+
+    model: str
+
+
+class EstimateCosts(NamedTuple):
+    """Ask: a request's estimated cost per provider. Answer: ``dict[str, CostEstimate]``."""
+
+    request: Request
+
+
+class DescribeProvider(NamedTuple):
+    """Ask: a provider's current priority. Answer: ``int``."""
+
+    provider: str
+
+
+class DisabledProviders(NamedTuple):
+    """Ask: the providers taken out of service. Answer: ``dict[str, str]`` (name: reason)."""
+
+
+class ClearRoutes(NamedTuple):
+    """Ask: drop routing caches (none are kept today). Answer: ``None``."""
+
+
+class Sync(NamedTuple):
+    """Ask: answer ``None`` once every earlier message has been handled (a barrier)."""
+
+
+# -- to the supervisor: from the other actors ---------------------------------------------------
+
+
+class UseHealth(NamedTuple):
+    """Tell: forward attempt outcomes to this health actor."""
+
+    health: pykka.ActorRef[HealthActor]
+
+
+class ApplyHealth(NamedTuple):
+    """Tell (from the health actor): apply this circuit transition to routing, record it."""
+
+    provider: str
+    transition: Transition
+
+
+class ProviderCrashed(NamedTuple):
+    """Tell (from a provider actor): it died; restart it or disable the provider."""
+
+    provider: str
+    reason: str
+
+
+class SendPending(NamedTuple):
+    """Tell (from the supervisor's flusher): send the events and outcomes gathered so far."""
+
+
+SupervisorMessage = (
+    DecideAttempt
+    | ReportAttempt
+    | RecordRejected
+    | RecordCacheHit
+    | RecordEvents
+    | SetPriority
+    | SetLimit
+    | CreatePool
+    | SetupABTest
+    | AssignABVariant
+    | RecordABMetrics
+    | CheckABTest
+    | FindCapable
+    | EstimateCosts
+    | DescribeProvider
+    | DisabledProviders
+    | ClearRoutes
+    | Sync
+    | UseHealth
+    | ApplyHealth
+    | ProviderCrashed
+    | SendPending
+)
+
+
+# -- to the health actor ----------------------------------------------------------------------
+
+
+class RecordOutcomes(NamedTuple):
+    """Tell: how attempts ended, in order."""
+
+    outcomes: list[Outcome]
+
+
+class ProbeResult(NamedTuple):
+    """Tell (from a provider actor, or the runtime's on-demand check): a probe's result."""
+
+    provider: str
+    ok: bool
+    latency_ms: float
+    error: str | None
+
+
+class Tick(NamedTuple):
+    """Ask: act on the clock's current time now (circuits due, probe rounds). Answer: None."""
+
+
+class GetHealth(NamedTuple):
+    """Ask: every provider's health. Answer: ``dict[str, ProviderHealth]``."""
+
+
+HealthMessage = RecordOutcomes | ProbeResult | Tick | GetHealth
+
+
+# -- to a provider actor ----------------------------------------------------------------------
+
+
+class ProbeRequested(NamedTuple):
+    """Tell: run the free health probe and send the :class:`ProbeResult` to ``reply_to``."""
+
+    timeout_s: float
+    reply_to: pykka.ActorRef[HealthActor]
+
+
+class Ping(NamedTuple):
+    """Ask: answer ``True`` (the actor has started and is serving its mailbox)."""
+
+
+ProviderMessage = ProbeRequested | Ping
+
+
+# -- to the log writer ------------------------------------------------------------------------
+
+
+class Append(NamedTuple):
+    """Tell: append these events."""
+
+    events: list[Event]
+
+
+class Flush(NamedTuple):
+    """Ask: commit everything received so far. Answer: ``True``; raises the store's error."""
+
+
+class GetMetrics(NamedTuple):
+    """Ask: per-provider figures of what is committed. Answer: ``dict[str, ProviderMetrics]``."""
+
+
+class GetUsage(NamedTuple):
+    """Ask: usage in a period around ``now`` (Unix time). Answer: a ``UsageReport``."""
+
+    period: str
+    now: float
+
+
+class GetABResults(NamedTuple):
+    """Ask: an A/B test's results. Answer: ``dict[str, ABVariantResult]``."""
+
+    name: str
+
+
+WriterMessage = Append | Flush | GetMetrics | GetUsage | GetABResults
+
+PING = Ping()
+SYNC = Sync()
+TICK = Tick()

@@ -1,0 +1,341 @@
+"""The threaded interpreter of the failover policy: a request's life on real threads.
+
+:func:`~routeledger.actors._failover.run_request` says what happens to a request as a series
+of effects; this module performs them for real, on the caller's thread: a decision is one
+``ask`` of the supervisor (which also reserves the slot), an attempt is an HTTP call through
+the provider's adapter, a pause is a sleep on the injected clock, and a record is one
+``tell``. It is the twin of the simulation's event loop (:class:`routeledger.sim.Simulation`),
+which performs the same effects on virtual time.
+
+A completion runs the policy to its end (:meth:`ThreadedInterpreter.complete`). A stream is a
+generator (:meth:`ThreadedInterpreter.stream`): the policy runs until the first chunk, then
+its :class:`~routeledger.actors._failover.Relay` effect hands the chunks to the caller one by
+one, and how the relay ended goes back into the policy, which records it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Generator, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from routeledger._answer import StreamedAnswer
+from routeledger.actors._failover import (
+    AwaitCapacity,
+    Choose,
+    Effect,
+    OpenedStream,
+    Pause,
+    Record,
+    Relay,
+    Send,
+    StreamEnd,
+    start_request,
+)
+from routeledger.actors._protocol import DecideAttempt, ReportAttempt
+from routeledger.events import (
+    ProviderConnectError,
+    ProviderError,
+    Response,
+    RoutingError,
+    StreamChunk,
+    StreamInterrupted,
+)
+
+if TYPE_CHECKING:
+    import random
+
+    from routeledger.actors._budget import CapacitySignal
+    from routeledger.actors._clock import Clock
+    from routeledger.actors._messages import Decision, RouteQuery
+    from routeledger.actors._provider import ProviderHandle
+    from routeledger.actors._supervisor import SupervisorActor
+    from routeledger.actors._wire import WireAdapter
+    from routeledger.events import FailoverConfig, Request
+
+__all__ = ["ASK_TIMEOUT_S", "ThreadedInterpreter"]
+
+log = logging.getLogger("routeledger")
+
+ASK_TIMEOUT_S = 30.0
+"""How long a caller waits for an actor's answer before calling the runtime broken."""
+
+Policy = Generator[Effect, Any, Response | None]
+
+
+class ThreadedInterpreter:
+    """Performs the failover policy's effects with actors, HTTP and the clock.
+
+    Args:
+        supervisor: The supervisor actor (decisions and records).
+        handles: Each provider's shared handle (adapter, budget, statistics).
+        signal: Wakes callers waiting for capacity when a slot is released.
+        failover: The failover settings.
+        clock: The clock.
+        rng: The RNG of backoff jitter.
+        closed: Returns whether the runtime is closed (to name a dead actor's cause).
+    """
+
+    def __init__(
+        self,
+        *,
+        supervisor: pykka.ActorRef[SupervisorActor],
+        handles: dict[str, ProviderHandle],
+        signal: CapacitySignal,
+        failover: FailoverConfig,
+        clock: Clock,
+        rng: random.Random,
+        closed: threading.Event,
+    ) -> None:
+        self._supervisor = supervisor
+        self._handles = handles
+        self._signal = signal
+        self._failover = failover
+        self._clock = clock
+        self._rng = rng
+        self._closed = closed
+        self._timeouts = {name: h.config.timeout_s for name, h in handles.items()}
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
+
+    def _start(self, query: RouteQuery) -> Policy:
+        return start_request(
+            query,
+            failover=self._failover,
+            timeouts=self._timeouts,
+            clock=self._clock,
+            rng=self._rng,
+        )
+
+    def ask(self, message: Any) -> Any:
+        """Ask the supervisor; a dead or silent actor is a :class:`RoutingError`."""
+        try:
+            return self._supervisor.ask(message, timeout=ASK_TIMEOUT_S)
+        except pykka.ActorDeadError:
+            if self._closed.is_set():
+                raise RoutingError("the runtime is closed") from None
+            raise RoutingError("an actor of the runtime is not running") from None
+        except pykka.Timeout:
+            raise RoutingError(f"no answer from an actor within {ASK_TIMEOUT_S:g} s") from None
+
+    # -- the two ways a request runs --------------------------------------------------------
+
+    def complete(self, query: RouteQuery) -> Response:
+        """Run a completion to its end and return its response (or raise its error)."""
+        run = _Run(self, query)
+        policy = self._start(query)
+        send: Any = None
+        throw: BaseException | None = None
+        while True:
+            try:
+                effect = policy.throw(throw) if throw is not None else policy.send(send)
+            except StopIteration as stop:
+                assert isinstance(stop.value, Response)
+                return stop.value
+            send, throw = run.perform(effect)
+
+    def stream(self, query: RouteQuery) -> Iterator[StreamChunk]:
+        """Run a stream: yield its chunks once one provider's first chunk has arrived."""
+        run = _Run(self, query)
+        policy = self._start(query)
+        send: Any = None
+        throw: BaseException | None = None
+        while True:
+            try:
+                effect = policy.throw(throw) if throw is not None else policy.send(send)
+            except StopIteration:
+                return
+            if type(effect) is not Relay:
+                send, throw = run.perform(effect)
+                continue
+            relay = _StreamRelay(effect.stream, effect.decision)
+            try:
+                yield from relay.chunks()
+            except GeneratorExit:
+                # The caller closed the stream: record how far it got (the policy's last
+                # effects), then let the generator close.
+                _record_end(policy, run, relay.stop_early())
+                return
+            assert relay.end is not None
+            send, throw = relay.end, None
+
+    # -- effects shared by both -------------------------------------------------------------
+
+    def _call(self, decision: Decision, request: Request, timeout_s: float) -> Any:
+        """Send one attempt; the slot is released when it ends (a stream: when relayed)."""
+        wire = self._handles[decision.route.provider].wire
+        opened = False
+        try:
+            if wire is None:
+                raise ProviderConnectError(
+                    "provider actor is not running", provider=decision.route.provider
+                )
+            if not request.stream:
+                return wire.complete(request, decision.model, timeout_s=timeout_s)
+            result = self._open_stream(wire, decision, request, timeout_s)
+            opened = True
+            return result
+        finally:
+            if not opened:
+                decision.budget.release()
+
+    def _open_stream(
+        self, wire: WireAdapter, decision: Decision, request: Request, timeout_s: float
+    ) -> OpenedStream:
+        start = self._clock.monotonic()
+        it = wire.stream(request, decision.model, timeout_s=timeout_s)
+        try:
+            first = next(it)
+        except StopIteration:
+            raise StreamInterrupted(
+                "stream ended before its first chunk", provider=decision.route.provider
+            ) from None
+        except BaseException:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+            raise
+        return OpenedStream(first, it, (self._clock.monotonic() - start) * 1000.0)
+
+    def _record(self, effect: Record, query: RouteQuery) -> None:
+        if effect.outcome is not None:
+            self._handles[effect.outcome.provider].record(effect.outcome)
+        try:
+            self._supervisor.tell(ReportAttempt(query, effect.outcome, effect.ended))
+        except pykka.ActorDeadError:
+            log.error("supervisor is gone; outcome of %s not recorded", query.request.request_id)
+
+    def _await_capacity(self, seen: int, timeout_s: float) -> bool:
+        with self._waiting_lock:
+            if self._waiting >= self._failover.max_queue:
+                return False
+            self._waiting += 1
+        try:
+            return self._signal.wait(seen, timeout_s)
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+
+
+class _Run:
+    """One request's run through the interpreter: what its next effects depend on."""
+
+    __slots__ = ("first", "interpreter", "query", "seen")
+
+    def __init__(self, interpreter: ThreadedInterpreter, query: RouteQuery) -> None:
+        self.interpreter = interpreter
+        self.query = query
+        self.first = True
+        # The capacity generation before the last decision: no release in between is missed.
+        self.seen = 0
+
+    def perform(self, effect: Effect) -> tuple[Any, BaseException | None]:
+        """Perform one effect; return what to send into the policy, or what to throw."""
+        it = self.interpreter
+        try:
+            match effect:
+                case Choose(attempt, tried, banned, not_before):
+                    self.seen = it._signal.generation
+                    message = DecideAttempt(
+                        self.query, attempt, tried, banned, self.first, not_before=not_before
+                    )
+                    self.first = False
+                    return it.ask(message), None
+                case Send(decision, timeout_s):
+                    return it._call(decision, self.query.request, timeout_s), None
+                case Record():
+                    it._record(effect, self.query)
+                case Pause(seconds):
+                    it._clock.sleep(seconds)
+                case AwaitCapacity(timeout_s):
+                    return it._await_capacity(self.seen, timeout_s), None
+                case Relay():
+                    raise TypeError("a completion's policy asked to relay a stream")
+        except Exception as exc:
+            return None, exc
+        return None, None
+
+
+class _StreamRelay:
+    """Passes an opened stream's chunks to the caller and folds them into its answer.
+
+    The provider's slot is released as soon as the stream ends, however it ends.
+    """
+
+    __slots__ = ("_closed", "answer", "decision", "end", "opened")
+
+    def __init__(self, opened: OpenedStream, decision: Decision) -> None:
+        self.opened = opened
+        self.decision = decision
+        self.answer = StreamedAnswer(decision.model)
+        self.end: StreamEnd | None = None
+        self._closed = False
+
+    def chunks(self) -> Iterator[StreamChunk]:
+        """Yield every chunk; set :attr:`end` when the stream ends by itself."""
+        chunk = self.opened.first
+        rest = self.opened.rest
+        try:
+            while True:
+                self.answer.add(chunk)
+                yield chunk
+                try:
+                    chunk = next(rest)
+                except StopIteration:
+                    break
+        except ProviderError as exc:
+            self._close()
+            self.end = StreamEnd(error=exc, usage=self.answer.usage, cost=self.answer.cost)
+            return
+        self._close()
+        self.end = self._whole()
+
+    def stop_early(self) -> StreamEnd:
+        """Close the stream at the caller's request; return how it ended.
+
+        A caller that stops once the final chunk (finish reason and usage) arrived has the
+        whole answer: it completed, and is recorded (and billed) as such.
+        """
+        self._close()
+        if self.answer.finish_reason is not None:
+            self.end = self._whole()
+        else:
+            self.end = StreamEnd(cancelled=True, usage=self.answer.usage, cost=self.answer.cost)
+        return self.end
+
+    def _whole(self) -> StreamEnd:
+        response = self.answer.response(
+            provider=self.decision.route.provider,
+            request_id=self.decision.route.request_id,
+            latency_ms=0.0,  # the policy sets the attempt's latency
+            attempts=self.decision.attempt,
+        )
+        return StreamEnd(response=response, usage=self.answer.usage, cost=self.answer.cost)
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            close = getattr(self.opened.rest, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.decision.budget.release()
+
+
+def _record_end(policy: Policy, run: _Run, end: StreamEnd) -> None:
+    """Feed a stream's end to the policy and perform the records it makes."""
+    send: Any = end
+    while True:
+        try:
+            effect = policy.send(send)
+        except StopIteration:
+            return
+        except Exception:
+            log.exception("recording the end of a stream failed")
+            return
+        send, _ = run.perform(effect)

@@ -19,13 +19,13 @@ import pykka
 from routeledger.actors._budget import Budget
 from routeledger.actors._messages import Outcome, ProviderStats
 from routeledger.actors._stats import StatsTracker
-from routeledger.actors._wire import make_adapter, make_client
+from routeledger.actors.wire import make_adapter, make_client
 from routeledger.events import ProviderConnectError
 
 if TYPE_CHECKING:
     import httpx
 
-    from routeledger.actors._wire import WireAdapter
+    from routeledger.actors.wire import WireAdapter
     from routeledger.events import ProviderConfig, Secret
 
 __all__ = [

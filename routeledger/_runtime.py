@@ -93,7 +93,7 @@ from routeledger.events import (
 from routeledger.store import EventStore, MemoryStore, SQLiteStore
 
 if TYPE_CHECKING:
-    from routeledger.actors._wire import WireAdapter
+    from routeledger.actors.wire import WireAdapter
 
 __all__ = ["Runtime"]
 

@@ -10,7 +10,7 @@ import httpx
 import msgspec
 import pytest
 
-from routeledger.actors._wire import (
+from routeledger.actors.wire import (
     WireAdapter,
     error_from_status,
     make_adapter,

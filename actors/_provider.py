@@ -27,14 +27,14 @@ from routeledger.actors._protocol import (
     ProviderMessage,
 )
 from routeledger.actors._stats import StatsTracker
-from routeledger.actors._wire import make_adapter, make_client
+from routeledger.actors.wire import make_adapter, make_client
 from routeledger.events import ProviderConnectError
 
 if TYPE_CHECKING:
     import httpx
 
     from routeledger.actors._supervisor import SupervisorActor
-    from routeledger.actors._wire import WireAdapter
+    from routeledger.actors.wire import WireAdapter
     from routeledger.events import ProviderConfig, Secret
 
 __all__ = ["PING", "AdapterFactory", "ProviderActor", "ProviderHandle", "default_adapter_factory"]

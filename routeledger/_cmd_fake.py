@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import signal
 import threading
 from types import FrameType
 from typing import Any
 
+from routeledger.actors.wire import is_loopback
 from routeledger.events import ConfigError
 from routeledger.fake_provider import Behaviour, FakeProvider
 
@@ -46,18 +46,9 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; return the exit status."""
-    if not _is_loopback(args.host):
+    if not is_loopback(args.host):
         raise ConfigError(
             f"--host {args.host!r} is not a loopback address: the fake provider only serves "
             "on loopback (e.g. 127.0.0.1 or ::1)"

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from routeledger.actors._messages import Decision, RouteQuery
     from routeledger.actors._provider import ProviderHandle
     from routeledger.actors._supervisor import SupervisorActor
-    from routeledger.actors._wire import WireAdapter
+    from routeledger.actors.wire import WireAdapter
     from routeledger.events import FailoverConfig, Request
 
 __all__ = ["ASK_TIMEOUT_S", "ThreadedInterpreter"]

@@ -74,8 +74,8 @@ from routeledger import (
     RuntimeConfig,
     SystemClock,
 )
-from routeledger.actors._openai import build_payload
 from routeledger.actors._writer import Append, EventWriter, Flush, LogWriterActor
+from routeledger.actors.wire._openai import build_payload
 from routeledger.events import Event
 from routeledger.store import SQLiteStore
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routeledger.actors._sse import SSEError, SSEEvent, SSEParser
+from routeledger.actors.wire import SSEError, SSEEvent, SSEParser
 
 
 def parse_all(data: bytes, **kwargs: int) -> list[SSEEvent]:

@@ -9,8 +9,7 @@ import httpx
 import msgspec
 import pytest
 
-from routeledger.actors._anthropic import AnthropicAdapter
-from routeledger.actors._wire import WireAdapter, make_adapter
+from routeledger.actors.wire import AnthropicAdapter, WireAdapter, make_adapter
 from routeledger.events import (
     AuthenticationError,
     BadRequest,

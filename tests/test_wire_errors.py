@@ -1,4 +1,4 @@
-"""Tests of how the wire adapters map statuses, bodies and transport failures to errors."""
+"""Tests of how a failed exchange becomes our error: statuses, bodies, exceptions, Retry-After."""
 
 from __future__ import annotations
 
@@ -7,94 +7,44 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
-import msgspec
 import pytest
-
-from routeledger.actors._wire import (
-    WireAdapter,
-    error_from_status,
-    make_adapter,
-    make_client,
-    parse_retry_after,
+from wire_support import (
+    CALLS,
+    CANARY,
+    KINDS,
+    MODEL,
+    NOW,
+    PROMPT,
+    Adapters,
+    FailingBody,
+    answer,
+    call,
+    config,
+    request,
 )
+
+from routeledger.actors.wire import WireAdapter, error_from_status, make_adapter, parse_retry_after
 from routeledger.events import (
     AuthenticationError,
     BadRequest,
-    ConfigError,
     ContextLengthExceeded,
-    Message,
-    ModelSpec,
     ProtocolError,
-    ProviderConfig,
     ProviderConnectError,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
     QuotaExceeded,
     RateLimited,
-    Request,
     Secret,
 )
-
-KINDS = ["openai", "anthropic"]
-CALLS = ["complete", "stream", "probe"]
-MODEL = ModelSpec(name="m", input_per_mtok=1.0, output_per_mtok=2.0)
-CANARY = "sk-canary-5f3a9c0d71e2"
-PROMPT = "the confidential prompt text 7731"
-NOW = 1_700_000_000.0
-
-
-def config(kind: str, **overrides: Any) -> ProviderConfig:
-    """Return a provider config of ``kind`` on a test origin."""
-    fields: dict[str, Any] = {"base_url": "https://provider.test/v1", **overrides}
-    return ProviderConfig(name=f"p-{kind}", kind=kind, models=[MODEL], **fields)
 
 
 @pytest.fixture
 def adapter() -> Iterator[Callable[..., WireAdapter]]:
     """Return a factory of adapters over a MockTransport; closes their clients."""
-    clients: list[httpx.Client] = []
-
-    def make(kind: str, handler: Callable[[httpx.Request], httpx.Response], **kw: Any) -> Any:
-        follow = kw.pop("follow_redirects", False)
-        client = httpx.Client(transport=httpx.MockTransport(handler), follow_redirects=follow)
-        clients.append(client)
-        return make_adapter(
-            config(kind, **kw), client=client, api_key=Secret(CANARY), clock=lambda: NOW
-        )
-
-    yield make
-    for client in clients:
-        client.close()
-
-
-def request() -> Request:
-    """Return a request whose prompt text must never appear in an error."""
-    return Request(model="m", messages=[Message(role="user", content=PROMPT)], request_id="rid-e")
-
-
-def call(a: WireAdapter, how: str, timeout_s: float | None = None) -> None:
-    """Run one adapter call to completion (a stream is read to its end)."""
-    if how == "complete":
-        a.complete(request(), MODEL, timeout_s=timeout_s)
-    elif how == "stream":
-        for _ in a.stream(request(), MODEL, timeout_s=timeout_s):
-            pass
-    else:
-        a.probe(timeout_s=timeout_s)
-
-
-def answer(
-    status: int, body: Any = None, **headers: str
-) -> Callable[[httpx.Request], httpx.Response]:
-    """Return a handler answering ``status`` with a JSON ``body`` and ``headers``."""
-    content = b"" if body is None else msgspec.json.encode(body)
-    hdrs = {k.replace("_", "-"): v for k, v in headers.items()}
-
-    def handler(r: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, content=content, headers=hdrs)
-
-    return handler
+    adapters = Adapters()
+    yield adapters
+    adapters.close()
 
 
 def openai_error(message: str, etype: str, code: str | None = None) -> dict[str, Any]:
@@ -240,15 +190,6 @@ def test_html_error_page_snippet(adapter: Callable[..., WireAdapter]) -> None:
         adapter("anthropic", handler).complete(request(), MODEL)
 
 
-def test_huge_error_body_read_partially(adapter: Callable[..., WireAdapter]) -> None:
-    """An enormous error body is not read whole; the status still classifies it."""
-    a = adapter(
-        "openai", answer(500, {"error": {"message": "y" * 200_000}}), max_response_bytes=1000
-    )
-    with pytest.raises(ProviderUnavailable):
-        a.complete(request(), MODEL)
-
-
 # -- Retry-After ---------------------------------------------------------------------------
 
 
@@ -306,26 +247,6 @@ def test_unavailable_carries_retry_after() -> None:
     err = error_from_status(529, httpx.Headers({"retry-after": "3"}), b"")
     assert isinstance(err, ProviderUnavailable)
     assert err.retry_after_s == 3.0
-
-
-# -- redirects and the key's origin ----------------------------------------------------------
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_redirect_never_followed(adapter: Callable[..., WireAdapter], kind: str) -> None:
-    """A redirect is a ProtocolError and the key never goes to the other origin."""
-    seen: list[httpx.URL] = []
-
-    def handler(r: httpx.Request) -> httpx.Response:
-        seen.append(r.url)
-        return httpx.Response(307, headers={"location": "https://evil.test/steal"})
-
-    # Even a shared client configured to follow redirects does not follow them for us.
-    a = adapter(kind, handler, follow_redirects=True)
-    for how in CALLS:
-        with pytest.raises(ProtocolError):
-            call(a, how)
-    assert {u.host for u in seen} == {"provider.test"}
 
 
 # -- transport failures --------------------------------------------------------------------
@@ -408,18 +329,6 @@ def test_every_httpx_error_mapped_on_send(
     assert isinstance(info.value.__cause__, cls)
 
 
-class FailingBody(httpx.SyncByteStream):
-    """A body that yields ``first`` and then raises ``exc``."""
-
-    def __init__(self, first: bytes, exc: BaseException) -> None:
-        self.first = first
-        self.exc = exc
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield self.first
-        raise self.exc
-
-
 FIRST_EVENT = {
     "openai": b'data: {"choices": [{"delta": {"content": "Hi"}}]}\n\n',
     "anthropic": b"event: content_block_delta\n"
@@ -472,70 +381,6 @@ def test_invalid_base_url_is_connect_error(base_url: str) -> None:
         a.close()
 
 
-def test_timeout_reaches_the_transport(adapter: Callable[..., WireAdapter]) -> None:
-    """timeout_s overrides the configured timeout; connect keeps its own, smaller budget."""
-    seen: list[dict[str, float]] = []
-
-    def handler(r: httpx.Request) -> httpx.Response:
-        seen.append(r.extensions["timeout"])
-        return httpx.Response(200, json={"data": []})
-
-    a = adapter("openai", handler, timeout_s=60.0, connect_timeout_s=5.0)
-    a.probe()
-    a.probe(timeout_s=2.0)
-    a.probe(timeout_s=30.0)
-    assert seen == [
-        {"connect": 5.0, "read": 60.0, "write": 60.0, "pool": 5.0},
-        {"connect": 2.0, "read": 2.0, "write": 2.0, "pool": 2.0},
-        {"connect": 5.0, "read": 30.0, "write": 30.0, "pool": 5.0},
-    ]
-
-
-# -- limits --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("how", ["complete", "probe"])
-@pytest.mark.parametrize("kind", KINDS)
-def test_body_cap(adapter: Callable[..., WireAdapter], kind: str, how: str) -> None:
-    """A body over max_response_bytes is a ProtocolError, declared or streamed."""
-    big = b"x" * 5000
-
-    def declared(r: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=big, headers={"content-type": "application/json"})
-
-    def chunked(r: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, stream=FailingBody(big, httpx.ReadError("x", request=r)))
-
-    for handler in (declared, chunked):
-        with pytest.raises(ProtocolError, match="limit"):
-            call(adapter(kind, handler, max_response_bytes=1000), how)
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_stream_line_cap(adapter: Callable[..., WireAdapter], kind: str) -> None:
-    """An SSE line over max_line_bytes is a ProtocolError."""
-    body = b"data: " + b"x" * 5000 + b"\n\n"
-
-    def handler(r: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
-
-    with pytest.raises(ProtocolError):
-        call(adapter(kind, handler, max_line_bytes=1000), "stream")
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_stream_not_utf8(adapter: Callable[..., WireAdapter], kind: str) -> None:
-    """An event stream with bytes that are not UTF-8 is a ProtocolError."""
-
-    def handler(r: httpx.Request) -> httpx.Response:
-        return httpx.Response(
-            200, content=b"data: \xc3\x28\xff\n\n", headers={"content-type": "text/event-stream"}
-        )
-
-    with pytest.raises(ProtocolError):
-        call(adapter(kind, handler), "stream")
-
-
 # -- secrets -------------------------------------------------------------------------------
 
 
@@ -581,69 +426,3 @@ def test_canary_key_and_prompt_never_in_errors(
             assert PROMPT not in text
     assert CANARY not in repr(a)
     assert CANARY not in str(a)
-
-
-def test_key_goes_in_the_header_only(adapter: Callable[..., WireAdapter]) -> None:
-    """The key is sent in its header and nowhere else in the request."""
-    sent: list[httpx.Request] = []
-
-    def handler(r: httpx.Request) -> httpx.Response:
-        r.read()
-        sent.append(r)
-        return httpx.Response(500)
-
-    for kind in KINDS:
-        with pytest.raises(ProviderUnavailable):
-            adapter(kind, handler).complete(request(), MODEL)
-    assert sent[0].headers["authorization"] == f"Bearer {CANARY}"
-    assert sent[1].headers["x-api-key"] == CANARY
-    for r in sent:
-        assert CANARY not in str(r.url)
-        assert CANARY.encode() not in r.content
-
-
-# -- construction --------------------------------------------------------------------------
-
-
-def test_unknown_kind_is_config_error() -> None:
-    """An unknown provider kind is a ConfigError."""
-    with pytest.raises(ConfigError):
-        make_adapter(config("gemini"))
-
-
-def test_make_client_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The client keeps max_concurrency connections alive (the budget, not the pool, caps
-    concurrency), never follows redirects, and ignores env proxies."""
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
-    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
-    with make_client(config("openai", max_concurrency=7, timeout_s=12.0)) as client:
-        assert client.follow_redirects is False
-        assert client.trust_env is False
-        assert client.timeout == httpx.Timeout(12.0, connect=5.0, pool=5.0)
-        pool = client._transport._pool  # type: ignore[attr-defined]
-        assert pool._max_connections > 1_000_000  # no cap of its own
-        assert pool._max_keepalive_connections == 7
-        assert not client._mounts
-
-
-def test_adapter_owns_client_it_made() -> None:
-    """An adapter made without a client closes the one it made."""
-    a = make_adapter(config("anthropic"), api_key=Secret(CANARY))
-    client = a._client  # type: ignore[attr-defined]
-    a.close()  # type: ignore[attr-defined]
-    assert client.is_closed
-
-
-def test_api_key_defaults_to_config() -> None:
-    """Without api_key the adapter sends config.resolve_api_key()."""
-    seen: list[httpx.Request] = []
-
-    def handler(r: httpx.Request) -> httpx.Response:
-        seen.append(r)
-        return httpx.Response(200, json={"data": []})
-
-    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
-        cfg = config("openai", api_key_env="ROUTELEDGER_TEST_KEY")
-        cfg.api_key = Secret("from-config")
-        make_adapter(cfg, client=client).probe()
-    assert seen[0].headers["authorization"] == "Bearer from-config"

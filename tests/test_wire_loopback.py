@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from routeledger.actors._wire import make_adapter
+from routeledger.actors.wire import make_adapter
 from routeledger.events import (
     AuthenticationError,
     BadRequest,

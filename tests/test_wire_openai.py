@@ -10,8 +10,7 @@ import httpx
 import msgspec
 import pytest
 
-from routeledger.actors._openai import OpenAIAdapter
-from routeledger.actors._wire import WireAdapter, make_adapter
+from routeledger.actors.wire import OpenAIAdapter, WireAdapter, make_adapter
 from routeledger.events import (
     BadRequest,
     ImagePart,

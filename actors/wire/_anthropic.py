@@ -13,8 +13,9 @@ from typing import Annotated, Any
 
 import msgspec
 
-from routeledger.actors._sse import SSEEvent
-from routeledger.actors._wire import HTTPAdapter, StreamState, error_from_payload
+from routeledger.actors.wire._errors import error_from_payload
+from routeledger.actors.wire._http import HTTPAdapter, StreamState, decode_answer
+from routeledger.actors.wire._sse import SSEEvent
 from routeledger.events import (
     BadRequest,
     ImagePart,
@@ -277,20 +278,9 @@ def parse_response(body: bytes, request: Request, model: ModelSpec, *, provider:
         ProtocolError: The body is not a message.
         ProviderError: The body is an error object.
     """
-    try:
-        message = _MESSAGE.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        payload = _ANY.decode(body) if isinstance(exc, msgspec.ValidationError) else None
-        if isinstance(payload, dict) and "error" in payload:
-            raise error_from_payload(
-                payload, provider=provider, request_id=request.request_id
-            ) from exc
-        raise ProtocolError(
-            f"answer is not a message ({exc})",
-            provider=provider,
-            request_id=request.request_id,
-            status=200,
-        ) from exc
+    message = decode_answer(
+        _MESSAGE, body, what="a message", provider=provider, request_id=request.request_id
+    )
     texts: list[str] = []
     tool_calls: list[ToolCall] = []
     for block in message.content:

@@ -12,8 +12,9 @@ from typing import Annotated, Any
 
 import msgspec
 
-from routeledger.actors._sse import SSEEvent
-from routeledger.actors._wire import HTTPAdapter, StreamState, error_from_payload
+from routeledger.actors.wire._errors import error_from_payload
+from routeledger.actors.wire._http import HTTPAdapter, StreamState, decode_answer
+from routeledger.actors.wire._sse import SSEEvent
 from routeledger.events import (
     BadRequest,
     ImagePart,
@@ -107,7 +108,6 @@ class _Chunk(msgspec.Struct):
 
 _COMPLETION = msgspec.json.Decoder(_Completion)
 _CHUNK = msgspec.json.Decoder(_Chunk)
-_ANY = msgspec.json.Decoder()
 
 
 def _image_url(part: ImagePart) -> str:
@@ -219,20 +219,13 @@ def parse_response(body: bytes, request: Request, model: ModelSpec, *, provider:
         ProtocolError: The body is not a chat completion.
         ProviderError: The body is an error object (some compatible servers answer 200).
     """
-    try:
-        completion = _COMPLETION.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        payload = _ANY.decode(body) if isinstance(exc, msgspec.ValidationError) else None
-        if isinstance(payload, dict) and "error" in payload:
-            raise error_from_payload(
-                payload, provider=provider, request_id=request.request_id
-            ) from exc
-        raise ProtocolError(
-            f"answer is not a chat completion ({exc})",
-            provider=provider,
-            request_id=request.request_id,
-            status=200,
-        ) from exc
+    completion = decode_answer(
+        _COMPLETION,
+        body,
+        what="a chat completion",
+        provider=provider,
+        request_id=request.request_id,
+    )
     if not completion.choices:
         raise ProtocolError(
             "chat completion has no choices",

@@ -38,7 +38,7 @@ def test_bare_folder_names_are_not_importable(tmp_path: Path, name: str) -> None
 
 
 def test_a_plain_install_holds_every_subpackage(tmp_path: Path) -> None:
-    """`pip install .` (not editable) installs routeledger with its three subpackages."""
+    """`pip install .` (not editable) installs routeledger with its four subpackages."""
     target = tmp_path / "site"
     proc = subprocess.run(
         [
@@ -48,7 +48,7 @@ def test_a_plain_install_holds_every_subpackage(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    for part in ("actors", "events", "store"):
+    for part in ("actors", "events", "store", "testing"):
         assert (target / "routeledger" / part / "__init__.py").is_file()
     assert (target / "routeledger" / "py.typed").is_file()
     assert not (target / "events").exists()

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from routeledger.cli import main
-from routeledger.fake_provider import Behaviour, FakeProvider
+from routeledger.testing import Behaviour, FakeProvider
 
 OPENAI_BODY = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello there"}]}
 ANTHROPIC_BODY = {**OPENAI_BODY, "model": "claude-test", "max_tokens": 64}

@@ -59,8 +59,8 @@ from routeledger.events import (
     RequestFailed,
     RouteDecided,
 )
-from routeledger.fake_provider import Behaviour, FakeProvider
 from routeledger.store import SQLiteStore, StoredEvent
+from routeledger.testing import Behaviour, FakeProvider
 
 MODEL = "fake-model"
 WAIT_S = 10.0

@@ -45,8 +45,8 @@ from routeledger.events import (
     StoreFull,
     StoreLocked,
 )
-from routeledger.fake_provider import Behaviour, FakeProvider
 from routeledger.store import SQLiteStore, StoredEvent
+from routeledger.testing import Behaviour, FakeProvider
 
 MODEL = "fake-model"
 
@@ -350,7 +350,7 @@ _APPENDER = """
 import sys
 from routeledger import (FailoverConfig, Message, ModelSpec, ProviderConfig, Request, Runtime,
                          RuntimeConfig)
-from routeledger.fake_provider import FakeProvider
+from routeledger.testing import FakeProvider
 
 db, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with FakeProvider() as fake:
@@ -409,7 +409,7 @@ _WORKER = """
 import json, sys
 from routeledger import (FailoverConfig, Message, ModelSpec, ProviderConfig, Request, Runtime,
                          RuntimeConfig)
-from routeledger.fake_provider import FakeProvider
+from routeledger.testing import FakeProvider
 
 db, flush_after = sys.argv[1], int(sys.argv[2])
 fake = FakeProvider().start()

@@ -27,7 +27,7 @@ from routeledger import (
     replay,
 )
 from routeledger.actors._provider import default_adapter_factory
-from routeledger.fake_provider import Behaviour, FakeProvider
+from routeledger.testing import Behaviour, FakeProvider
 
 Fakes = Callable[..., list[FakeProvider]]
 CANARY = "sk-canary-5f0c1d9e7b"

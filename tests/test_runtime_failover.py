@@ -18,7 +18,7 @@ from routeledger import (
     Runtime,
     VirtualClock,
 )
-from routeledger.fake_provider import Behaviour, FakeProvider
+from routeledger.testing import Behaviour, FakeProvider
 
 Fakes = Callable[..., list[FakeProvider]]
 NO_BACKOFF = {"backoff_base_s": 0.0, "backoff_max_s": 0.0}

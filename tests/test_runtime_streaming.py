@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from routeledger import FailoverConfig, Runtime, StreamChunk, StreamInterrupted
-from routeledger.fake_provider import Behaviour, FakeProvider
+from routeledger.testing import Behaviour, FakeProvider
 
 Fakes = Callable[..., list[FakeProvider]]
 COMPLETIONS = "/v1/chat/completions"

@@ -29,7 +29,7 @@ from routeledger import (
     RuntimeConfig,
 )
 from routeledger.cli import main
-from routeledger.fake_provider import Behaviour, FakeProvider
+from routeledger.testing import Behaviour, FakeProvider
 
 CANARY = "sk-canary-9f8e7d"
 KEY_VAR = "ROUTELEDGER_TEST_CANARY_KEY"

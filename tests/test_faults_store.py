@@ -23,7 +23,6 @@ import pykka
 import pytest
 
 from routeledger import (
-    FailoverConfig,
     LogConfig,
     Message,
     ModelSpec,
@@ -46,7 +45,7 @@ from routeledger.events import (
     StoreLocked,
 )
 from routeledger.store import SQLiteStore, StoredEvent
-from routeledger.testing import Behaviour, FakeProvider
+from routeledger.testing import Behaviour, FakeProvider, no_backoff
 
 MODEL = "fake-model"
 
@@ -86,7 +85,7 @@ def config(fake: FakeProvider, **runtime: Any) -> RuntimeConfig:
                 timeout_s=5.0,
             )
         ],
-        failover=FailoverConfig(backoff_base_s=0.001, backoff_max_s=0.01),
+        failover=no_backoff(),
         seed=0,
         **runtime,
     )

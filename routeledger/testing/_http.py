@@ -8,6 +8,10 @@ on any forced status, a chunked stream cut at an exact event), and it must write
 bytes as before byte for byte (lower-case header names in a fixed order, which h11 would
 title-case and reorder). The raw path is `head`, `chunk` and `CHUNK_END`; `reset` and
 `reset_soon` end a connection with an RST instead of a FIN.
+
+h11 is stricter than the hand-written parser it replaced in one respect: an HTTP/1.1 request
+without a ``Host`` header is answered 400 (RFC 9112 requires one; HTTP clients always send it).
+A head over `MAX_HEAD` is answered 431 rather than dropped.
 """
 
 from __future__ import annotations
@@ -110,6 +114,9 @@ async def read_request(
             data = await reader.read(_READ_SIZE)
             conn.receive_data(data)
         elif isinstance(event, h11.Request):
+            if event.http_version not in (b"1.0", b"1.1"):
+                version = event.http_version.decode("latin-1")
+                raise BadRequest(400, f"unsupported protocol HTTP/{version}")
             request = event
             declared = _declared_length(event)
             if declared is not None and declared > MAX_BODY:

@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo."""
     from routeledger import ABTestConfig, Runtime, replay
     from routeledger._cmd_replay import figure_lines
-    from routeledger.fake_provider import Behaviour, FakeProvider
+    from routeledger.testing import Behaviour, FakeProvider
 
     db = Path(args.db)
     for suffix in ("", "-wal", "-shm"):

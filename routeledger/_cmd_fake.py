@@ -10,7 +10,7 @@ from typing import Any
 
 from routeledger.actors.wire import is_loopback
 from routeledger.events import ConfigError
-from routeledger.fake_provider import Behaviour, FakeProvider
+from routeledger.testing import Behaviour, FakeProvider
 
 __all__ = ["register", "run"]
 

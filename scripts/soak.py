@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Real-time soak: a Runtime serving loopback fake providers for minutes, watching resources.
 
-Not run in CI. It starts three :class:`~routeledger.fake_provider.FakeProvider` servers (one
+Not run in CI. It starts three :class:`~routeledger.testing.FakeProvider` servers (one
 healthy, one slow, one flaky), a real :class:`~routeledger.Runtime` writing a SQLite log, and
 a few client threads sending requests without pause. Every ``--every`` seconds it prints the
 process's resident memory (from ``/proc/self/statm``), thread count and open file
@@ -35,7 +35,7 @@ from routeledger import (
     RuntimeConfig,
     replay,
 )
-from routeledger.fake_provider import Behaviour, FakeProvider
+from routeledger.testing import Behaviour, FakeProvider
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

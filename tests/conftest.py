@@ -12,8 +12,8 @@ import pytest
 
 from routeledger import Message, ModelSpec, ProviderConfig, Request, RuntimeConfig
 from routeledger.events import Event
-from routeledger.fake_provider import Behaviour, FakeProvider
 from routeledger.store import SQLiteStore
+from routeledger.testing import Behaviour, FakeProvider
 
 MODEL = "fake-model"
 CALLBACK_TIMEOUT_S = 5.0

@@ -10,7 +10,7 @@ import pytest
 
 from routeledger import ConfigError, RuntimeConfig, replay
 from routeledger.cli import main
-from routeledger.fake_provider import FakeProvider
+from routeledger.testing import FakeProvider
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "routeledger.toml"
 

@@ -59,8 +59,8 @@ from routeledger.events import (
     RequestFailed,
     RouteDecided,
 )
-from routeledger.fake_provider import Behaviour, FakeProvider
 from routeledger.store import SQLiteStore, StoredEvent
+from routeledger.testing import Behaviour, FakeProvider, no_backoff
 
 MODEL = "fake-model"
 WAIT_S = 10.0
@@ -105,12 +105,10 @@ def provider(name: str, target: FakeProvider | str, **kwargs: Any) -> ProviderCo
 
 
 def failover(**kwargs: Any) -> FailoverConfig:
-    """Return a fast failover policy (tiny backoff, a retry budget that never binds)."""
+    """Return a fast failover policy (no backoff, a retry budget that never binds)."""
     kwargs.setdefault("max_attempts", 3)
-    kwargs.setdefault("backoff_base_s", 0.001)
-    kwargs.setdefault("backoff_max_s", 0.01)
     kwargs.setdefault("retry_budget_min", 1000)
-    return FailoverConfig(**kwargs)
+    return no_backoff(**kwargs)
 
 
 HEALTH = HealthConfig(
@@ -259,7 +257,13 @@ def test_garbage_retry_after_falls_back_to_backoff(db: Path) -> None:
     clock = VirtualClock()
     with FakeProvider(beh, seed=seed_failing_first()) as fake:
         rt = start(
-            db, provider("a", fake), clock=clock, failover=failover(max_attempts_per_provider=2)
+            db,
+            provider("a", fake),
+            clock=clock,
+            # A short backoff, so that the bound below proves the backoff was what was waited.
+            failover=failover(
+                max_attempts_per_provider=2, backoff_base_s=0.001, backoff_max_s=0.01
+            ),
         )
         with rt:
             ledger = Ledger(rt, db)

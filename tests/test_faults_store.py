@@ -23,7 +23,6 @@ import pykka
 import pytest
 
 from routeledger import (
-    FailoverConfig,
     LogConfig,
     Message,
     ModelSpec,
@@ -45,8 +44,8 @@ from routeledger.events import (
     StoreFull,
     StoreLocked,
 )
-from routeledger.fake_provider import Behaviour, FakeProvider
 from routeledger.store import SQLiteStore, StoredEvent
+from routeledger.testing import Behaviour, FakeProvider, no_backoff
 
 MODEL = "fake-model"
 
@@ -86,7 +85,7 @@ def config(fake: FakeProvider, **runtime: Any) -> RuntimeConfig:
                 timeout_s=5.0,
             )
         ],
-        failover=FailoverConfig(backoff_base_s=0.001, backoff_max_s=0.01),
+        failover=no_backoff(),
         seed=0,
         **runtime,
     )
@@ -350,7 +349,7 @@ _APPENDER = """
 import sys
 from routeledger import (FailoverConfig, Message, ModelSpec, ProviderConfig, Request, Runtime,
                          RuntimeConfig)
-from routeledger.fake_provider import FakeProvider
+from routeledger.testing import FakeProvider
 
 db, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with FakeProvider() as fake:
@@ -409,7 +408,7 @@ _WORKER = """
 import json, sys
 from routeledger import (FailoverConfig, Message, ModelSpec, ProviderConfig, Request, Runtime,
                          RuntimeConfig)
-from routeledger.fake_provider import FakeProvider
+from routeledger.testing import FakeProvider
 
 db, flush_after = sys.argv[1], int(sys.argv[2])
 fake = FakeProvider().start()

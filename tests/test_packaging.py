@@ -48,7 +48,7 @@ def test_a_plain_install_holds_every_subpackage(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    for part in ("actors", "actors/wire", "events", "store"):
+    for part in ("actors", "actors/wire", "events", "store", "testing"):
         assert (target / "routeledger" / part / "__init__.py").is_file()
     assert (target / "routeledger" / "py.typed").is_file()
     assert not (target / "events").exists()

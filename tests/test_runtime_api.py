@@ -27,7 +27,7 @@ from routeledger import (
     replay,
 )
 from routeledger.actors._provider import default_adapter_factory
-from routeledger.fake_provider import Behaviour, FakeProvider
+from routeledger.testing import Behaviour, FakeProvider, no_backoff
 
 Fakes = Callable[..., list[FakeProvider]]
 CANARY = "sk-canary-5f0c1d9e7b"
@@ -240,7 +240,7 @@ def test_live_figures_equal_the_replayed_log(
     cfg = config_for(
         {"ok": ok, "flaky": flaky, "free": free},
         per_provider={"free": {"input_per_mtok": None, "output_per_mtok": None}},
-        failover=FailoverConfig(backoff_base_s=0.0, backoff_max_s=0.0),
+        failover=no_backoff(),
     )
     with Runtime.start(cfg, event_log=db) as rt:
         rt.setup_ab_test(ABTestConfig(name="t", variant_a="ok", variant_b="flaky"))
@@ -284,7 +284,7 @@ def test_an_api_key_never_leaks(
     cfg = config_for(
         {"a": a, "refused": refused_url},
         per_provider={"a": {"api_key": CANARY}, "refused": {"api_key": CANARY}},
-        failover=FailoverConfig(backoff_base_s=0.0, backoff_max_s=0.0),
+        failover=no_backoff(),
     )
     caplog.set_level(logging.DEBUG)
     with Runtime.start(cfg, event_log=db) as rt:

@@ -21,7 +21,7 @@ from routeledger import (
     Runtime,
     StreamInterrupted,
 )
-from routeledger.fake_provider import Behaviour, FakeProvider
+from routeledger.testing import Behaviour, FakeProvider
 
 Fakes = Callable[..., list[FakeProvider]]
 

@@ -14,14 +14,12 @@ from routeledger import (
     BadRequest,
     ContextLengthExceeded,
     DeadlineExceeded,
-    FailoverConfig,
     Runtime,
     VirtualClock,
 )
-from routeledger.fake_provider import Behaviour, FakeProvider
+from routeledger.testing import Behaviour, FakeProvider, no_backoff
 
 Fakes = Callable[..., list[FakeProvider]]
-NO_BACKOFF = {"backoff_base_s": 0.0, "backoff_max_s": 0.0}
 
 
 @pytest.mark.parametrize(
@@ -53,7 +51,7 @@ def test_retryable_errors_fail_over_to_the_next_provider(
     cfg = config_for(
         {"first": first, "second": second},
         per_provider={"first": {"priority": 10, "timeout_s": 0.3}},
-        failover=FailoverConfig(**NO_BACKOFF),
+        failover=no_backoff(),
     )
     with Runtime.start(cfg, event_log=db) as rt:
         response = rt.complete(req())
@@ -73,7 +71,7 @@ def test_retry_after_is_honoured_when_it_fits(
     (limited,) = fakes(1, Behaviour(status=429, retry_after="2"))
     cfg = config_for(
         {"limited": limited},
-        failover=FailoverConfig(max_attempts=2, max_attempts_per_provider=2, **NO_BACKOFF),
+        failover=no_backoff(max_attempts=2, max_attempts_per_provider=2),
     )
     clock = VirtualClock()
     with Runtime.start(cfg, event_log=db, clock=clock, active_health_checks=False) as rt:
@@ -94,7 +92,7 @@ def test_retry_after_too_long_rules_the_provider_out(
     cfg = config_for(
         {"limited": limited, "other": other},
         per_provider={"limited": {"priority": 10}},
-        failover=FailoverConfig(max_attempts_per_provider=2, max_retry_after_s=30.0, **NO_BACKOFF),
+        failover=no_backoff(max_attempts_per_provider=2, max_retry_after_s=30.0),
     )
     clock = VirtualClock()
     with Runtime.start(cfg, event_log=db, clock=clock, active_health_checks=False) as rt:
@@ -149,7 +147,7 @@ def test_auth_error_fails_over_but_is_never_retried_on_the_same_provider(
     cfg = config_for(
         {"unauthorised": unauthorised, "other": other},
         per_provider={"unauthorised": {"priority": 10}},
-        failover=FailoverConfig(max_attempts=3, max_attempts_per_provider=3, **NO_BACKOFF),
+        failover=no_backoff(max_attempts=3, max_attempts_per_provider=3),
     )
     with Runtime.start(cfg, event_log=db) as rt:
         response = rt.complete(req())
@@ -163,7 +161,7 @@ def test_auth_error_alone_is_tried_once(fakes: Fakes, config_for: Any, req: Any,
     (unauthorised,) = fakes(1, Behaviour(status=401))
     cfg = config_for(
         {"unauthorised": unauthorised},
-        failover=FailoverConfig(max_attempts=3, max_attempts_per_provider=3, **NO_BACKOFF),
+        failover=no_backoff(max_attempts=3, max_attempts_per_provider=3),
     )
     with Runtime.start(cfg, event_log=db) as rt, pytest.raises(AllProvidersFailed) as info:
         rt.complete(req())
@@ -178,7 +176,7 @@ def test_attempts_are_bounded_by_max_attempts(
     failing = fakes(4, Behaviour(status=503))
     cfg = config_for(
         {f"p{i}": f for i, f in enumerate(failing)},
-        failover=FailoverConfig(max_attempts=2, **NO_BACKOFF),
+        failover=no_backoff(max_attempts=2),
     )
     with Runtime.start(cfg, event_log=db) as rt:
         request = req()
@@ -196,7 +194,7 @@ def test_deadline_bounds_the_whole_request(
 ) -> None:
     """A request's deadline cuts a slow attempt short and ends the request with DeadlineExceeded."""
     slow = fakes(2, Behaviour(latency_ms=2000))
-    cfg = config_for({"a": slow[0], "b": slow[1]}, failover=FailoverConfig(**NO_BACKOFF))
+    cfg = config_for({"a": slow[0], "b": slow[1]}, failover=no_backoff())
     with Runtime.start(cfg, event_log=db) as rt:
         start = time.monotonic()
         with pytest.raises(DeadlineExceeded):
@@ -216,7 +214,7 @@ def test_fallback_and_complete_callbacks_fire(
     cfg = config_for(
         {"bad": bad, "good": good},
         per_provider={"bad": {"priority": 10}},
-        failover=FailoverConfig(**NO_BACKOFF),
+        failover=no_backoff(),
     )
     succeeded, exhausted, completed = collector(), collector(), collector()
     with Runtime.start(cfg, event_log=db) as rt:

@@ -18,10 +18,9 @@ from routeledger import (
     Runtime,
     VirtualClock,
 )
-from routeledger.fake_provider import Behaviour, FakeProvider
+from routeledger.testing import Behaviour, FakeProvider, no_backoff
 
 Fakes = Callable[..., list[FakeProvider]]
-NO_BACKOFF = FailoverConfig(backoff_base_s=0.0, backoff_max_s=0.0)
 COMPLETIONS = "/v1/chat/completions"
 
 
@@ -41,7 +40,7 @@ def test_circuit_opens_then_recovers_through_a_half_open_probe(
         {"bad": bad, "good": good},
         per_provider={"bad": {"priority": 10}},
         health=HealthConfig(failure_threshold=3, cooldown_s=30.0),
-        failover=NO_BACKOFF,
+        failover=no_backoff(),
     )
     clock = VirtualClock()
     unhealthy, recovered = collector(), collector()
@@ -106,7 +105,7 @@ def test_every_provider_unhealthy_fails_fast(
     """When every circuit is open, a request fails at once naming each provider's state."""
     a, b = fakes(2, Behaviour(status=503))
     cfg = config_for(
-        {"a": a, "b": b}, health=HealthConfig(failure_threshold=1), failover=NO_BACKOFF
+        {"a": a, "b": b}, health=HealthConfig(failure_threshold=1), failover=no_backoff()
     )
     with Runtime.start(cfg, event_log=db, clock=VirtualClock(), active_health_checks=False) as rt:
         with pytest.raises(Exception):  # noqa: B017 - the attempts failed; what matters is next
@@ -188,7 +187,7 @@ def test_get_provider_health_reports_each_provider(
         {"ok": ok, "flaky": flaky},
         per_provider={"flaky": {"priority": 10}},
         health=HealthConfig(failure_threshold=5),
-        failover=NO_BACKOFF,
+        failover=no_backoff(),
     )
     with Runtime.start(cfg, event_log=db, clock=VirtualClock(), active_health_checks=False) as rt:
         rt.complete(req())
@@ -211,7 +210,7 @@ def test_a_half_open_circuit_lets_only_its_probes_through(
         {"bad": bad, "good": good},
         per_provider={"bad": {"priority": 10}},
         health=HealthConfig(failure_threshold=1, cooldown_s=10.0, half_open_probes=1),
-        failover=NO_BACKOFF,
+        failover=no_backoff(),
     )
     clock = VirtualClock()
     with Runtime.start(cfg, event_log=db, clock=clock, active_health_checks=False) as rt:

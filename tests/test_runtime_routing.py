@@ -14,14 +14,13 @@ from support import wait_for
 from routeledger import (
     ConfigError,
     CostConfig,
-    FailoverConfig,
     HealthConfig,
     NoCapableProvider,
     Requirements,
     Runtime,
     VirtualClock,
 )
-from routeledger.fake_provider import Behaviour, FakeProvider
+from routeledger.testing import Behaviour, FakeProvider, no_backoff
 
 Fakes = Callable[..., list[FakeProvider]]
 
@@ -53,7 +52,7 @@ def test_round_robin_uses_a_lower_tier_only_when_the_top_tier_is_unavailable(
     cfg = config_for(
         {"a": a, "b": b, "c": c},
         per_provider={"a": {"priority": 10}, "b": {"priority": 10}, "c": {"priority": 0}},
-        failover=FailoverConfig(backoff_base_s=0.0, backoff_max_s=0.0),
+        failover=no_backoff(),
     )
     with Runtime.start(cfg, event_log=db) as rt:
         response = rt.complete(req())
@@ -140,7 +139,7 @@ def test_latency_penalises_a_provider_that_fails_fast(
     cfg = config_for(
         {"failing": failing, "ok": ok},
         strategy="latency",
-        failover=FailoverConfig(backoff_base_s=0.0, backoff_max_s=0.0),
+        failover=no_backoff(),
     )
     with Runtime.start(cfg, event_log=db) as rt:
         for _ in range(2):  # each provider gets explored once
@@ -317,7 +316,7 @@ def test_preferred_provider_is_skipped_while_its_circuit_is_open(
     cfg = config_for(
         {"bad": bad, "good": good},
         health=HealthConfig(failure_threshold=1, cooldown_s=30.0),
-        failover=FailoverConfig(backoff_base_s=0.0, backoff_max_s=0.0),
+        failover=no_backoff(),
     )
     clock = VirtualClock()
     with Runtime.start(cfg, event_log=db, clock=clock, active_health_checks=False) as rt:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from routeledger import FailoverConfig, Runtime, StreamChunk, StreamInterrupted
-from routeledger.fake_provider import Behaviour, FakeProvider
+from routeledger import Runtime, StreamChunk, StreamInterrupted
+from routeledger.testing import Behaviour, FakeProvider, no_backoff
 
 Fakes = Callable[..., list[FakeProvider]]
 COMPLETIONS = "/v1/chat/completions"
@@ -47,7 +47,7 @@ def test_stream_fails_over_before_the_first_chunk(
     cfg = config_for(
         {"down": down, "up": up},
         per_provider={"down": {"priority": 10}},
-        failover=FailoverConfig(backoff_base_s=0.0, backoff_max_s=0.0),
+        failover=no_backoff(),
     )
     with Runtime.start(cfg, event_log=db) as rt:
         request = req()

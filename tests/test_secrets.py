@@ -18,7 +18,6 @@ import pytest
 
 from routeledger import (
     AllProvidersFailed,
-    FailoverConfig,
     HealthConfig,
     Message,
     ModelSpec,
@@ -29,7 +28,7 @@ from routeledger import (
     RuntimeConfig,
 )
 from routeledger.cli import main
-from routeledger.fake_provider import Behaviour, FakeProvider
+from routeledger.testing import Behaviour, FakeProvider, no_backoff
 
 CANARY = "sk-canary-9f8e7d"
 KEY_VAR = "ROUTELEDGER_TEST_CANARY_KEY"
@@ -129,7 +128,7 @@ def test_canary_key_is_sent_where_configured_and_appears_nowhere_else(
             provider("down", fakes["down"].url + "/v1", "anthropic", **via_env),
             provider("refused", closed_port_url(), "openai", **direct),
         ],
-        failover=FailoverConfig(max_attempts=5, backoff_base_s=0.001, backoff_max_s=0.01),
+        failover=no_backoff(max_attempts=5),
         health=HealthConfig(failure_threshold=100, min_calls=100, window_size=100),
         seed=0,
     )

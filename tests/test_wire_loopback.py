@@ -31,7 +31,7 @@ from routeledger.events import (
     StreamInterrupted,
     Usage,
 )
-from routeledger.fake_provider import Behaviour, FakeProvider
+from routeledger.testing import Behaviour, FakeProvider
 
 KINDS = ["openai", "anthropic"]
 MODEL = ModelSpec(name="fake-model", input_per_mtok=1.0, output_per_mtok=2.0)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from routeledger.events import LogConfig
     from routeledger.store import EventStore
 
-__all__ = ["Append", "EventWriter", "Flush", "LogWriterActor", "Query"]
+__all__ = ["Append", "EventWriter", "Flush", "Inspect", "LogWriterActor", "Query"]
 
 log = logging.getLogger("routeledger")
 
@@ -51,6 +51,16 @@ class Query(NamedTuple):
     """Run ``fn(projections)`` after committing what is pending (an ask)."""
 
     fn: Callable[[Projections], Any]
+
+
+class Inspect(NamedTuple):
+    """Run ``fn(writer)`` after committing what is pending (an ask); ``fn`` only reads.
+
+    For exporters that need the writer's own state (its backlog, its store) next to the
+    projections, taken at one position.
+    """
+
+    fn: Callable[[EventWriter], Any]
 
 
 class EventWriter:
@@ -191,6 +201,9 @@ class LogWriterActor(pykka.ThreadingActor):
         if kind is Query:
             writer.commit()
             return message.fn(writer.projections)
+        if kind is Inspect:
+            writer.commit()
+            return message.fn(writer)
         raise TypeError(f"log writer got an unknown message {kind.__name__}")
 
     def on_stop(self) -> None:

@@ -60,7 +60,7 @@ from routeledger.actors._supervisor import (
     SupervisorActor,
     UseHealth,
 )
-from routeledger.actors._writer import EventWriter, Flush, LogWriterActor, Query
+from routeledger.actors._writer import EventWriter, Flush, Inspect, LogWriterActor, Query
 from routeledger.events import (
     ABAssignment,
     ABTestConfig,
@@ -94,6 +94,7 @@ from routeledger.store import EventStore, MemoryStore, SQLiteStore
 
 if TYPE_CHECKING:
     from routeledger.actors._wire import WireAdapter
+    from routeledger.prometheus import RuntimeCollector
 
 __all__ = ["Runtime"]
 
@@ -856,6 +857,24 @@ class Runtime:
         now = self._clock.time()
         report: UsageReport = self._query(lambda p: p.usage.report(period, now=now))
         return report
+
+    def prometheus_collector(self, registry: Any = None) -> RuntimeCollector:
+        """Register a Prometheus collector of this runtime's figures and return it.
+
+        The collector reads the figures when scraped (nothing is added to the request
+        path). Needs the ``prometheus`` extra; see :mod:`routeledger.prometheus`.
+
+        Args:
+            registry: a ``prometheus_client.CollectorRegistry`` (default: the global one).
+        """
+        from routeledger.prometheus import register
+
+        return register(self, registry=registry)
+
+    def _inspect_log(self, fn: Callable[[EventWriter], T]) -> T:
+        """Return ``fn(log writer)``, run on its thread after it committed (for exporters)."""
+        result: T = self._ask(self._writer, Inspect(fn))
+        return result
 
     def on(self, event: str, callback: Callable[[Any], None]) -> None:
         """Call ``callback(event)`` for each event named ``event`` (``complete``, ...)."""

@@ -44,6 +44,7 @@ __all__ = [
     "ClearRoutes",
     "CreatePool",
     "DecideAttempt",
+    "DescribeLog",
     "DescribeProvider",
     "DisabledProviders",
     "EstimateCosts",
@@ -335,7 +336,14 @@ class GetABResults(NamedTuple):
     name: str
 
 
-WriterMessage = Append | Flush | GetMetrics | GetUsage | GetABResults
+class DescribeLog(NamedTuple):
+    """Ask: the figures and the writer's state at one position (for exporters).
+
+    Answer: a :class:`~routeledger.actors._writer.LogView`.
+    """
+
+
+WriterMessage = Append | Flush | GetMetrics | GetUsage | GetABResults | DescribeLog
 
 PING = Ping()
 SYNC = Sync()

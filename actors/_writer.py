@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pykka
 
 from routeledger.actors._protocol import (
     Append,
+    DescribeLog,
     Flush,
     GetABResults,
     GetMetrics,
@@ -34,15 +35,28 @@ from routeledger.store import EventNotStorable
 
 if TYPE_CHECKING:
     from routeledger.actors._clock import Clock
-    from routeledger.events import LogConfig
+    from routeledger.events import LogConfig, ProviderMetrics
     from routeledger.store import EventStore
 
-__all__ = ["Append", "EventWriter", "Flush", "LogWriterActor"]
+__all__ = ["Append", "EventWriter", "Flush", "LogView", "LogWriterActor", "latency_buckets"]
 
 log = logging.getLogger("routeledger")
 
 RETRY_MIN_S = 0.05
 RETRY_MAX_S = 2.0
+
+
+class LogView(NamedTuple):
+    """The live figures and the writer's state at one log position, copied (never shared)."""
+
+    position: int
+    events: int
+    metrics: dict[str, ProviderMetrics]
+    latency_buckets: dict[str, list[int]]
+    """Each provider's latency histogram counts (see ``MetricsProjection.histogram``)."""
+    pending_events: int
+    store_failing: bool
+    store: EventStore
 
 
 class EventWriter:
@@ -152,6 +166,29 @@ class EventWriter:
         self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_S)
 
 
+def latency_buckets(projections: Projections) -> dict[str, list[int]]:
+    """Return a copy of each provider's latency histogram counts."""
+    buckets: dict[str, list[int]] = {}
+    for name in projections.metrics:
+        histogram = projections.metrics.histogram(name)
+        if histogram is not None:
+            buckets[name] = list(histogram.counts)
+    return buckets
+
+
+def _describe(writer: EventWriter) -> LogView:
+    projections = writer.projections
+    return LogView(
+        position=projections.position,
+        events=projections.events,
+        metrics=projections.metrics.snapshot(),
+        latency_buckets=latency_buckets(projections),
+        pending_events=len(writer.pending),
+        store_failing=writer.error is not None,
+        store=writer.store,
+    )
+
+
 class LogWriterActor(pykka.ThreadingActor):
     """Runs an :class:`EventWriter` on its own thread."""
 
@@ -193,6 +230,9 @@ class LogWriterActor(pykka.ThreadingActor):
             case GetABResults(name):
                 writer.commit()
                 return writer.projections.ab.results(name)
+            case DescribeLog():
+                writer.commit()
+                return _describe(writer)
         raise TypeError(f"log writer got an unknown message {type(message).__name__}")
 
     def on_stop(self) -> None:

@@ -21,7 +21,7 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pykka
@@ -42,6 +42,7 @@ from routeledger.actors._protocol import (
     ClearRoutes,
     CreatePool,
     DecideAttempt,
+    DescribeLog,
     DescribeProvider,
     DisabledProviders,
     EstimateCosts,
@@ -96,6 +97,10 @@ from routeledger.events import (
     validate_request,
 )
 from routeledger.store import EventStore, MemoryStore, SQLiteStore
+
+if TYPE_CHECKING:
+    from routeledger.actors._writer import LogView
+    from routeledger.prometheus import RuntimeCollector
 
 __all__ = ["Runtime"]
 
@@ -656,6 +661,24 @@ class Runtime:
         now = self._clock.time()
         report: UsageReport = self._ask(self._writer, GetUsage(period, now))
         return report
+
+    def prometheus_collector(self, registry: Any = None) -> RuntimeCollector:
+        """Register a Prometheus collector of this runtime's figures and return it.
+
+        The collector reads the figures when scraped (nothing is added to the request
+        path). Needs the ``prometheus`` extra; see :mod:`routeledger.prometheus`.
+
+        Args:
+            registry: a ``prometheus_client.CollectorRegistry`` (default: the global one).
+        """
+        from routeledger.prometheus import register
+
+        return register(self, registry=registry)
+
+    def _describe_log(self) -> LogView:
+        """Return the log writer's figures and state at one position (for exporters)."""
+        view: LogView = self._ask(self._writer, DescribeLog())
+        return view
 
     def on(self, event: str, callback: Callable[[Any], None]) -> None:
         """Call ``callback(event)`` for each event named ``event`` (``complete``, ...)."""

@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "routeledger._cmd_complete",
     "routeledger._cmd_demo",
     "routeledger._cmd_fake",
+    "routeledger._cmd_metrics",
     "routeledger._cmd_replay",
     "routeledger._cmd_sim",
 )

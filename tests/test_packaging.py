@@ -59,5 +59,14 @@ def test_console_script_lists_every_command() -> None:
     script = Path(sys.executable).with_name("routeledger")
     proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    for command in ("demo", "replay", "tail", "audit", "complete", "simulate", "fake-provider"):
+    for command in (
+        "demo",
+        "replay",
+        "tail",
+        "audit",
+        "complete",
+        "simulate",
+        "fake-provider",
+        "metrics",
+    ):
         assert command in proc.stdout

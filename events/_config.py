@@ -1,4 +1,4 @@
-"""Configuration: provider and runtime settings, loaded from Python objects or TOML.
+"""Configuration: provider and runtime settings, built from Python objects or parsed TOML.
 
 :func:`validate_config` checks a whole configuration and raises one :class:`ConfigError`
 listing every problem found, so an operator fixes a file in one pass. API keys are held in
@@ -11,9 +11,7 @@ import ipaddress
 import math
 import os
 import re
-import tomllib
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -305,14 +303,17 @@ class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> RuntimeConfig:
-        """Load and validate a configuration file (``[[providers]]`` tables and sections)."""
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError([f"cannot read {os.fspath(path)}: {exc.strerror}"]) from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError([f"{os.fspath(path)} is not valid TOML: {exc}"]) from None
-        return cls.from_dict(data)
+        """Load and validate a configuration file (``[[providers]]`` tables and sections).
+
+        Raises:
+            ConfigError: the file cannot be read or parsed, or the configuration is invalid.
+        """
+        # events/ does no I/O: the file is read by the facade's TOML helper. The import is
+        # deferred to the call (routeledger._toml imports this package), and it is the one
+        # upward import tests/test_layering.py allows, because from_toml is public contract.
+        from routeledger._toml import read_toml
+
+        return cls.from_dict(read_toml(path))
 
     def provider(self, name: str) -> ProviderConfig | None:
         """Return the provider called ``name``, if configured."""

@@ -6,6 +6,9 @@ and error types, and :func:`replay`.
 
 from __future__ import annotations
 
+import logging
+from importlib.metadata import PackageNotFoundError, version
+
 from routeledger._replay import replay
 from routeledger._runtime import Runtime
 from routeledger.actors._clock import Clock, SystemClock, VirtualClock
@@ -123,4 +126,11 @@ __all__ = [
     "replay",
 ]
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("routeledger")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+# A library never configures logging: without this handler, Python's last-resort handler would
+# print routeledger's warnings to stderr of an application that did not set up logging.
+logging.getLogger("routeledger").addHandler(logging.NullHandler())

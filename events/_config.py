@@ -12,7 +12,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 import msgspec
@@ -341,7 +341,7 @@ def _is_loopback(host: str) -> bool:
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
 
 
@@ -358,14 +358,14 @@ def _check_number(
         return
     if not _is_number(value):
         problems.append(f"{where} must be a number, got {value!r}")
-    elif value < minimum or (not inclusive and value == minimum):  # type: ignore[operator]
+    elif value < minimum or (not inclusive and value == minimum):
         op = ">=" if inclusive else ">"
         problems.append(f"{where} must be {op} {minimum}, got {value!r}")
 
 
 def _check_share(problems: list[str], where: str, value: object) -> None:
     """Report ``value`` unless it is a number in (0, 1]."""
-    if not _is_number(value) or not 0 < value <= 1:  # type: ignore[operator]
+    if not _is_number(value) or not 0 < value <= 1:
         problems.append(f"{where} must be in (0, 1], got {value!r}")
 
 

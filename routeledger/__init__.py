@@ -1,7 +1,8 @@
 """routeledger: route LLM requests across providers; every decision is an event.
 
-The public surface (see ARCHITECTURE.md): :class:`Runtime` and the configuration, request
-and error types, and :func:`replay`.
+The public surface: :class:`Runtime` and the configuration, request and error types, and
+:func:`replay`. The repository's ``README.md`` shows how to use them, and its
+``ARCHITECTURE.md`` describes the actors, the request path, the failure model and the layers.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from routeledger.events import (
     ABAssignment,
@@ -88,7 +88,7 @@ class ABTests:
             u = int.from_bytes(digest, "big") / 2**64
         else:
             u = self._rng.random()
-        variant = "A" if u < test.split_ratio else "B"
+        variant: Literal["A", "B"] = "A" if u < test.split_ratio else "B"
         provider = test.variant_a if variant == "A" else test.variant_b
         probability = test.split_ratio if variant == "A" else 1.0 - test.split_ratio
         request_id = request.request_id if request is not None else None
@@ -109,7 +109,7 @@ class ABTests:
         )
         return ABAssignment(
             test=name,
-            variant=variant,  # type: ignore[arg-type]
+            variant=variant,
             provider=provider,
             probability=probability,
             request_id=request_id,

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from routeledger.events._config import *  # noqa: F403
+from routeledger.events._config import *  # noqa: F403 - re-export, bounded by each module's __all__
 from routeledger.events._config import __all__ as _config_all
-from routeledger.events._errors import *  # noqa: F403
+from routeledger.events._errors import *  # noqa: F403 - re-export, bounded by each module's __all__
 from routeledger.events._errors import __all__ as _errors_all
-from routeledger.events._events import *  # noqa: F403
+from routeledger.events._events import *  # noqa: F403 - re-export, bounded by each module's __all__
 from routeledger.events._events import __all__ as _events_all
-from routeledger.events._projections import *  # noqa: F403
+from routeledger.events._projections import *  # noqa: F403 - re-export, bounded by each module's __all__
 from routeledger.events._projections import __all__ as _projections_all
-from routeledger.events._types import *  # noqa: F403
+from routeledger.events._types import *  # noqa: F403 - re-export, bounded by each module's __all__
 from routeledger.events._types import __all__ as _types_all
-from routeledger.events._validation import *  # noqa: F403
+from routeledger.events._validation import *  # noqa: F403 - re-export, bounded by each module's __all__
 from routeledger.events._validation import __all__ as _validation_all
 
 __all__ = sorted(

@@ -1,4 +1,4 @@
-"""Configuration: provider and runtime settings, loaded from Python objects or TOML.
+"""Configuration: provider and runtime settings, built from Python objects or parsed TOML.
 
 :func:`validate_config` checks a whole configuration and raises one :class:`ConfigError`
 listing every problem found, so an operator fixes a file in one pass. API keys are held in
@@ -11,10 +11,8 @@ import ipaddress
 import math
 import os
 import re
-import tomllib
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 import msgspec
@@ -305,14 +303,17 @@ class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> RuntimeConfig:
-        """Load and validate a configuration file (``[[providers]]`` tables and sections)."""
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError([f"cannot read {os.fspath(path)}: {exc.strerror}"]) from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError([f"{os.fspath(path)} is not valid TOML: {exc}"]) from None
-        return cls.from_dict(data)
+        """Load and validate a configuration file (``[[providers]]`` tables and sections).
+
+        Raises:
+            ConfigError: the file cannot be read or parsed, or the configuration is invalid.
+        """
+        # events/ does no I/O: the file is read by the facade's TOML helper. The import is
+        # deferred to the call (routeledger._toml imports this package), and it is the one
+        # upward import tests/test_layering.py allows, because from_toml is public contract.
+        from routeledger._toml import read_toml
+
+        return cls.from_dict(read_toml(path))
 
     def provider(self, name: str) -> ProviderConfig | None:
         """Return the provider called ``name``, if configured."""
@@ -340,7 +341,7 @@ def _is_loopback(host: str) -> bool:
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
 
 
@@ -357,14 +358,14 @@ def _check_number(
         return
     if not _is_number(value):
         problems.append(f"{where} must be a number, got {value!r}")
-    elif value < minimum or (not inclusive and value == minimum):  # type: ignore[operator]
+    elif value < minimum or (not inclusive and value == minimum):
         op = ">=" if inclusive else ">"
         problems.append(f"{where} must be {op} {minimum}, got {value!r}")
 
 
 def _check_share(problems: list[str], where: str, value: object) -> None:
     """Report ``value`` unless it is a number in (0, 1]."""
-    if not _is_number(value) or not 0 < value <= 1:  # type: ignore[operator]
+    if not _is_number(value) or not 0 < value <= 1:
         problems.append(f"{where} must be in (0, 1], got {value!r}")
 
 

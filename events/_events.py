@@ -19,7 +19,7 @@ Schema evolution rules (these hold for every release):
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -62,15 +62,22 @@ __all__ = [
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True):
-    """Base of every event; ``ts`` is the wall-clock time in Unix seconds (injected clock)."""
+    """Base of every event; ``ts`` is the wall-clock time in Unix seconds (injected clock).
 
-    ts: float
+    Every event is built with keywords only (``kw_only=True`` on each subclass: msgspec applies
+    it per class, not by inheritance). Each subclass declares ``ts: float`` as its last field
+    rather than inheriting it: a base-class keyword-only field would be encoded first and change
+    the bytes of every stored row. It is declared here for type checkers only.
+    """
+
+    if TYPE_CHECKING:
+        ts: float
 
 
 # --- requests -----------------------------------------------------------------------------
 
 
-class RequestReceived(Event, frozen=True, tag="request.received"):
+class RequestReceived(Event, frozen=True, kw_only=True, tag="request.received"):
     """A request entered the runtime."""
 
     request_id: str
@@ -86,17 +93,19 @@ class RequestReceived(Event, frozen=True, tag="request.received"):
     pool: str | None = None
     ab_test: str | None = None
     prompt: str | None = None
+    ts: float
 
 
-class RequestRejected(Event, frozen=True, tag="request.rejected"):
+class RequestRejected(Event, frozen=True, kw_only=True, tag="request.rejected"):
     """A request was refused before any provider was tried (invalid, or nothing can serve it)."""
 
     request_id: str
     error: str
     message: str
+    ts: float
 
 
-class RouteDecided(Event, frozen=True, tag="route.decided"):
+class RouteDecided(Event, frozen=True, kw_only=True, tag="route.decided"):
     """The supervisor ranked the candidates for one attempt.
 
     ``candidates`` are every configured provider considered; ``excluded`` maps each dropped
@@ -119,9 +128,10 @@ class RouteDecided(Event, frozen=True, tag="route.decided"):
     before this decision. Stored under its first name, ``config_version``."""
     attempt: int = 1
     pool: str | None = None
+    ts: float
 
 
-class AttemptStarted(Event, frozen=True, tag="attempt.started"):
+class AttemptStarted(Event, frozen=True, kw_only=True, tag="attempt.started"):
     """An attempt was sent to a provider (its slot is reserved)."""
 
     request_id: str
@@ -129,9 +139,10 @@ class AttemptStarted(Event, frozen=True, tag="attempt.started"):
     provider: str
     model: str
     in_flight: int = 0
+    ts: float
 
 
-class AttemptSucceeded(Event, frozen=True, tag="attempt.succeeded"):
+class AttemptSucceeded(Event, frozen=True, kw_only=True, tag="attempt.succeeded"):
     """A provider answered an attempt successfully; ``cost`` is ``None`` when unpriced."""
 
     request_id: str
@@ -144,9 +155,10 @@ class AttemptSucceeded(Event, frozen=True, tag="attempt.succeeded"):
     output_tokens: int = 0
     cost: float | None = None
     stream: bool = False
+    ts: float
 
 
-class AttemptFailed(Event, frozen=True, tag="attempt.failed"):
+class AttemptFailed(Event, frozen=True, kw_only=True, tag="attempt.failed"):
     """An attempt failed; ``error`` is the error class name."""
 
     request_id: str
@@ -161,27 +173,30 @@ class AttemptFailed(Event, frozen=True, tag="attempt.failed"):
     maybe_billed: bool = False
     latency_ms: float = 0.0
     counts_against_health: bool = True
+    ts: float
 
 
-class FallbackSucceeded(Event, frozen=True, tag="fallback.succeeded"):
+class FallbackSucceeded(Event, frozen=True, kw_only=True, tag="fallback.succeeded"):
     """A request succeeded on a provider after earlier attempts failed."""
 
     request_id: str
     provider: str
     attempts: int
     failed_providers: list[str] = []
+    ts: float
 
 
-class FallbackExhausted(Event, frozen=True, tag="fallback.exhausted"):
+class FallbackExhausted(Event, frozen=True, kw_only=True, tag="fallback.exhausted"):
     """Every allowed attempt of a request failed."""
 
     request_id: str
     attempts: int
     providers: list[str] = []
     last_error: str = ""
+    ts: float
 
 
-class RequestCompleted(Event, frozen=True, tag="request.completed"):
+class RequestCompleted(Event, frozen=True, kw_only=True, tag="request.completed"):
     """A request's final outcome: success."""
 
     request_id: str
@@ -196,9 +211,10 @@ class RequestCompleted(Event, frozen=True, tag="request.completed"):
     stream: bool = False
     cached: bool = False
     response_text: str | None = None
+    ts: float
 
 
-class RequestFailed(Event, frozen=True, tag="request.failed"):
+class RequestFailed(Event, frozen=True, kw_only=True, tag="request.failed"):
     """A request's final outcome: failure; ``error`` is the error class the caller saw."""
 
     request_id: str
@@ -209,12 +225,13 @@ class RequestFailed(Event, frozen=True, tag="request.failed"):
     latency_ms: float = 0.0
     provider: str | None = None
     stream: bool = False
+    ts: float
 
 
 # --- health ---------------------------------------------------------------------------------
 
 
-class CircuitStateChanged(Event, frozen=True, tag="circuit.state_changed"):
+class CircuitStateChanged(Event, frozen=True, kw_only=True, tag="circuit.state_changed"):
     """A provider's circuit moved between ``closed``, ``open`` and ``half_open``."""
 
     provider: str
@@ -223,85 +240,95 @@ class CircuitStateChanged(Event, frozen=True, tag="circuit.state_changed"):
     reason: str
     open_until: float | None = None
     trips: int = 0
+    ts: float
 
 
-class ProviderUnhealthy(Event, frozen=True, tag="provider.unhealthy"):
+class ProviderUnhealthy(Event, frozen=True, kw_only=True, tag="provider.unhealthy"):
     """A provider became unhealthy (its circuit opened); ``evidence`` says why."""
 
     provider: str
     reason: str
     evidence: dict[str, float] = {}
+    ts: float
 
 
-class ProviderRecovered(Event, frozen=True, tag="provider.recovered"):
+class ProviderRecovered(Event, frozen=True, kw_only=True, tag="provider.recovered"):
     """A provider became healthy again (its circuit closed)."""
 
     provider: str
     reason: str
     unhealthy_for_s: float = 0.0
+    ts: float
 
 
-class ProviderFailed(Event, frozen=True, tag="provider.failed"):
+class ProviderFailed(Event, frozen=True, kw_only=True, tag="provider.failed"):
     """A provider failed its health checks repeatedly, or was disabled."""
 
     provider: str
     reason: str
     evidence: dict[str, float] = {}
+    ts: float
 
 
-class HealthProbed(Event, frozen=True, tag="health.probed"):
+class HealthProbed(Event, frozen=True, kw_only=True, tag="health.probed"):
     """An active probe of a provider finished."""
 
     provider: str
     healthy: bool
     latency_ms: float
     error: str | None = None
+    ts: float
 
 
 # --- runtime control ------------------------------------------------------------------------
 
 
-class ConcurrencyLimitChanged(Event, frozen=True, tag="provider.concurrency_changed"):
+class ConcurrencyLimitChanged(Event, frozen=True, kw_only=True, tag="provider.concurrency_changed"):
     """A provider's concurrency budget was changed."""
 
     provider: str
     old: int
     new: int
+    ts: float
 
 
-class PriorityChanged(Event, frozen=True, tag="provider.priority_changed"):
+class PriorityChanged(Event, frozen=True, kw_only=True, tag="provider.priority_changed"):
     """A provider's priority was changed."""
 
     provider: str
     old: int
     new: int
+    ts: float
 
 
-class ProviderRestarted(Event, frozen=True, tag="provider.restarted"):
+class ProviderRestarted(Event, frozen=True, kw_only=True, tag="provider.restarted"):
     """A crashed provider actor was restarted by the supervisor."""
 
     provider: str
     reason: str
     restarts: int
+    ts: float
 
 
-class ProviderDisabled(Event, frozen=True, tag="provider.disabled"):
+class ProviderDisabled(Event, frozen=True, kw_only=True, tag="provider.disabled"):
     """A provider was taken out of service (restart intensity exceeded, or by the operator)."""
 
     provider: str
     reason: str
+    ts: float
 
 
-class PoolCreated(Event, frozen=True, tag="pool.created"):
+class PoolCreated(Event, frozen=True, kw_only=True, tag="pool.created"):
     """A named provider pool was created."""
 
     name: str
     providers: list[str]
     strategy: str
     weights: dict[str, float] | None = None
+    ts: float
 
 
-class ABTestCreated(Event, frozen=True, tag="ab.test_created"):
+class ABTestCreated(Event, frozen=True, kw_only=True, tag="ab.test_created"):
     """An A/B test was set up; ``metrics`` holds any seed figures given per variant."""
 
     name: str
@@ -310,9 +337,10 @@ class ABTestCreated(Event, frozen=True, tag="ab.test_created"):
     split_ratio: float
     sticky_key: str | None = None
     metrics: dict[str, dict[str, float]] = {}
+    ts: float
 
 
-class ABVariantAssigned(Event, frozen=True, tag="ab.variant_assigned"):
+class ABVariantAssigned(Event, frozen=True, kw_only=True, tag="ab.variant_assigned"):
     """A request (or a caller) was assigned a variant with the given probability."""
 
     test: str
@@ -321,9 +349,10 @@ class ABVariantAssigned(Event, frozen=True, tag="ab.variant_assigned"):
     probability: float
     request_id: str | None = None
     sticky: bool = False
+    ts: float
 
 
-class ABMetricsRecorded(Event, frozen=True, tag="ab.metrics_recorded"):
+class ABMetricsRecorded(Event, frozen=True, kw_only=True, tag="ab.metrics_recorded"):
     """An outcome counted in an A/B test: ``source`` is ``auto`` (routed) or ``manual``."""
 
     test: str
@@ -333,9 +362,10 @@ class ABMetricsRecorded(Event, frozen=True, tag="ab.metrics_recorded"):
     error: bool = False
     request_id: str | None = None
     source: str = "manual"
+    ts: float
 
 
-class ConfigurationApplied(Event, frozen=True, tag="config.applied"):
+class ConfigurationApplied(Event, frozen=True, kw_only=True, tag="config.applied"):
     """A configuration took effect; ``summary`` is the configuration without secrets."""
 
     config_version: int
@@ -345,15 +375,17 @@ class ConfigurationApplied(Event, frozen=True, tag="config.applied"):
     providers: list[str]
     strategy: str
     summary: dict[str, Any] = {}
+    ts: float
 
 
-class EventsDropped(Event, frozen=True, tag="log.events_dropped"):
+class EventsDropped(Event, frozen=True, kw_only=True, tag="log.events_dropped"):
     """The store failed long enough that the writer's buffer overflowed: an explicit gap."""
 
     count: int
     first_ts: float
     last_ts: float
     reason: str = ""
+    ts: float
 
 
 AnyEvent = (
@@ -400,6 +432,7 @@ _tag_decoder = msgspec.json.Decoder(dict[str, Any])
 
 def event_tag(event: Event) -> str:
     """Return the wire tag of ``event``."""
+    # msgspec types a tag as str | int | None; every event sets a dotted str tag (tested).
     return event.__struct_config__.tag  # type: ignore[return-value]
 
 

@@ -1,10 +1,14 @@
 """routeledger: route LLM requests across providers; every decision is an event.
 
-The public surface (see ARCHITECTURE.md): :class:`Runtime` and the configuration, request
-and error types, and :func:`replay`.
+The public surface: :class:`Runtime` and the configuration, request and error types, and
+:func:`replay`. The repository's ``README.md`` shows how to use them, and its
+``ARCHITECTURE.md`` describes the actors, the request path, the failure model and the layers.
 """
 
 from __future__ import annotations
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
 
 from routeledger._replay import replay
 from routeledger._runtime import Runtime
@@ -123,4 +127,11 @@ __all__ = [
     "replay",
 ]
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("routeledger")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+# A library never configures logging: without this handler, Python's last-resort handler would
+# print routeledger's warnings to stderr of an application that did not set up logging.
+logging.getLogger("routeledger").addHandler(logging.NullHandler())

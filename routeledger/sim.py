@@ -48,14 +48,13 @@ import itertools
 import math
 import os
 import random
-import tomllib
 from collections import deque
 from collections.abc import Callable, Generator, Mapping
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from routeledger._toml import read_toml
 from routeledger.actors._budget import Budget
 from routeledger.actors._clock import VirtualClock
 from routeledger.actors._failover import (
@@ -158,13 +157,7 @@ class SimResult(msgspec.Struct, kw_only=True):
 
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     """Read a scenario TOML file (see the module docstring)."""
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError([f"cannot read {os.fspath(path)}: {exc.strerror}"]) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{os.fspath(path)} is not valid TOML: {exc}"]) from None
-    return scenario_from_dict(data)
+    return scenario_from_dict(read_toml(path))
 
 
 def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:

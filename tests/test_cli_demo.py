@@ -50,7 +50,7 @@ def test_audit_prints_a_requests_decision_trail(
 
         with SQLiteStore(db, readonly=True) as store:
             request_id = next(
-                s.event.request_id  # type: ignore[attr-defined]
+                s.event.request_id  # type: ignore[attr-defined]  # filtered below
                 for s in store.read()
                 if type(s.event).__name__ == "RequestCompleted"
             )

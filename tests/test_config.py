@@ -140,7 +140,7 @@ def test_api_key_env_present_passes_and_value_never_shown() -> None:
 
 def test_canary_never_in_repr_or_error() -> None:
     """A direct key is a Secret: it never shows in repr(config) nor in ConfigError text."""
-    p = provider(api_key=CANARY, max_concurrency=0)  # type: ignore[arg-type]
+    p = provider(api_key=CANARY, max_concurrency=0)
     assert isinstance(p.api_key, Secret)
     config = RuntimeConfig(providers=[p, provider("b", kind="bad")])
     assert CANARY not in repr(config)
@@ -171,7 +171,7 @@ def test_secret_repr_and_pickle() -> None:
     with pytest.raises(TypeError):
         pickle.dumps(s)
     with pytest.raises(TypeError):
-        pickle.dumps(provider(api_key=CANARY))  # type: ignore[arg-type]
+        pickle.dumps(provider(api_key=CANARY))
 
 
 def test_credentials_in_headers_refused() -> None:
@@ -187,6 +187,7 @@ def test_wrongly_typed_python_values_are_reported_not_crashing() -> None:
     """Wrong types in Python-built config are listed as problems, not raised as TypeError."""
     config = RuntimeConfig(
         providers=[provider()],
+        # Wrong types on purpose: the validator must report them.
         failover=FailoverConfig(max_attempts="3", backoff_max_s="x"),  # type: ignore[arg-type]
         health=HealthConfig(cooldown_s=None, error_rate_threshold="high"),  # type: ignore[arg-type]
     )

@@ -63,7 +63,7 @@ def event_strategy(cls: type[Event]) -> st.SearchStrategy[Event]:
 
 def test_every_tag_is_dotted_and_unique() -> None:
     """Every event class has a distinct, dotted wire tag, and EVENT_TYPES lists them all."""
-    classes = list(AnyEvent.__args__)  # type: ignore[attr-defined]
+    classes = list(AnyEvent.__args__)
     assert len(EVENT_TYPES) == len(classes)
     for tag, cls in EVENT_TYPES.items():
         assert "." in tag
@@ -139,3 +139,17 @@ def test_decode_accepts_str() -> None:
         ts=2.0, request_id="r", attempt=1, provider="p", model="m", error="RateLimited"
     )
     assert decode_event(encode_event(event).decode()) == event
+
+
+@pytest.mark.parametrize("tag", sorted(EVENT_TYPES))
+def test_every_event_refuses_positional_arguments(tag: str) -> None:
+    """An event is built with keywords only, so a reordered field can never be misassigned."""
+    cls = EVENT_TYPES[tag]
+    with pytest.raises(TypeError):
+        cls("positional", ts=1.0)  # type: ignore[misc,arg-type]  # positional on purpose
+
+
+@pytest.mark.parametrize("tag", sorted(EVENT_TYPES))
+def test_every_event_encodes_ts_last(tag: str) -> None:
+    """``ts`` is each event's last field, so stored rows keep their byte layout."""
+    assert EVENT_TYPES[tag].__struct_fields__[-1] == "ts"

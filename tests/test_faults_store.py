@@ -205,7 +205,7 @@ def test_full_store_keeps_serving_and_records_the_overflow_as_a_gap(
             rt.flush()
         assert read(db) == acked
         # Free space on the very connection the writer uses, then let it catch up.
-        store._writer.execute("PRAGMA max_page_count = 1000000")  # type: ignore[union-attr]
+        store._writer.execute("PRAGMA max_page_count = 1000000")  # type: ignore[union-attr]  # open
         rt.flush()
         assert rt.store_error is None
         stored = read(db)
@@ -237,7 +237,7 @@ def test_full_store_without_overflow_writes_every_buffered_event(
                 break
             assert len(ids) < 40, "the store never filled up"
         ids += [rt.complete(request("y" * 6000)).request_id for _ in range(3)]
-        store._writer.execute("PRAGMA max_page_count = 1000000")  # type: ignore[union-attr]
+        store._writer.execute("PRAGMA max_page_count = 1000000")  # type: ignore[union-attr]  # open
         rt.flush()
     stored = read(db)
     assert_gapless(stored)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,24 @@ def test_console_script_lists_every_command() -> None:
         "metrics",
     ):
         assert command in proc.stdout
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    """routeledger.__version__ is the installed distribution's version, as in pyproject.toml."""
+    import routeledger
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert routeledger.__version__ == version("routeledger") == pyproject["project"]["version"]
+
+
+def test_library_logging_is_silent_until_the_application_configures_it(tmp_path: Path) -> None:
+    """A routeledger warning in an application without logging set up prints nothing."""
+    proc = run_python(
+        "import logging, routeledger;"
+        "assert any(isinstance(h, logging.NullHandler)"
+        " for h in logging.getLogger('routeledger').handlers);"
+        "logging.getLogger('routeledger.actors').warning('should not be printed')",
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""

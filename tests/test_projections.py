@@ -91,7 +91,7 @@ def request_failed(*, ts: float = T0) -> RequestFailed:
 
 
 def fold(projection: object, events: list[Event]) -> None:
-    apply = projection.apply  # type: ignore[attr-defined]
+    apply = projection.apply  # type: ignore[attr-defined]  # any projection class
     for position, event in enumerate(events, 1):
         apply(position, event)
 

@@ -428,7 +428,7 @@ def test_weighted_pool_split_converges_to_its_weights(
         sim.submit(request(i), pool="w")
     sim.run()
     chosen = Counter(
-        e.chosen  # type: ignore[attr-defined]
+        e.chosen  # type: ignore[attr-defined]  # a RouteDecided, by its tag
         for e in log_of(sim)
         if event_tag(e) == "route.decided" and e.attempt == 1  # type: ignore[attr-defined]
     )
@@ -455,7 +455,7 @@ def test_ab_split_converges_to_its_ratio(ratio: float, seed: int) -> None:
     events = log_of(sim)
     assigned = [e for e in events if event_tag(e) == "ab.variant_assigned"]
     assert len(assigned) == n
-    a = sum(1 for e in assigned if e.variant == "A")  # type: ignore[attr-defined]
+    a = sum(1 for e in assigned if e.variant == "A")  # type: ignore[attr-defined]  # by tag
     sigma = math.sqrt(n * ratio * (1 - ratio))
     assert abs(a - n * ratio) <= 5 * sigma
     # Each variant's requests went to its provider, and the results count them all.
@@ -478,7 +478,7 @@ def test_ab_assignment_is_made_once_per_request_even_when_it_waits_for_capacity(
     result = sim.run()
     assert result.completed == n
     assigned = Counter(
-        e.request_id  # type: ignore[attr-defined]
+        e.request_id  # type: ignore[attr-defined]  # an ABVariantAssigned, by its tag
         for e in log_of(sim)
         if event_tag(e) == "ab.variant_assigned"
     )

@@ -173,7 +173,7 @@ def test_slots_are_released_on_every_exit_path(
         stream = rt.stream(req())
         next(stream)
         assert rt.get_active_requests("a") == 1
-        stream.close()  # type: ignore[attr-defined]
+        stream.close()  # type: ignore[attr-defined]  # typed Iterator; it is a generator
         assert rt.get_active_requests("a") == 0
         a.set_behaviour(Behaviour(truncate_after_chunks=2))
         with pytest.raises(StreamInterrupted):

@@ -105,7 +105,7 @@ def test_closing_a_stream_early_releases_its_slot(
         stream = rt.stream(request)
         next(stream)
         assert rt.get_active_requests("a") == 1
-        stream.close()  # type: ignore[attr-defined]
+        stream.close()  # type: ignore[attr-defined]  # typed Iterator; it is a generator
         assert rt.get_active_requests("a") == 0
         assert rt.complete(req()).provider == "a"  # the only slot is free again
         rt.flush()
@@ -144,7 +144,7 @@ def test_stopping_after_the_final_chunk_completes_the_request(
         for chunk in stream:
             if chunk.finish_reason is not None:
                 break
-        stream.close()  # type: ignore[attr-defined]
+        stream.close()  # type: ignore[attr-defined]  # typed Iterator; it is a generator
         assert rt.get_active_requests("a") == 0
         rt.flush()
         metrics = rt.get_metrics()["a"]

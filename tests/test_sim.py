@@ -181,7 +181,7 @@ def test_retry_after_is_honoured_before_the_retry_is_sent() -> None:
         calls.append(sim.clock.monotonic())
         original(task, decision, timeout_s)
 
-    sim._call = spy  # type: ignore[method-assign]
+    sim._call = spy  # type: ignore[method-assign]  # a spy records each call's time
     req = sim.make_request
     sim.submit(req(0))
     sim.submit(req(1))  # same instant: over the 1/s limit, gets a 429

@@ -63,7 +63,7 @@ def test_three_simulated_hours_keep_internal_state_bounded() -> None:
         k = next(turn) % 3
         submit(request, **({"pool": "p"} if k == 1 else {"ab_test": "t"} if k == 2 else {}))
 
-    sim.submit = routed  # type: ignore[method-assign]
+    sim.submit = routed  # type: ignore[method-assign]  # wraps submit to spread the routing
 
     sim.run(until=1 * HOUR)
     at_1h = sizes(sim)

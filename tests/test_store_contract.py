@@ -159,7 +159,7 @@ def test_positions_are_gapless_across_batches(store: EventStore) -> None:
             id="nan-would-not-decode",
         ),
         pytest.param(
-            RequestReceived(ts=1.0, request_id=42, model="m"),  # type: ignore[arg-type]
+            RequestReceived(ts=1.0, request_id=42, model="m"),  # type: ignore[arg-type]  # bad
             id="wrong-field-type",
         ),
         pytest.param({"type": "health.probed"}, id="not-an-event"),

@@ -304,8 +304,8 @@ def test_readonly_missing_or_empty_file_is_refused(path: Path) -> None:
 def _error(cls: type[sqlite3.Error], code: int | None, message: str = "boom") -> sqlite3.Error:
     exc = cls(message)
     if code is not None:
-        exc.sqlite_errorcode = code  # type: ignore[attr-defined]
-        exc.sqlite_errorname = f"CODE_{code}"  # type: ignore[attr-defined]
+        exc.sqlite_errorcode = code
+        exc.sqlite_errorname = f"CODE_{code}"
     return exc
 
 
@@ -361,6 +361,7 @@ class _Failing:
 def test_no_sqlite_exception_leaks_from_any_call(path: Path, exc: sqlite3.Error) -> None:
     """append, read, read_request, replay and last_position raise only store errors."""
     with SQLiteStore(path) as store:
+        # Fake connections that fail every call, in place of the real ones.
         store._writer = _Failing(exc)  # type: ignore[assignment]
         store._idle_readers = [_Failing(exc)]  # type: ignore[list-item]
         calls = [

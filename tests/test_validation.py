@@ -39,7 +39,7 @@ def test_good_request_passes() -> None:
 
 @pytest.mark.parametrize(
     ("kw", "needle"),
-    [
+    [  # the type: ignores below build invalid messages on purpose, for the validator
         ({"messages": []}, "messages must be a non-empty list"),
         ({"messages": [Message(role="robot", content="x")]}, "role must be one of"),  # type: ignore[arg-type]
         ({"max_tokens": 0}, "max_tokens must be a positive integer"),
@@ -79,7 +79,7 @@ def test_every_problem_listed_in_one_error() -> None:
             messages=[
                 Message(role="tool", content="x"),
                 Message(role="user", content=[ImagePart()]),
-                Message(role="wizard", content="x"),  # type: ignore[arg-type]
+                Message(role="wizard", content="x"),  # type: ignore[arg-type]  # invalid on purpose
             ],
         )
     )

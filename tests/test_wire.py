@@ -24,7 +24,7 @@ def test_make_adapter_builds_the_registered_class(kind: str, cls: type) -> None:
     try:
         assert type(adapter) is cls
     finally:
-        adapter.close()  # type: ignore[attr-defined]
+        adapter.close()  # type: ignore[attr-defined]  # the protocol has no close()
 
 
 def test_unknown_kind_is_config_error() -> None:
@@ -36,4 +36,4 @@ def test_unknown_kind_is_config_error() -> None:
 def test_the_registry_cannot_be_changed() -> None:
     """ADAPTERS is read-only: a kind is added in code, not patched in at run time."""
     with pytest.raises(TypeError):
-        ADAPTERS["gemini"] = OpenAIAdapter  # type: ignore[index]
+        ADAPTERS["gemini"] = OpenAIAdapter  # type: ignore[index]  # read-only, on purpose

@@ -573,7 +573,7 @@ def test_stream_error_event(
     with pytest.raises(error, match="Overloaded") as info:
         next(stream)
     assert type(info.value) is error
-    assert info.value.provider == "anthropic"  # type: ignore[attr-defined]
+    assert info.value.provider == "anthropic"  # type: ignore[attr-defined]  # set on every error
 
 
 def test_stream_json_delta_for_unknown_block(adapter: Callable[..., WireAdapter]) -> None:

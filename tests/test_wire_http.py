@@ -189,7 +189,7 @@ def test_make_client_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         assert client.follow_redirects is False
         assert client.trust_env is False
         assert client.timeout == httpx.Timeout(12.0, connect=5.0, pool=5.0)
-        pool = client._transport._pool  # type: ignore[attr-defined]
+        pool = client._transport._pool  # type: ignore[attr-defined]  # httpx internals
         assert pool._max_connections > 1_000_000  # no cap of its own
         assert pool._max_keepalive_connections == 7
         assert not client._mounts
@@ -198,6 +198,7 @@ def test_make_client_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_adapter_owns_client_it_made() -> None:
     """An adapter made without a client closes the one it made."""
     a = make_adapter(config("anthropic"), api_key=Secret(CANARY))
+    # make_adapter returns the adapter protocol; the client and close() are the base class's.
     client = a._client  # type: ignore[attr-defined]
     a.close()  # type: ignore[attr-defined]
     assert client.is_closed

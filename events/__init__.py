@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from routeledger.events._address import *  # noqa: F403 - re-export, bounded by each module's __all__
+from routeledger.events._address import __all__ as _address_all
 from routeledger.events._config import *  # noqa: F403 - re-export, bounded by each module's __all__
 from routeledger.events._config import __all__ as _config_all
 from routeledger.events._errors import *  # noqa: F403 - re-export, bounded by each module's __all__
@@ -16,5 +18,13 @@ from routeledger.events._validation import *  # noqa: F403 - re-export, bounded 
 from routeledger.events._validation import __all__ as _validation_all
 
 __all__ = sorted(
-    [*_config_all, *_errors_all, *_events_all, *_projections_all, *_types_all, *_validation_all]
+    [
+        *_address_all,
+        *_config_all,
+        *_errors_all,
+        *_events_all,
+        *_projections_all,
+        *_types_all,
+        *_validation_all,
+    ]
 )

@@ -7,7 +7,6 @@ listing every problem found, so an operator fixes a file in one pass. API keys a
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import os
 import re
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from routeledger.events._address import is_loopback
 from routeledger.events._errors import ConfigError
 from routeledger.events._types import CAPABILITIES, Usage
 
@@ -329,15 +329,6 @@ def _dec_hook(typ: type, value: Any) -> Any:
     raise TypeError(f"cannot convert {type(value).__name__} to {typ.__name__}")
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -386,7 +377,7 @@ def _validate_provider(
     url = urlsplit(p.base_url) if isinstance(p.base_url, str) else None
     if url is None or url.scheme not in ("http", "https") or not url.hostname:
         problems.append(f"{where}: base_url {p.base_url!r} is not an http(s) URL")
-    elif url.scheme == "http" and not _is_loopback(url.hostname):
+    elif url.scheme == "http" and not is_loopback(url.hostname):
         problems.append(f"{where}: base_url must use https for non-loopback host {url.hostname!r}")
     if not p.models:
         problems.append(f"{where}: at least one model is required")

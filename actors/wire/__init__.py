@@ -15,7 +15,6 @@ from types import MappingProxyType
 
 import httpx
 
-from routeledger.actors.wire._address import is_loopback
 from routeledger.actors.wire._anthropic import AnthropicAdapter
 from routeledger.actors.wire._errors import (
     WallClock,
@@ -35,7 +34,7 @@ from routeledger.actors.wire._http import (
 )
 from routeledger.actors.wire._openai import OpenAIAdapter
 from routeledger.actors.wire._sse import SSEError, SSEEvent, SSEParser
-from routeledger.events import ConfigError, ProviderConfig, Secret
+from routeledger.events import ConfigError, ProviderConfig, Secret, is_loopback
 
 __all__ = [
     "ADAPTERS",

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from routeledger.actors._clock import Clock
     from routeledger.events import Request
 
-__all__ = ["ABTests"]
+__all__ = ["ABTests", "same_definition"]
 
 
 class ABTests:
@@ -49,9 +49,17 @@ class ABTests:
         self.assigned: dict[str, str] = {}
         """Variant of each request routed under a test, until the request ends."""
 
-    def setup(self, test: ABTestConfig) -> None:
-        """Add a test (its seed metrics count in its results)."""
-        problems = check_ab_test(test, self._providers(), taken=set(self.tests))
+    def setup(self, test: ABTestConfig, *, replace: bool = False) -> bool:
+        """Add a test (its seed metrics count in its results); return whether it was added.
+
+        The same test again (a restarted runtime's caller repeating itself) changes nothing
+        and keeps its results; another test under a taken name is a ``ConfigError`` unless
+        ``replace`` is set (the replacement starts with fresh results).
+        """
+        if same_definition(self.tests.get(test.name), test):
+            return False
+        taken = set(self.tests) - {test.name} if replace else set(self.tests)
+        problems = check_ab_test(test, self._providers(), taken=taken)
         if problems:
             raise ConfigError(problems)
         self.tests[test.name] = test
@@ -68,6 +76,12 @@ class ABTests:
                 )
             ]
         )
+        return True
+
+    def resume(self, test: ABTestConfig) -> None:
+        """Continue a test defined in the log (nothing is recorded: it already was)."""
+        if not check_ab_test(test, self._providers(), taken=set(self.tests)):
+            self.tests[test.name] = test
 
     def get(self, name: str) -> ABTestConfig:
         """Return the test called ``name``; raise :class:`RequestError` if unknown."""
@@ -175,3 +189,14 @@ class ABTests:
                 )
             ]
         )
+
+
+def same_definition(existing: ABTestConfig | None, test: ABTestConfig) -> bool:
+    """Return whether ``test`` defines ``existing`` again (seed metrics count once: ignored)."""
+    return (
+        existing is not None
+        and existing.variant_a == test.variant_a
+        and existing.variant_b == test.variant_b
+        and existing.split_ratio == test.split_ratio
+        and existing.sticky_key == test.sticky_key
+    )

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from routeledger.events import BadRequest, ProviderError, ProviderSaturated, StreamCancelled
 
 if TYPE_CHECKING:
-    from routeledger.events import HealthConfig
+    from routeledger.events import CircuitStateChanged, HealthConfig
 
 __all__ = [
     "CLOSED",
@@ -30,8 +30,10 @@ __all__ = [
     "OPEN",
     "CircuitBreaker",
     "CircuitMirror",
+    "Resumed",
     "Transition",
     "counts_against_health",
+    "resumed_circuit",
 ]
 
 CLOSED = "closed"
@@ -169,6 +171,13 @@ class CircuitBreaker:
 
     # -- transitions ------------------------------------------------------------------------
 
+    def resume(self, resumed: Resumed, now: float) -> None:
+        """Continue an open circuit recorded in the log (see :func:`resumed_circuit`)."""
+        self.state = OPEN
+        self.open_until = resumed.open_until
+        self.trips = resumed.trips
+        self._opened_at = now
+
     def _trip_reason(self) -> str | None:
         c = self.config
         if self.consecutive_failures >= c.failure_threshold:
@@ -260,6 +269,39 @@ class CircuitMirror:
             return "due" if self.probes_left > 0 else HALF_OPEN
         return self.state
 
+    def resume(self, resumed: Resumed, *, half_open_probes: int) -> None:
+        """Follow a breaker continued from the log (:meth:`CircuitBreaker.resume`)."""
+        self.state = OPEN
+        self.open_until = resumed.open_until
+        self.probes_left = half_open_probes
+
     def take_probe(self) -> None:
         """Count one probe let through (the caller saw :meth:`view` say ``due``)."""
         self.probes_left -= 1
+
+
+class Resumed(NamedTuple):
+    """A circuit continued from the log: open until ``open_until`` (monotonic)."""
+
+    open_until: float
+    trips: int
+
+
+def resumed_circuit(
+    last: CircuitStateChanged | None, *, config: HealthConfig, wall_now: float, mono_now: float
+) -> Resumed | None:
+    """Return how a circuit recorded in the log continues now (``None``: closed).
+
+    An open circuit stays open for the rest of its cooldown, reckoned from the transition's
+    wall-clock time and capped at the cooldown (a clock that went back never lengthens it);
+    a half-open one, whose cooldown was over, is due at once. Either way it must pass a
+    probe before it takes traffic again.
+    """
+    if last is None or last.to_state == CLOSED:
+        return None
+    trips = max(1, last.trips)
+    cooldown = min(config.cooldown_s * 2 ** (trips - 1), config.max_cooldown_s)
+    remaining = 0.0
+    if last.to_state == OPEN:
+        remaining = min(cooldown, max(0.0, last.ts + cooldown - wall_now))
+    return Resumed(mono_now + remaining, trips)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -21,6 +21,7 @@ from routeledger.actors._circuit import (
     CLOSED,
     HALF_OPEN,
     CircuitBreaker,
+    Resumed,
     Transition,
     counts_against_health,
 )
@@ -53,6 +54,13 @@ class HealthMonitor:
     def __init__(self, config: HealthConfig, providers: Iterable[str]) -> None:
         self.config = config
         self.breakers = {name: CircuitBreaker(config) for name in providers}
+
+    def resume(self, circuits: Mapping[str, Resumed], now: float) -> None:
+        """Continue the circuits the log left open (nothing is recorded: it already was)."""
+        for name, resumed in circuits.items():
+            breaker = self.breakers.get(name)
+            if breaker is not None:
+                breaker.resume(resumed, now)
 
     def observe(self, outcome: Outcome, now: float) -> list[Transition]:
         """Fold an attempt's outcome in; 400-class request errors do not count."""
@@ -144,9 +152,11 @@ class HealthActor(pykka.ThreadingActor):
         supervisor: pykka.ActorRef[SupervisorActor],
         provider_refs: Callable[[], dict[str, pykka.ActorRef[ProviderActor]]],
         active: bool = True,
+        resumed: Mapping[str, Resumed] | None = None,
     ) -> None:
         super().__init__()
         self.monitor = HealthMonitor(config, providers)
+        self.monitor.resume(resumed or {}, clock.monotonic())
         self._clock = clock
         self._supervisor = supervisor
         self._provider_refs = provider_refs

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
 
+# Folded from the log as well as live, so defined with the events; re-exported here.
+from routeledger.events import ProviderStats
+
 if TYPE_CHECKING:
     from routeledger.actors._budget import Budget
     from routeledger.events import (
@@ -41,21 +44,6 @@ class RequestEnded(NamedTuple):
     attempts: int
     latency_ms: float
     failed_providers: tuple[str, ...] = ()
-
-
-class ProviderStats(NamedTuple):
-    """What a provider actor publishes about itself after every outcome.
-
-    ``latency_ms`` is the peak-sensitive EWMA of attempt latency (failures count as a penalty
-    sample); ``None`` until the provider has answered once.
-    """
-
-    latency_ms: float | None = None
-    ttft_ms: float | None = None
-    successes: int = 0
-    failures: int = 0
-    rate_limited: int = 0
-    last_used: float | None = None
 
 
 class Outcome(NamedTuple):

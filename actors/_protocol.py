@@ -40,7 +40,6 @@ __all__ = [
     "Append",
     "ApplyHealth",
     "AssignABVariant",
-    "CheckABTest",
     "ClearRoutes",
     "CreatePool",
     "DecideAttempt",
@@ -143,15 +142,17 @@ class SetLimit(NamedTuple):
 
 
 class CreatePool(NamedTuple):
-    """Ask: add a pool. Answer: ``None``."""
+    """Ask: add a pool (``replace``: over one of that name). Answer: ``None``."""
 
     pool: PoolConfig
+    replace: bool = False
 
 
 class SetupABTest(NamedTuple):
-    """Ask: add an A/B test. Answer: ``None``."""
+    """Ask: add an A/B test (``replace``: over one of that name). Answer: ``None``."""
 
     test: ABTestConfig
+    replace: bool = False
 
 
 class AssignABVariant(NamedTuple):
@@ -169,12 +170,6 @@ class RecordABMetrics(NamedTuple):
     latency_ms: float
     cost: float | None
     error: bool
-
-
-class CheckABTest(NamedTuple):
-    """Ask: answer ``None`` if the test exists; raise ``RequestError`` if not."""
-
-    name: str
 
 
 class FindCapable(NamedTuple):
@@ -246,7 +241,6 @@ SupervisorMessage = (
     | SetupABTest
     | AssignABVariant
     | RecordABMetrics
-    | CheckABTest
     | FindCapable
     | EstimateCosts
     | DescribeProvider
@@ -324,10 +318,13 @@ class GetMetrics(NamedTuple):
 
 
 class GetUsage(NamedTuple):
-    """Ask: usage in a period around ``now`` (Unix time). Answer: a ``UsageReport``."""
+    """Ask: usage in a period around ``now`` (Unix time; ``None``: the log's latest event).
+
+    Answer: a ``UsageReport``.
+    """
 
     period: str
-    now: float
+    now: float | None
 
 
 class GetABResults(NamedTuple):

@@ -73,12 +73,14 @@ class ProviderHandle:
         "wire",
     )
 
-    def __init__(self, config: ProviderConfig, budget: Budget) -> None:
+    def __init__(
+        self, config: ProviderConfig, budget: Budget, stats: ProviderStats | None = None
+    ) -> None:
         self.name = config.name
         self.config = config
         self.budget = budget
-        self.stats = ProviderStats()
-        self._tracker = StatsTracker()
+        self.stats = stats if stats is not None else ProviderStats()
+        self._tracker = StatsTracker(self.stats)
         self._lock = threading.Lock()
         self.wire: WireAdapter | None = None
         self.actor_ref: pykka.ActorRef[Any] | None = None

@@ -27,6 +27,7 @@ from routeledger.actors._messages import (
     RequestEnded,
     RouteQuery,
 )
+from routeledger.actors._resume import Resume
 from routeledger.actors._strategies import (
     Candidate,
     Ranking,
@@ -107,6 +108,16 @@ def _preferred_order(
     return order, reason
 
 
+def _normal_pool(pool: PoolConfig) -> PoolConfig:
+    """Return ``pool`` as recorded (weights as a plain dict or ``None``), for comparison."""
+    return PoolConfig(
+        name=pool.name,
+        providers=list(pool.providers),
+        strategy=pool.strategy,
+        weights=dict(pool.weights) if pool.weights else None,
+    )
+
+
 class _Provider:
     """The router's record of one provider."""
 
@@ -141,13 +152,14 @@ class Router:
         rng: random.Random,
         emit: Callable[[list[Event]], None],
         ready: Mapping[str, Callable[[], bool]] | None = None,
-        routing_version: int = 1,
+        resume: Resume | None = None,
     ) -> None:
+        resume = resume or Resume()
         self.config = config
         self.clock = clock
         self.rng = rng
         self.emit = emit
-        self.routing_version = routing_version
+        self.routing_version = resume.routing_version
         """Counts the changes to routing (circuits, priorities, limits, pools, tests)."""
         self.providers: dict[str, _Provider] = {
             p.name: _Provider(p, i, budgets[p.name], stats[p.name])
@@ -155,7 +167,7 @@ class Router:
         }
         self._ready = ready or {}
         self.pools: dict[str, PoolConfig] = {}
-        self._turns: dict[object, int] = {}
+        self._turns: dict[tuple[str | None, str], int] = {}
         self._swrr: dict[object, dict[str, float]] = {}
         self._retry_budget = RetryBudget(
             config.failover.retry_budget_ratio,
@@ -164,10 +176,33 @@ class Router:
         )
         self._include_text = config.log.include_text
         self.ab = ABTests(providers=lambda: set(self.providers), clock=clock, rng=rng, emit=emit)
+        self._resume(resume)
+        # Defined by the configuration: already there (identical) when the log says so.
         for pool in config.pools:
-            self.create_pool(pool)
+            if pool.name not in self.pools:
+                self.create_pool(pool)
         for test in config.ab_tests:
-            self.setup_ab_test(test)
+            if test.name not in self.ab.tests:
+                self.setup_ab_test(test)
+
+    def _resume(self, resume: Resume) -> None:
+        """Continue from the log's routing state: nothing is recorded, it was already."""
+        for name, priority in resume.priorities.items():
+            if name in self.providers:
+                self.providers[name].priority = priority
+        for name, limit in resume.limits.items():
+            if name in self.providers:
+                self.providers[name].budget.set_limit(limit)
+        half_open_probes = self.config.health.half_open_probes
+        for name, resumed in resume.circuits.items():
+            if name in self.providers:
+                self.providers[name].circuit.resume(resumed, half_open_probes=half_open_probes)
+        for pool in resume.pools.values():
+            if not check_pool(pool, set(self.providers), taken=set(self.pools)):
+                self.pools[pool.name] = pool
+        for test in resume.ab_tests.values():
+            self.ab.resume(test)
+        self._turns.update(resume.turns)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -624,12 +659,19 @@ class Router:
         self._bump()
         self.emit([ConcurrencyLimitChanged(ts=self._now(), provider=provider, old=old, new=limit)])
 
-    def create_pool(self, pool: PoolConfig) -> None:
-        """Add a named pool."""
-        problems = check_pool(pool, set(self.providers), taken=set(self.pools))
+    def create_pool(self, pool: PoolConfig, *, replace: bool = False) -> None:
+        """Add a named pool.
+
+        The same pool again (a restarted runtime's caller repeating itself) changes nothing;
+        another pool under a taken name is a ``ConfigError`` unless ``replace`` is set.
+        """
+        if self.pools.get(pool.name) == _normal_pool(pool):
+            return
+        taken = set(self.pools) - {pool.name} if replace else set(self.pools)
+        problems = check_pool(pool, set(self.providers), taken=taken)
         if problems:
             raise ConfigError(problems)
-        self.pools[pool.name] = pool
+        self.pools[pool.name] = _normal_pool(pool)
         self._bump()
         self.emit(
             [
@@ -643,10 +685,10 @@ class Router:
             ]
         )
 
-    def setup_ab_test(self, test: ABTestConfig) -> None:
-        """Add an A/B test."""
-        self.ab.setup(test)
-        self._bump()
+    def setup_ab_test(self, test: ABTestConfig, *, replace: bool = False) -> None:
+        """Add an A/B test (the same test again changes nothing; see :meth:`ABTests.setup`)."""
+        if self.ab.setup(test, replace=replace):
+            self._bump()
 
     def clear_cache(self) -> None:
         """Drop cached routes: there are none any more (``cache.route_cache`` is a no-op,

@@ -27,7 +27,6 @@ from routeledger.actors._protocol import (
     Append,
     ApplyHealth,
     AssignABVariant,
-    CheckABTest,
     ClearRoutes,
     CreatePool,
     DecideAttempt,
@@ -75,7 +74,6 @@ _QUESTIONS = (
     SetupABTest,
     AssignABVariant,
     RecordABMetrics,
-    CheckABTest,
     FindCapable,
     EstimateCosts,
     DescribeProvider,
@@ -179,19 +177,16 @@ class SupervisorActor(pykka.ThreadingActor):
                 return router.set_priority(provider, priority)
             case SetLimit(provider, limit):
                 return router.set_limit(provider, limit)
-            case CreatePool(pool):
-                return router.create_pool(pool)
-            case SetupABTest(test):
-                return router.setup_ab_test(test)
+            case CreatePool(pool, replace):
+                return router.create_pool(pool, replace=replace)
+            case SetupABTest(test, replace):
+                return router.setup_ab_test(test, replace=replace)
             case AssignABVariant(name, key):
                 return router.ab.assign(name, key=key)
             case RecordABMetrics(name, variant, latency_ms, cost, error):
                 return router.ab.record(
                     name, variant, latency_ms=latency_ms, cost=cost, error=error
                 )
-            case CheckABTest(name):
-                router.ab.get(name)
-                return None
             case FindCapable(model):
                 return router.find_capable(model)
             case EstimateCosts(request):

@@ -277,7 +277,13 @@ class StoreFull(StoreError):
 
 
 class StoreCorrupted(StoreError):
-    """The database file or one of its rows cannot be read."""
+    """The database file or one of its rows cannot be read (``position``: which row)."""
+
+    def __init__(
+        self, message: str, *, position: int | None = None, path: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(message, path=path, **kwargs)
+        self.position = position
 
 
 class SchemaVersionError(StoreError):

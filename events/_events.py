@@ -55,6 +55,7 @@ __all__ = [
     "RequestReceived",
     "RequestRejected",
     "RouteDecided",
+    "RuntimeChangesDropped",
     "decode_event",
     "encode_event",
     "event_tag",
@@ -378,6 +379,19 @@ class ConfigurationApplied(Event, frozen=True, kw_only=True, tag="config.applied
     ts: float
 
 
+class RuntimeChangesDropped(Event, frozen=True, kw_only=True, tag="config.changes_dropped"):
+    """A runtime started with a configuration other than the one last recorded: the run-time
+    changes made under the earlier one do not carry over, and this lists them."""
+
+    previous_digest: str
+    digest: str
+    priorities: dict[str, int] = {}
+    limits: dict[str, int] = {}
+    pools: list[str] = []
+    ab_tests: list[str] = []
+    ts: float
+
+
 class EventsDropped(Event, frozen=True, kw_only=True, tag="log.events_dropped"):
     """The store failed long enough that the writer's buffer overflowed: an explicit gap."""
 
@@ -413,6 +427,7 @@ AnyEvent = (
     | ABVariantAssigned
     | ABMetricsRecorded
     | ConfigurationApplied
+    | RuntimeChangesDropped
     | EventsDropped
 )
 
@@ -456,7 +471,8 @@ def decode_event(data: bytes | str, *, position: int | None = None) -> AnyEvent:
             raw = _tag_decoder.decode(data)
         except msgspec.DecodeError:
             raise StoreCorrupted(
-                f"stored event at position {position} is not valid JSON: {exc}"
+                f"stored event at position {position} is not valid JSON: {exc}",
+                position=position,
             ) from exc
         tag = raw.get("type")
         if isinstance(tag, str) and tag in UPCASTERS:
@@ -464,8 +480,10 @@ def decode_event(data: bytes | str, *, position: int | None = None) -> AnyEvent:
             return upcast
         if isinstance(tag, str) and tag not in EVENT_TYPES:
             raise UnknownEventType(tag, position=position) from exc
-        raise StoreCorrupted(f"stored event at position {position} is malformed: {exc}") from exc
+        raise StoreCorrupted(
+            f"stored event at position {position} is malformed: {exc}", position=position
+        ) from exc
     except msgspec.DecodeError as exc:
         raise StoreCorrupted(
-            f"stored event at position {position} is not valid JSON: {exc}"
+            f"stored event at position {position} is not valid JSON: {exc}", position=position
         ) from exc

@@ -30,10 +30,12 @@ from routeledger.events._events import (
     ABTestCreated,
     AttemptFailed,
     AttemptSucceeded,
+    ConfigurationApplied,
     Event,
     RequestCompleted,
     RequestFailed,
 )
+from routeledger.events._routing import RoutingProjection
 from routeledger.events._types import ABVariantResult, ProviderMetrics, Usage, UsageReport
 
 __all__ = [
@@ -349,7 +351,9 @@ class UsageProjection:
     buckets (bounded by the hours of history); days, ISO weeks (Monday start), months and
     ``all`` are sums of those buckets, taken in time order.
 
-    Calling the projection is the same as :meth:`report`: ``replay(db).usage("day")``.
+    Calling the projection is the same as :meth:`report`: ``replay(db).usage("day")``. A
+    report is of the period holding the log's latest request outcome or runtime start
+    (``config.applied``), so that a live runtime and a replay of its log name one period.
     """
 
     def __init__(self) -> None:
@@ -358,6 +362,7 @@ class UsageProjection:
         self.handlers: dict[type[Event], Handler] = {
             RequestCompleted: self._on_completed,
             RequestFailed: self._on_failed,
+            ConfigurationApplied: self._on_started,
         }
 
     def apply(self, position: int, event: Event) -> None:
@@ -396,9 +401,14 @@ class UsageProjection:
         bucket.requests += 1
         bucket.errors += 1
 
+    def _on_started(self, event: ConfigurationApplied) -> None:
+        # A (re)started runtime reports the period it started in, not its log's last one.
+        if self._latest_ts is None or event.ts > self._latest_ts:
+            self._latest_ts = event.ts
+
     @property
     def latest_ts(self) -> float | None:
-        """Return the latest ``ts`` of a request outcome folded so far."""
+        """Return the latest ``ts`` of a request outcome or runtime start folded so far."""
         return self._latest_ts
 
     def report(self, period: str = "day", now: float | None = None) -> UsageReport:
@@ -641,6 +651,8 @@ class Projections:
         metrics: per-provider figures (also a mapping of provider to :class:`ProviderMetrics`).
         usage: usage per period (callable: ``usage("day")``).
         ab: A/B test outcomes.
+        routing: the routing state a restarted runtime continues from (not part of
+            :meth:`snapshot`: it is what routing reads, not a reported figure).
         position: the position of the last event applied (0 before any).
         events: how many events were applied.
         skipped_unknown: events of unknown types a non-strict replay skipped (set by the
@@ -651,12 +663,14 @@ class Projections:
         self.metrics = MetricsProjection()
         self.usage = UsageProjection()
         self.ab = ABProjection()
+        self.routing = RoutingProjection()
         self.position = 0
         self.events = 0
         self.skipped_unknown = 0
         # One flat table: an event costs one lookup here, not one per projection.
         dispatch: dict[type[Event], Handler] = {}
-        for part in (self.metrics, self.usage, self.ab):
+        parts: tuple[Any, ...] = (self.metrics, self.usage, self.ab, self.routing)
+        for part in parts:
             for event_type, handler in part.handlers.items():
                 if event_type in dispatch:
                     dispatch[event_type] = _both(dispatch[event_type], handler)

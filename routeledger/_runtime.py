@@ -38,7 +38,6 @@ from routeledger.actors._protocol import (
     SYNC,
     TICK,
     AssignABVariant,
-    CheckABTest,
     ClearRoutes,
     CreatePool,
     DecideAttempt,
@@ -68,6 +67,7 @@ from routeledger.actors._provider import (
     ProviderHandle,
     default_adapter_factory,
 )
+from routeledger.actors._resume import plan_resume
 from routeledger.actors._router import Router
 from routeledger.actors._supervisor import BufferedEmitter, SupervisorActor
 from routeledger.actors._writer import EventWriter, LogWriterActor
@@ -80,6 +80,7 @@ from routeledger.events import (
     HealthCheckResult,
     HealthProbed,
     PoolConfig,
+    Projections,
     ProviderConfig,
     ProviderHealth,
     ProviderMetrics,
@@ -90,6 +91,7 @@ from routeledger.events import (
     RouteResult,
     RoutingError,
     RuntimeConfig,
+    StoreCorrupted,
     StoreError,
     StreamChunk,
     UsageReport,
@@ -227,17 +229,34 @@ class Runtime:
         self._bus = EventBus()
         self._signal = CapacitySignal()
 
-        self._writer = LogWriterActor.start(
-            EventWriter(self._store, config=config.log, clock=clock, on_error=self._on_store_error)
-        )
-        emit = BufferedEmitter(self._writer, self._bus)
+        # The log is the source of truth: live figures and routing state continue from it.
+        projections = _fold_log(self._store)
         summary = _config_summary(config)
         digest = hashlib.sha256(msgspec.json.encode(summary)).hexdigest()[:16]
+        resume, dropped = plan_resume(
+            projections.routing,
+            config,
+            digest,
+            wall_now=clock.time(),
+            mono_now=clock.monotonic(),
+        )
+        self._writer = LogWriterActor.start(
+            EventWriter(
+                self._store,
+                config=config.log,
+                clock=clock,
+                on_error=self._on_store_error,
+                projections=projections,
+            )
+        )
+        emit = BufferedEmitter(self._writer, self._bus)
+        if dropped is not None:
+            emit([dropped])
         emit(
             [
                 ConfigurationApplied(
                     ts=clock.time(),
-                    config_version=1,
+                    config_version=resume.config_version,
                     digest=digest,
                     providers=[p.name for p in config.providers],
                     strategy=config.strategy,
@@ -246,7 +265,9 @@ class Runtime:
             ]
         )
         self._handles: dict[str, ProviderHandle] = {
-            p.name: ProviderHandle(p, Budget(p.max_concurrency, self._signal))
+            p.name: ProviderHandle(
+                p, Budget(p.max_concurrency, self._signal), resume.stats.get(p.name)
+            )
             for p in config.providers
         }
         router = Router(
@@ -257,6 +278,7 @@ class Runtime:
             rng=self.rng,
             emit=emit,
             ready={n: functools.partial(_ready, h) for n, h in self._handles.items()},
+            resume=resume,
         )
         emit.send()  # the configuration, pools and A/B tests, before anything else
         self._supervisor = SupervisorActor.start(
@@ -273,6 +295,7 @@ class Runtime:
             supervisor=self._supervisor,
             provider_refs=self._provider_refs,
             active=active_health_checks,
+            resumed=resume.circuits,
         )
         self._supervisor.tell(UseHealth(self._health))
         self._requests = ThreadedInterpreter(
@@ -602,9 +625,14 @@ class Runtime:
 
     # -- pools and A/B tests ----------------------------------------------------------------
 
-    def create_pool(self, pool: PoolConfig) -> None:
-        """Add a named pool of providers with its own strategy and weights."""
-        self._ask_supervisor(CreatePool(pool))
+    def create_pool(self, pool: PoolConfig, *, replace: bool = False) -> None:
+        """Add a named pool of providers with its own strategy and weights.
+
+        Pools survive a restart on the same log (see the README's restart rule): creating the
+        same pool again is a no-op; another pool under a taken name is a ``ConfigError``
+        unless ``replace`` is set.
+        """
+        self._ask_supervisor(CreatePool(pool, replace))
 
     def get_from_pool(self, name: str, request: Request | None = None) -> str:
         """Return the provider the pool's strategy picks (for ``request``, if given)."""
@@ -622,9 +650,14 @@ class Runtime:
         provider: str = decision.route.provider
         return provider
 
-    def setup_ab_test(self, test: ABTestConfig) -> None:
-        """Add an A/B test; any seed metrics it carries count in its results."""
-        self._ask_supervisor(SetupABTest(test))
+    def setup_ab_test(self, test: ABTestConfig, *, replace: bool = False) -> None:
+        """Add an A/B test; any seed metrics it carries count in its results.
+
+        Tests survive a restart on the same log with their assignments and results: setting
+        up the same test again is a no-op that keeps them; another test under a taken name
+        is a ``ConfigError`` unless ``replace`` is set (the replacement starts afresh).
+        """
+        self._ask_supervisor(SetupABTest(test, replace))
 
     def get_for_ab_test(self, name: str, *, key: str | None = None) -> ABAssignment:
         """Assign a variant of test ``name`` (sticky when ``key`` is given); recorded."""
@@ -644,8 +677,15 @@ class Runtime:
         self._ask_supervisor(RecordABMetrics(name, variant, latency_ms, cost, error))
 
     def get_ab_test_results(self, name: str) -> dict[str, ABVariantResult]:
-        """Return the results of test ``name`` per variant (``"A"``, ``"B"``)."""
-        self._ask_supervisor(CheckABTest(name))  # an unknown test is a RequestError
+        """Return the results of test ``name`` per variant (``"A"``, ``"B"``).
+
+        Results are the log's: a test dropped by a changed configuration still has them.
+
+        Raises:
+            RequestError: The log knows no such test.
+        """
+        # The barrier sends the supervisor's gathered events (a new test's) to the writer.
+        self._ask_supervisor(SYNC)
         results: dict[str, ABVariantResult] = self._ask(self._writer, GetABResults(name))
         return results
 
@@ -657,9 +697,12 @@ class Runtime:
         return metrics
 
     def get_usage(self, period: str = "day") -> UsageReport:
-        """Return usage in the current ``hour``, ``day``, ``week``, ``month``, or ``all``."""
-        now = self._clock.time()
-        report: UsageReport = self._ask(self._writer, GetUsage(period, now))
+        """Return usage in the current ``hour``, ``day``, ``week``, ``month``, or ``all``.
+
+        "Current" is the period of the log's latest request or of this runtime's start,
+        exactly as ``replay(log).usage(period)`` reckons it, so the two always agree.
+        """
+        report: UsageReport = self._ask(self._writer, GetUsage(period, None))
         return report
 
     def prometheus_collector(self, registry: Any = None) -> RuntimeCollector:
@@ -704,6 +747,26 @@ class Runtime:
         self._ask(self._health, GetHealth())
         self._ask_supervisor(SYNC)
         self._ask(self._writer, Flush())
+
+
+def _fold_log(store: EventStore) -> Projections:
+    """Fold the whole log into fresh projections, past any damaged row.
+
+    A daemon must start even when one row of its log is damaged: the row is left out (and
+    logged), the rest is folded. ``replay()`` of such a log raises :class:`StoreCorrupted`,
+    so the figures of a damaged log are the runtime's own word, said at ERROR level. Events
+    of unknown types (a newer routeledger's) are skipped and counted.
+    """
+    projections = Projections()
+    start = 1
+    while True:
+        try:
+            return store.replay(projections, from_position=start, strict=False)
+        except StoreCorrupted as exc:
+            if exc.position is None or exc.position < start:
+                raise
+            log.error("event log: %s; left out of the figures", exc.message)
+            start = exc.position + 1
 
 
 def _ready(handle: ProviderHandle) -> bool:

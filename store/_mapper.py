@@ -108,7 +108,8 @@ def row_to_event(position: int, data: object) -> AnyEvent:
     """
     if not isinstance(data, bytes | str):
         raise StoreCorrupted(
-            f"stored event at position {position} holds a {type(data).__name__}, not bytes"
+            f"stored event at position {position} holds a {type(data).__name__}, not bytes",
+            position=position,
         )
     return decode_event(data, position=position)
 

@@ -6,11 +6,12 @@ nothing, and its handler never raises (a raising tell would kill the actor). Eac
 dispatches on its union (``SupervisorMessage``, ``HealthMessage``, ``ProviderMessage``,
 ``WriterMessage``) with ``match``.
 
-Who sends what:
+Who sends what (a request's decisions and outcomes are no messages: the caller's thread
+enters the :class:`~routeledger.actors._desk.RoutingDesk` for them):
 
-- the runtime (on a caller's thread) asks the supervisor for decisions and operator
-  changes, tells it outcomes, and asks the log writer for figures;
-- the supervisor tells the health actor outcomes and the log writer events;
+- the runtime asks the supervisor for operator changes and questions, tells it records made
+  off the request path, and asks the log writer for figures;
+- the routing desk tells the health actor outcomes and the log writer events, in batches;
 - the health actor tells the supervisor circuit transitions and provider actors to probe;
 - a provider actor tells the supervisor that it crashed, and the health actor its probes.
 """
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
     from routeledger.actors._circuit import Transition
     from routeledger.actors._health import HealthActor
-    from routeledger.actors._messages import Outcome, RequestEnded, RouteQuery
+    from routeledger.actors._messages import Outcome, RouteQuery
     from routeledger.events import (
         ABTestConfig,
         Event,
@@ -42,7 +43,6 @@ __all__ = [
     "AssignABVariant",
     "ClearRoutes",
     "CreatePool",
-    "DecideAttempt",
     "DescribeLog",
     "DescribeProvider",
     "DisabledProviders",
@@ -64,8 +64,6 @@ __all__ = [
     "RecordEvents",
     "RecordOutcomes",
     "RecordRejected",
-    "ReportAttempt",
-    "SendPending",
     "SetLimit",
     "SetPriority",
     "SetupABTest",
@@ -77,31 +75,7 @@ __all__ = [
 ]
 
 
-# -- to the supervisor: requests --------------------------------------------------------------
-
-
-class DecideAttempt(NamedTuple):
-    """Ask: choose and reserve a provider for an attempt (``first``: record the arrival).
-
-    Answer: a ``Decision``, a ``Backoff``, or ``None`` when every candidate is saturated.
-    """
-
-    query: RouteQuery
-    attempt: int
-    tried: dict[str, int]
-    banned: frozenset[str]
-    first: bool
-    reserve: bool = True
-    any_model: bool = False
-    not_before: dict[str, float] | None = None
-
-
-class ReportAttempt(NamedTuple):
-    """Tell: an attempt ended (``outcome``), and maybe the whole request (``ended``)."""
-
-    query: RouteQuery
-    outcome: Outcome | None
-    ended: RequestEnded | None
+# -- to the supervisor: records made off the request path ------------------------------------
 
 
 class RecordRejected(NamedTuple):
@@ -225,14 +199,8 @@ class ProviderCrashed(NamedTuple):
     reason: str
 
 
-class SendPending(NamedTuple):
-    """Tell (from the supervisor's flusher): send the events and outcomes gathered so far."""
-
-
 SupervisorMessage = (
-    DecideAttempt
-    | ReportAttempt
-    | RecordRejected
+    RecordRejected
     | RecordCacheHit
     | RecordEvents
     | SetPriority
@@ -250,7 +218,6 @@ SupervisorMessage = (
     | UseHealth
     | ApplyHealth
     | ProviderCrashed
-    | SendPending
 )
 
 

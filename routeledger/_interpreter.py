@@ -1,11 +1,12 @@
 """The threaded interpreter of the failover policy: a request's life on real threads.
 
 :func:`~routeledger.actors._failover.run_request` says what happens to a request as a series
-of effects; this module performs them for real, on the caller's thread: a decision is one
-``ask`` of the supervisor (which also reserves the slot), an attempt is an HTTP call through
-the provider's adapter, a pause is a sleep on the injected clock, and a record is one
-``tell``. It is the twin of the simulation's event loop (:class:`routeledger.sim.Simulation`),
-which performs the same effects on virtual time.
+of effects; this module performs them for real, on the caller's thread: a decision and a
+record enter the supervisor's :class:`~routeledger.actors._desk.RoutingDesk` under its lock (a
+decision also reserves the slot; no actor round trip), an attempt is an HTTP call through the
+provider's adapter, and a pause is a sleep on the injected clock. It is the twin of the
+simulation's event loop (:class:`routeledger.sim.Simulation`), which performs the same
+effects on virtual time.
 
 A completion runs the policy to its end (:meth:`ThreadedInterpreter.complete`). A stream is a
 generator (:meth:`ThreadedInterpreter.stream`): the policy runs until the first chunk, then
@@ -20,8 +21,6 @@ import threading
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
-import pykka
-
 from routeledger._answer import StreamedAnswer
 from routeledger.actors._failover import (
     AwaitCapacity,
@@ -35,12 +34,10 @@ from routeledger.actors._failover import (
     StreamEnd,
     start_request,
 )
-from routeledger.actors._protocol import DecideAttempt, ReportAttempt
 from routeledger.events import (
     ProviderConnectError,
     ProviderError,
     Response,
-    RoutingError,
     StreamChunk,
     StreamInterrupted,
 )
@@ -50,18 +47,15 @@ if TYPE_CHECKING:
 
     from routeledger.actors._budget import CapacitySignal
     from routeledger.actors._clock import Clock
+    from routeledger.actors._desk import RoutingDesk
     from routeledger.actors._messages import Decision, RouteQuery
     from routeledger.actors._provider import ProviderHandle
-    from routeledger.actors._supervisor import SupervisorActor
     from routeledger.actors.wire import WireAdapter
     from routeledger.events import FailoverConfig, Request
 
-__all__ = ["ASK_TIMEOUT_S", "ThreadedInterpreter"]
+__all__ = ["ThreadedInterpreter"]
 
 log = logging.getLogger("routeledger")
-
-ASK_TIMEOUT_S = 30.0
-"""How long a caller waits for an actor's answer before calling the runtime broken."""
 
 Policy = Generator[Effect, Any, Response | None]
 
@@ -70,33 +64,30 @@ class ThreadedInterpreter:
     """Performs the failover policy's effects with actors, HTTP and the clock.
 
     Args:
-        supervisor: The supervisor actor (decisions and records).
+        desk: The routing desk (decisions and records).
         handles: Each provider's shared handle (adapter, budget, statistics).
         signal: Wakes callers waiting for capacity when a slot is released.
         failover: The failover settings.
         clock: The clock.
         rng: The RNG of backoff jitter.
-        closed: Returns whether the runtime is closed (to name a dead actor's cause).
     """
 
     def __init__(
         self,
         *,
-        supervisor: pykka.ActorRef[SupervisorActor],
+        desk: RoutingDesk,
         handles: dict[str, ProviderHandle],
         signal: CapacitySignal,
         failover: FailoverConfig,
         clock: Clock,
         rng: random.Random,
-        closed: threading.Event,
     ) -> None:
-        self._supervisor = supervisor
+        self._desk = desk
         self._handles = handles
         self._signal = signal
         self._failover = failover
         self._clock = clock
         self._rng = rng
-        self._closed = closed
         self._timeouts = {name: h.config.timeout_s for name, h in handles.items()}
         self._waiting = 0
         self._waiting_lock = threading.Lock()
@@ -109,17 +100,6 @@ class ThreadedInterpreter:
             clock=self._clock,
             rng=self._rng,
         )
-
-    def ask(self, message: Any) -> Any:
-        """Ask the supervisor; a dead or silent actor is a :class:`RoutingError`."""
-        try:
-            return self._supervisor.ask(message, timeout=ASK_TIMEOUT_S)
-        except pykka.ActorDeadError:
-            if self._closed.is_set():
-                raise RoutingError("the runtime is closed") from None
-            raise RoutingError("an actor of the runtime is not running") from None
-        except pykka.Timeout:
-            raise RoutingError(f"no answer from an actor within {ASK_TIMEOUT_S:g} s") from None
 
     # -- the two ways a request runs --------------------------------------------------------
 
@@ -203,10 +183,7 @@ class ThreadedInterpreter:
     def _record(self, effect: Record, query: RouteQuery) -> None:
         if effect.outcome is not None:
             self._handles[effect.outcome.provider].record(effect.outcome)
-        try:
-            self._supervisor.tell(ReportAttempt(query, effect.outcome, effect.ended))
-        except pykka.ActorDeadError:
-            log.error("supervisor is gone; outcome of %s not recorded", query.request.request_id)
+        self._desk.record(query, effect.outcome, effect.ended)
 
     def _await_capacity(self, seen: int, timeout_s: float) -> bool:
         with self._waiting_lock:
@@ -239,11 +216,16 @@ class _Run:
             match effect:
                 case Choose(attempt, tried, banned, not_before):
                     self.seen = it._signal.generation
-                    message = DecideAttempt(
-                        self.query, attempt, tried, banned, self.first, not_before=not_before
+                    first, self.first = self.first, False
+                    decision = it._desk.decide(
+                        self.query,
+                        attempt=attempt,
+                        tried=tried,
+                        banned=banned,
+                        first=first,
+                        not_before=not_before,
                     )
-                    self.first = False
-                    return it.ask(message), None
+                    return decision, None
                 case Send(decision, timeout_s):
                     return it._call(decision, self.query.request, timeout_s), None
                 case Record():

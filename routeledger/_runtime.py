@@ -27,12 +27,13 @@ import msgspec
 import pykka
 
 from routeledger._cache import ResponseCache, cache_key
-from routeledger._interpreter import ASK_TIMEOUT_S, ThreadedInterpreter
+from routeledger._interpreter import ThreadedInterpreter
 from routeledger.actors._budget import Budget, CapacitySignal
 from routeledger.actors._bus import EventBus
 from routeledger.actors._clock import Clock, SystemClock
+from routeledger.actors._desk import BufferedEmitter, RoutingDesk
 from routeledger.actors._health import HealthActor
-from routeledger.actors._messages import RouteQuery
+from routeledger.actors._messages import Decision, RouteQuery
 from routeledger.actors._protocol import (
     PING,
     SYNC,
@@ -40,7 +41,6 @@ from routeledger.actors._protocol import (
     AssignABVariant,
     ClearRoutes,
     CreatePool,
-    DecideAttempt,
     DescribeLog,
     DescribeProvider,
     DisabledProviders,
@@ -69,7 +69,7 @@ from routeledger.actors._provider import (
 )
 from routeledger.actors._resume import plan_resume
 from routeledger.actors._router import Router
-from routeledger.actors._supervisor import BufferedEmitter, SupervisorActor
+from routeledger.actors._supervisor import SupervisorActor
 from routeledger.actors._writer import EventWriter, LogWriterActor
 from routeledger.events import (
     ABAssignment,
@@ -107,6 +107,9 @@ if TYPE_CHECKING:
 __all__ = ["Runtime"]
 
 log = logging.getLogger("routeledger")
+
+ASK_TIMEOUT_S = 30.0
+"""How long a caller waits for an actor's answer before calling the runtime broken."""
 
 _OPEN: weakref.WeakSet[Runtime] = weakref.WeakSet()
 """Runtimes not closed yet: closed (so their logs are flushed) when the interpreter exits."""
@@ -203,7 +206,6 @@ class Runtime:
         self.config = config
         self._clock = clock
         self._closed = False
-        self._closed_flag = threading.Event()
         self._close_lock = threading.Lock()
         self._environ = environ
         self._adapter_factory = adapter_factory
@@ -281,12 +283,12 @@ class Runtime:
             resume=resume,
         )
         emit.send()  # the configuration, pools and A/B tests, before anything else
+        self._desk = RoutingDesk(router, emit)
         self._supervisor = SupervisorActor.start(
-            router=router,
+            desk=self._desk,
             handles=self._handles,
             restart=self._start_provider,
             clock=clock,
-            emit=emit,
         )
         self._health = HealthActor.start(
             config.health,
@@ -299,13 +301,12 @@ class Runtime:
         )
         self._supervisor.tell(UseHealth(self._health))
         self._requests = ThreadedInterpreter(
-            supervisor=self._supervisor,
+            desk=self._desk,
             handles=self._handles,
             signal=self._signal,
             failover=config.failover,
             clock=clock,
             rng=self.rng,
-            closed=self._closed_flag,
         )
         for name in self._handles:
             self._start_provider(name)
@@ -350,13 +351,20 @@ class Runtime:
             if self._closed:
                 return
             self._closed = True
-            self._closed_flag.set()
             _OPEN.discard(self)
         self._executor.shutdown(wait=True, cancel_futures=True)
+        # Refuse new decisions and send what gathered; let the health actor observe it (its
+        # transitions then wait in the supervisor's mailbox, ahead of the stop), so nothing
+        # is sent to an actor that already stopped.
+        self._desk.close()
+        try:
+            self._health.ask(GetHealth(), timeout=ASK_TIMEOUT_S)
+        except (pykka.ActorDeadError, pykka.Timeout):
+            pass
         refs: list[pykka.ActorRef[Any]] = [
+            self._supervisor,
             self._health,
             *self._provider_refs().values(),
-            self._supervisor,
         ]
         for ref in refs:
             try:
@@ -527,10 +535,11 @@ class Runtime:
         """Return the routing decision for ``request`` without sending it (recorded)."""
         validate_request(request)
         query = RouteQuery(request, requirements)
-        decision = self._ask(
-            self._supervisor, DecideAttempt(query, 1, {}, frozenset(), False, reserve=False)
+        self._check_open()
+        decision = self._desk.decide(
+            query, attempt=1, tried={}, banned=frozenset(), first=False, reserve=False
         )
-        assert decision is not None
+        assert isinstance(decision, Decision)  # no reservation: never saturated or waiting
         route: RouteResult = decision.route
         return route
 
@@ -640,13 +649,17 @@ class Runtime:
             validate_request(request)
         probe = request or Request(model="", messages=[])
         query = RouteQuery(probe, None, None, name)
-        decision = self._ask(
-            self._supervisor,
-            DecideAttempt(
-                query, 1, {}, frozenset(), False, reserve=False, any_model=request is None
-            ),
+        self._check_open()
+        decision = self._desk.decide(
+            query,
+            attempt=1,
+            tried={},
+            banned=frozenset(),
+            first=False,
+            reserve=False,
+            any_model=request is None,
         )
-        assert decision is not None
+        assert isinstance(decision, Decision)  # no reservation: never saturated or waiting
         provider: str = decision.route.provider
         return provider
 
@@ -736,9 +749,11 @@ class Runtime:
     def flush(self) -> None:
         """Return when every event of the calls that returned so far is durable in the log.
 
-        Outcomes travel by ``tell`` (caller -> supervisor -> health actor -> supervisor ->
-        log writer), so each actor is asked in that order: an ask is answered only after
-        every earlier message. Health transitions caused by those calls are included.
+        A returned call's records wait on the routing desk; an ask of the supervisor sends
+        them (events to the log writer, outcomes to the health actor). The health actor's
+        transitions go back to the supervisor by ``tell``, so each actor is asked in that
+        order (an ask is answered only after every earlier message): health transitions
+        caused by those calls are included.
 
         Raises:
             StoreError: The store is failing (the events stay buffered).

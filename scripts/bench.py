@@ -9,7 +9,10 @@ or alternated round by round, so that both see the same machine state.
 Sections (each one a key of the JSON written to ``--json-out``):
 
 - ``overhead``: ``Runtime.complete`` versus ``httpx.Client.post`` of the same payload,
-  interleaved at concurrency 1 (p50, p99, differences), and ``route_request`` alone.
+  interleaved at concurrency 1 (p50, p99, differences, the p50 difference as a share of the
+  direct p50), and ``route_request`` alone.
+- ``overhead_5ms``: the same against a provider that takes 5 ms to answer, to see whether
+  the overhead grows with the provider's latency (background work the caller waits for).
 - ``throughput``: 50 caller threads (``complete`` versus a shared ``httpx.Client`` with the
   same limits) and 50 asyncio tasks (``acomplete`` versus ``httpx.AsyncClient``): requests/s,
   process CPU per request, and the ratios.
@@ -418,9 +421,11 @@ def peak_rss_mb() -> float:
 # --- 1. routing overhead --------------------------------------------------------------------
 
 
-def bench_overhead(scale: Scale, url: str, work: Path) -> dict[str, Any]:
+def bench_overhead(scale: Scale, url: str, work: Path, *, pairs: int = 0) -> dict[str, Any]:
     """Interleave ``Runtime.complete`` and direct httpx at concurrency 1; time ``route_request``."""
-    rt = start_runtime([provider("healthy", url)], work / "overhead.sqlite")
+    if pairs:
+        scale = dataclasses.replace(scale, overhead_pairs=pairs)
+    rt = start_runtime([provider("healthy", url)], work / f"overhead-{pairs}.sqlite")
     direct = Direct(url)
     client = direct_client()
     routed = make_request()
@@ -437,6 +442,7 @@ def bench_overhead(scale: Scale, url: str, work: Path) -> dict[str, Any]:
                 "direct_p50_ms",
                 "direct_p99_ms",
                 "overhead_p50_ms",
+                "overhead_p50_pct",
                 "overhead_p99_ms",
                 "route_p50_ms",
                 "route_p99_ms",
@@ -462,6 +468,9 @@ def bench_overhead(scale: Scale, url: str, work: Path) -> dict[str, Any]:
             per_round["direct_p99_ms"].append(percentile(theirs, 0.99) * ms)
             per_round["overhead_p50_ms"].append(
                 (percentile(ours, 0.5) - percentile(theirs, 0.5)) * ms
+            )
+            per_round["overhead_p50_pct"].append(
+                (percentile(ours, 0.5) / percentile(theirs, 0.5) - 1.0) * 100.0
             )
             per_round["overhead_p99_ms"].append(
                 (percentile(ours, 0.99) - percentile(theirs, 0.99)) * ms
@@ -1096,11 +1105,20 @@ def build_rows(results: dict[str, Any], scale: Scale) -> list[Row]:
             o["overhead_p50_ms"]["median"] <= 0.3)  # fmt: skip
         add("complete p99 (runtime)", o["runtime_p99_ms"], "ms")
         add("complete p99 (direct httpx)", o["direct_p99_ms"], "ms")
+        add("overhead p50 / direct p50", o["overhead_p50_pct"], "%", "<= 15 %",
+            o["overhead_p50_pct"]["median"] <= 15.0)  # fmt: skip
         add("overhead p99", o["overhead_p99_ms"], "ms", "<= 1.5 ms",
             o["overhead_p99_ms"]["median"] <= 1.5)  # fmt: skip
         add("route_request p50", o["route_p50_ms"], "ms", "<= 0.2 ms",
             o["route_p50_ms"]["median"] <= 0.2)  # fmt: skip
         add("route_request p99", o["route_p99_ms"], "ms")
+    o5 = results.get("overhead_5ms")
+    if isinstance(o5, dict) and "overhead_p50_ms" in o5:
+        add("5 ms provider: complete p50 (runtime)", o5["runtime_p50_ms"], "ms")
+        add("5 ms provider: complete p50 (direct)", o5["direct_p50_ms"], "ms")
+        add("5 ms provider: overhead p50", o5["overhead_p50_ms"], "ms")
+        add("5 ms provider: overhead / direct p50", o5["overhead_p50_pct"], "%", "<= 2 %",
+            o5["overhead_p50_pct"]["median"] <= 2.0)  # fmt: skip
     t = results.get("throughput")
     if isinstance(t, dict) and "rps_ratio" in t:
         add("threads: runtime req/s", t["runtime_rps"], "req/s")
@@ -1253,8 +1271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated sections to run (overhead, throughput, streaming, failover, "
-        "event_log, footprint); default all",
+        help="comma-separated sections to run (overhead, overhead_5ms, throughput, streaming, "
+        "failover, event_log, footprint); default all",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     parser.add_argument(
@@ -1269,6 +1287,7 @@ def main(argv: list[str] | None = None) -> int:
     scale = TINY if args.tiny else QUICK if args.quick else FULL
     sections = [s for s in args.only.split(",") if s] or [
         "overhead",
+        "overhead_5ms",
         "throughput",
         "streaming",
         "failover",
@@ -1295,8 +1314,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         url = fakes.start("healthy")
         bad_url = fakes.start("failing", "--status", "503")
+        slow_url = fakes.start("slow5", "--latency-ms", "5")
         runners: dict[str, Callable[[], dict[str, Any]]] = {
             "overhead": lambda: bench_overhead(scale, url, work),
+            # Each pair takes over 10 ms here: fewer pairs keep the section's time in line.
+            "overhead_5ms": lambda: bench_overhead(
+                scale, slow_url, work, pairs=max(10, scale.overhead_pairs // 4)
+            ),
             "throughput": lambda: bench_throughput(scale, url, work),
             "streaming": lambda: bench_streaming(scale, url, work),
             "failover": lambda: bench_failover(scale, url, bad_url, work),

@@ -7,6 +7,12 @@ the strategy's ranking, and the reservation of a slot. Each decision, made or no
 ``route.decided`` event; outcomes become events through :mod:`~routeledger.actors._recording`.
 The :class:`~routeledger.actors.SupervisorActor` runs it on its own thread; the simulation runs
 it directly on virtual time. Either way it is only ever called from one thread at a time.
+
+This module is over 500 lines on purpose: it is the one owner of routing state, so every step
+of a decision and every change to that state (operator changes, circuit transitions) is in
+this one class, where a reader can see each mutation. What does not mutate it lives apart:
+recording (``_recording``), circuits (``_circuit``), strategies (``_strategies``), the restart
+plan (``_resume``).
 """
 
 from __future__ import annotations

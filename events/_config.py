@@ -3,6 +3,10 @@
 :func:`validate_config` checks a whole configuration and raises one :class:`ConfigError`
 listing every problem found, so an operator fixes a file in one pass. API keys are held in
 :class:`Secret`, whose repr is ``'***'``; a missing key variable is named by its variable.
+
+This module is over 500 lines because it holds every configuration struct with its
+documented fields (the TOML reference is these docstrings) next to the checks of each; the
+request-level checks are in ``_validation``.
 """
 
 from __future__ import annotations

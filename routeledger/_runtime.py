@@ -6,6 +6,10 @@ attempt (the decision, with the slot reserved), the HTTP call through the provid
 and one ``tell`` of the outcome. Async callers get a bounded pool of worker threads, so the
 event loop never blocks. Everything else here is the public API: operator changes and
 questions are named messages to the supervisor, figures are questions to the log writer.
+
+This module is over 500 lines because it is the public API: some thirty methods of the
+contract, most of their lines docstrings. The mechanisms live elsewhere: the request's life in
+``_interpreter``, start-up in ``_startup``, routing in ``actors``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import functools
-import hashlib
 import logging
 import os
 import random
@@ -28,6 +31,7 @@ import pykka
 
 from routeledger._cache import ResponseCache, cache_key
 from routeledger._interpreter import ThreadedInterpreter
+from routeledger._startup import config_digest, config_summary, fold_log
 from routeledger.actors._budget import Budget, CapacitySignal
 from routeledger.actors._bus import EventBus
 from routeledger.actors._clock import Clock, SystemClock
@@ -80,7 +84,6 @@ from routeledger.events import (
     HealthCheckResult,
     HealthProbed,
     PoolConfig,
-    Projections,
     ProviderConfig,
     ProviderHealth,
     ProviderMetrics,
@@ -91,7 +94,6 @@ from routeledger.events import (
     RouteResult,
     RoutingError,
     RuntimeConfig,
-    StoreCorrupted,
     StoreError,
     StreamChunk,
     UsageReport,
@@ -122,19 +124,6 @@ def _close_open_runtimes() -> None:
             rt.close()
         except Exception:
             log.exception("closing a runtime at exit failed")
-
-
-def _config_summary(config: RuntimeConfig) -> dict[str, Any]:
-    """Return the configuration as plain data, without any secret."""
-
-    def hook(obj: Any) -> Any:
-        return None  # Secret: dropped
-
-    data: dict[str, Any] = msgspec.to_builtins(config, enc_hook=hook)
-    for p in data.get("providers", []):
-        p.pop("api_key", None)
-        p.pop("headers", None)
-    return data
 
 
 class Runtime:
@@ -232,9 +221,9 @@ class Runtime:
         self._signal = CapacitySignal()
 
         # The log is the source of truth: live figures and routing state continue from it.
-        projections = _fold_log(self._store)
-        summary = _config_summary(config)
-        digest = hashlib.sha256(msgspec.json.encode(summary)).hexdigest()[:16]
+        projections = fold_log(self._store)
+        summary = config_summary(config)
+        digest = config_digest(summary)
         resume, dropped = plan_resume(
             projections.routing,
             config,
@@ -762,26 +751,6 @@ class Runtime:
         self._ask(self._health, GetHealth())
         self._ask_supervisor(SYNC)
         self._ask(self._writer, Flush())
-
-
-def _fold_log(store: EventStore) -> Projections:
-    """Fold the whole log into fresh projections, past any damaged row.
-
-    A daemon must start even when one row of its log is damaged: the row is left out (and
-    logged), the rest is folded. ``replay()`` of such a log raises :class:`StoreCorrupted`,
-    so the figures of a damaged log are the runtime's own word, said at ERROR level. Events
-    of unknown types (a newer routeledger's) are skipped and counted.
-    """
-    projections = Projections()
-    start = 1
-    while True:
-        try:
-            return store.replay(projections, from_position=start, strict=False)
-        except StoreCorrupted as exc:
-            if exc.position is None or exc.position < start:
-                raise
-            log.error("event log: %s; left out of the figures", exc.message)
-            start = exc.position + 1
 
 
 def _ready(handle: ProviderHandle) -> bool:

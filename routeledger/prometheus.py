@@ -74,7 +74,7 @@ from routeledger._export import CIRCUIT_STATES, Figures, LogFigures, RuntimeFigu
 from routeledger.events import RouteledgerError
 
 # The histogram's layout belongs to the projections; it is read here, never copied.
-from routeledger.events._projections import _BUCKETS, _bucket_mid
+from routeledger.events._metrics import _BUCKETS, _bucket_mid
 
 if TYPE_CHECKING:
     import os

@@ -1,0 +1,54 @@
+"""What a runtime does once, at start: describe its configuration and fold its log."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import msgspec
+
+from routeledger.events import Projections, RuntimeConfig, StoreCorrupted
+from routeledger.store import EventStore
+
+__all__ = ["config_digest", "config_summary", "fold_log"]
+
+log = logging.getLogger("routeledger")
+
+
+def config_summary(config: RuntimeConfig) -> dict[str, Any]:
+    """Return the configuration as plain data, without any secret."""
+
+    def hook(obj: Any) -> Any:
+        return None  # Secret: dropped
+
+    data: dict[str, Any] = msgspec.to_builtins(config, enc_hook=hook)
+    for p in data.get("providers", []):
+        p.pop("api_key", None)
+        p.pop("headers", None)
+    return data
+
+
+def config_digest(summary: dict[str, Any]) -> str:
+    """Return the digest a configuration summary is recorded under (``config.applied``)."""
+    return hashlib.sha256(msgspec.json.encode(summary)).hexdigest()[:16]
+
+
+def fold_log(store: EventStore) -> Projections:
+    """Fold the whole log into fresh projections, past any damaged row.
+
+    A daemon must start even when one row of its log is damaged: the row is left out (and
+    logged), the rest is folded. ``replay()`` of such a log raises :class:`StoreCorrupted`,
+    so the figures of a damaged log are the runtime's own word, said at ERROR level. Events
+    of unknown types (a newer routeledger's) are skipped and counted.
+    """
+    projections = Projections()
+    start = 1
+    while True:
+        try:
+            return store.replay(projections, from_position=start, strict=False)
+        except StoreCorrupted as exc:
+            if exc.position is None or exc.position < start:
+                raise
+            log.error("event log: %s; left out of the figures", exc.message)
+            start = exc.position + 1

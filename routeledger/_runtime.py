@@ -328,6 +328,7 @@ class Runtime:
             self._closed = True
             _OPEN.discard(self)
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._drain_outcomes()
         for ref in (self._health, *self._provider_refs().values(), self._supervisor):
             try:
                 ref.stop(block=True, timeout=ASK_TIMEOUT_S)
@@ -342,6 +343,24 @@ class Runtime:
             for client in handle.clients:
                 client.close()
         self._store.close()
+
+    def _drain_outcomes(self) -> None:
+        """Let every outcome told so far reach the health actor before it stops.
+
+        The supervisor gathers outcomes for a few milliseconds before it tells them on; a
+        command makes it send them at once, and an ask of the health actor returns after it
+        observed them (its transitions then wait in the supervisor's mailbox, ahead of the
+        stop). Without this, the health actor could stop first and the supervisor would log
+        outcomes it could no longer deliver.
+        """
+        for ref, message in (
+            (self._supervisor, Command(lambda r: None)),
+            (self._health, SNAPSHOT),
+        ):
+            try:
+                ref.ask(message, timeout=ASK_TIMEOUT_S)
+            except (pykka.ActorDeadError, pykka.Timeout):
+                pass
 
     def _check_open(self) -> None:
         if self._closed:

@@ -35,9 +35,18 @@ def validate_request(request: object) -> Request:
                 part: object
                 for j, part in enumerate(content):
                     if isinstance(part, ImagePart):
-                        if not (part.url or part.data):
+                        fields: tuple[object, ...] = (part.url, part.data, part.media_type)
+                        if not all(f is None or isinstance(f, str) for f in fields):
+                            problems.append(
+                                f"messages[{i}].content[{j}]: image fields must be strings"
+                            )
+                        elif not (part.url or part.data):
                             problems.append(f"messages[{i}].content[{j}]: image needs url or data")
-                    elif not isinstance(part, TextPart):
+                    elif isinstance(part, TextPart):
+                        text: object = part.text
+                        if not isinstance(text, str):
+                            problems.append(f"messages[{i}].content[{j}].text must be a string")
+                    else:
                         problems.append(f"messages[{i}].content[{j}] is not a text or image part")
             elif not isinstance(content, str):
                 problems.append(f"messages[{i}].content must be a string or a list of parts")

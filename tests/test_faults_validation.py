@@ -28,7 +28,7 @@ from routeledger import (
     Runtime,
     RuntimeConfig,
 )
-from routeledger.events import EventsDropped
+from routeledger.events import EventsDropped, TextPart
 from routeledger.fake_provider import Behaviour, FakeProvider
 from routeledger.store import SQLiteStore
 
@@ -147,3 +147,57 @@ def test_infinite_seed_metric_of_an_ab_test_is_refused(tmp_path: Path, fake: Fak
         pytest.raises(ConfigError, match="metrics"),
     ):
         rt.setup_ab_test(test)
+
+
+# --- item 10: no raw exception escapes the hierarchy ------------------------------------------
+
+RAW: list[tuple[str, Callable[[Runtime], object], type[RouteledgerError]]] = [
+    (
+        "text part of an int",
+        lambda rt: rt.complete(
+            request(messages=[Message(role="user", content=[TextPart(text=5)])])  # type: ignore[arg-type]
+        ),
+        RequestError,
+    ),
+    ("a dict for a request", lambda rt: rt.complete({"model": MODEL}), RequestError),  # type: ignore[arg-type]
+    ("a dict for a stream", lambda rt: rt.stream({"model": MODEL}), RequestError),  # type: ignore[arg-type]
+    ("priority NaN", lambda rt: rt.set_provider_priority("a", math.nan), ConfigError),  # type: ignore[arg-type]
+    ("priority 'high'", lambda rt: rt.set_provider_priority("a", "high"), ConfigError),  # type: ignore[arg-type]
+    ("priority 2.5", lambda rt: rt.set_provider_priority("a", 2.5), ConfigError),  # type: ignore[arg-type]
+    ("priority True", lambda rt: rt.set_provider_priority("a", True), ConfigError),
+    (
+        "a/b latency 'fast'",
+        lambda rt: rt.record_ab_test_metrics("t", "A", latency_ms="fast"),  # type: ignore[arg-type]
+        RequestError,
+    ),
+    (
+        "a/b cost 'cheap'",
+        lambda rt: rt.record_ab_test_metrics("t", "A", latency_ms=1.0, cost="cheap"),  # type: ignore[arg-type]
+        RequestError,
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "error"), [c[1:] for c in RAW], ids=[c[0] for c in RAW])
+def test_bad_arguments_raise_errors_of_the_hierarchy(
+    tmp_path: Path,
+    fake: FakeProvider,
+    call: Callable[[Runtime], object],
+    error: type[RouteledgerError],
+) -> None:
+    """A wrongly typed argument is a RequestError or ConfigError, never a bare Python error."""
+    db = tmp_path / "events.sqlite"
+    with Runtime.start(config(fake), event_log=db, active_health_checks=False) as rt:
+        with pytest.raises(RouteledgerError) as info:
+            call(rt)
+        assert isinstance(info.value, error), repr(info.value)
+        rt.flush()
+        assert fake.stats.requests == 0  # nothing bad was sent
+    assert gaps(db) == []
+
+
+def test_an_integral_priority_still_works(fake: FakeProvider) -> None:
+    """A plain int priority is accepted and applied."""
+    with Runtime.start(config(fake), active_health_checks=False) as rt:
+        rt.set_provider_priority("a", 7)
+        assert rt.get_provider("a").priority == 7

@@ -7,6 +7,7 @@ every assignment and every outcome is an event.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
@@ -176,6 +177,12 @@ class ABTests:
         self.get(name)
         if variant not in ("A", "B"):
             raise RequestError(f"A/B variant must be 'A' or 'B', got {variant!r}")
+        # Checked here, not left to the writer: NaN or infinity cannot be stored, and the
+        # caller must hear about a bad figure instead of it vanishing as a gap in the log.
+        if not _finite(latency_ms) or latency_ms < 0:
+            raise RequestError(f"A/B latency_ms must be a finite number >= 0, got {latency_ms!r}")
+        if cost is not None and (not _finite(cost) or cost < 0):
+            raise RequestError(f"A/B cost must be None or a finite number >= 0, got {cost!r}")
         self._emit(
             [
                 ABMetricsRecorded(
@@ -200,3 +207,8 @@ def same_definition(existing: ABTestConfig | None, test: ABTestConfig) -> bool:
         and existing.split_ratio == test.split_ratio
         and existing.sticky_key == test.sticky_key
     )
+
+
+def _finite(value: object) -> bool:
+    """Return whether ``value`` is a finite int or float (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -337,7 +337,12 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+    """Return whether ``value`` is a finite int or float (not a bool).
+
+    NaN and infinity are refused everywhere: JSON has no spelling for them, so an event that
+    carried one could never be stored (the writer would drop it as a gap).
+    """
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_number(
@@ -351,7 +356,9 @@ def _check_number(
 ) -> None:
     if value is None and optional:
         return
-    if not _is_number(value):
+    if isinstance(value, float) and math.isinf(value):
+        problems.append(f"{where} must be finite, got {value!r}")
+    elif not _is_number(value):
         problems.append(f"{where} must be a number, got {value!r}")
     elif value < minimum or (not inclusive and value == minimum):
         op = ">=" if inclusive else ">"
@@ -572,7 +579,16 @@ def check_ab_test(test: ABTestConfig, providers: set[str], *, taken: set[str]) -
             problems.append(f"{where}: {label} names unknown provider {p!r}")
     if not _is_number(test.split_ratio) or not 0 <= test.split_ratio <= 1:
         problems.append(f"{where}: split_ratio must be in [0, 1], got {test.split_ratio!r}")
-    for key in test.metrics or {}:
+    metrics: object = test.metrics or {}  # typed loosely: the values come from callers
+    for key, figures in metrics.items() if isinstance(metrics, dict) else ():
         if key not in ("A", "B"):
             problems.append(f"{where}: metrics keys must be 'A' or 'B', got {key!r}")
+        if not isinstance(figures, dict):
+            problems.append(f"{where}: metrics[{key!r}] must be a table of numbers")
+            continue
+        for name, value in figures.items():
+            if not isinstance(name, str) or not _is_number(value):
+                problems.append(
+                    f"{where}: metrics[{key!r}][{name!r}] must be a finite number, got {value!r}"
+                )
     return problems

@@ -35,9 +35,18 @@ def validate_request(request: object) -> Request:
                 part: object
                 for j, part in enumerate(content):
                     if isinstance(part, ImagePart):
-                        if not (part.url or part.data):
+                        fields: tuple[object, ...] = (part.url, part.data, part.media_type)
+                        if not all(f is None or isinstance(f, str) for f in fields):
+                            problems.append(
+                                f"messages[{i}].content[{j}]: image fields must be strings"
+                            )
+                        elif not (part.url or part.data):
                             problems.append(f"messages[{i}].content[{j}]: image needs url or data")
-                    elif not isinstance(part, TextPart):
+                    elif isinstance(part, TextPart):
+                        text: object = part.text
+                        if not isinstance(text, str):
+                            problems.append(f"messages[{i}].content[{j}].text must be a string")
+                    else:
                         problems.append(f"messages[{i}].content[{j}] is not a text or image part")
             elif not isinstance(content, str):
                 problems.append(f"messages[{i}].content must be a string or a list of parts")
@@ -53,8 +62,14 @@ def validate_request(request: object) -> Request:
     if p is not None and (not isinstance(p, int | float) or math.isnan(p) or not 0 < p <= 1):
         problems.append(f"top_p must be in (0, 1], got {p!r}")
     d = request.deadline
-    if d is not None and (not isinstance(d, int | float) or math.isnan(d) or d <= 0):
-        problems.append(f"deadline must be a positive number of seconds, got {d!r}")
+    if d is not None and (not isinstance(d, int | float) or not math.isfinite(d) or d <= 0):
+        problems.append(f"deadline must be a positive, finite number of seconds, got {d!r}")
+    # Typed loosely: metadata is stored with request.received, which holds str -> str only.
+    metadata: object = request.metadata
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        problems.append("metadata must be a dict of strings to strings")
     if not isinstance(request.request_id, str) or not request.request_id:
         problems.append("request_id must be a non-empty string")
     if problems:

@@ -79,6 +79,7 @@ from routeledger.events import (
     ABAssignment,
     ABTestConfig,
     ABVariantResult,
+    ConfigError,
     ConfigurationApplied,
     CostEstimate,
     HealthCheckResult,
@@ -425,7 +426,7 @@ class Runtime:
             BadRequest: A provider rejected the request itself (not retried anywhere).
             RoutingError: No provider could serve it (``AllProvidersFailed`` lists attempts).
         """
-        if request.stream:
+        if isinstance(request, Request) and request.stream:  # else _prepare refuses it
             request = msgspec.structs.replace(request, stream=False)
         query = self._prepare(request, preferred_provider, requirements, pool, ab_test)
         key = None
@@ -463,7 +464,7 @@ class Runtime:
         After that, a broken stream raises :class:`StreamInterrupted` (it is never re-run
         silently). Closing the iterator early releases the provider's slot.
         """
-        if not request.stream:
+        if isinstance(request, Request) and not request.stream:  # else _prepare refuses it
             request = msgspec.structs.replace(request, stream=True)
         query = self._prepare(request, preferred_provider, requirements, pool, ab_test)
         return self._requests.stream(query)
@@ -560,7 +561,13 @@ class Runtime:
         )
 
     def set_provider_priority(self, provider: str, priority: int) -> None:
-        """Change a provider's priority (higher is preferred); recorded as an event."""
+        """Change a provider's priority (higher is preferred); recorded as an event.
+
+        Raises:
+            ConfigError: ``priority`` is not an int.
+        """
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ConfigError([f"priority for {provider!r} must be an int, got {priority!r}"])
         self._ask_supervisor(SetPriority(provider, priority))
 
     def set_concurrent_limit(self, provider: str, limit: int) -> None:

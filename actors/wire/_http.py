@@ -4,7 +4,9 @@ A wire adapter turns a provider-neutral :class:`~routeledger.events.Request` int
 exchange with one provider and back into a :class:`~routeledger.events.Response` (or a stream
 of :class:`~routeledger.events.StreamChunk`). :class:`HTTPAdapter` does the exchange; a format
 module (``_openai``, ``_anthropic``) supplies the URL, the headers, the payload and the parsing.
-Bodies are read within ``max_response_bytes`` and stream lines within ``max_line_bytes``; every
+Bodies are read within ``max_response_bytes`` and stream lines within ``max_line_bytes``, and
+content-encoding is undone in bounded steps (:mod:`routeledger.actors.wire._decoding`), so a
+compression bomb costs about the limit, never its decoded size; every
 failure is mapped to a :class:`~routeledger.events.ProviderError` by
 :mod:`routeledger.actors.wire._errors`. Redirects are never followed, so the API key only ever
 goes to the configured origin.
@@ -20,6 +22,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import httpx
 import msgspec
 
+from routeledger.actors.wire._decoding import ACCEPT_ENCODING, iter_decoded
 from routeledger.actors.wire._errors import (
     WallClock,
     clip,
@@ -139,7 +142,7 @@ def read_body(
     request_id: str | None = None,
     deadline: float | None = None,
 ) -> bytes:
-    """Read a whole (decoded) body of at most ``limit`` bytes.
+    """Read a whole (decoded) body of at most ``limit`` bytes, decoding no more than that.
 
     Args:
         response: A response opened with ``stream=True``.
@@ -151,7 +154,7 @@ def read_body(
     Raises:
         ProtocolError: The body is larger than ``limit``.
         ProviderTimeout: The deadline passed.
-        httpx.HTTPError: Reading failed; the caller maps it.
+        httpx.HTTPError: Reading or decoding failed; the caller maps it.
     """
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -163,7 +166,7 @@ def read_body(
         )
     parts: list[bytes] = []
     size = 0
-    for part in response.iter_bytes():
+    for part in iter_decoded(response):
         size += len(part)
         if size > limit:
             raise ProtocolError(
@@ -227,7 +230,7 @@ def _read_prefix(response: httpx.Response, limit: int) -> bytes:
     parts: list[bytes] = []
     size = 0
     try:
-        for part in response.iter_bytes():
+        for part in iter_decoded(response):
             parts.append(part)
             size += len(part)
             if size >= limit:
@@ -286,6 +289,9 @@ class HTTPAdapter(abc.ABC):
         self._base_url = config.base_url.rstrip("/")
         self._timeout = _timeout(config, None)
         self._headers = self._make_headers(self._api_key)
+        if not any(k.lower() == "accept-encoding" for k in self._headers):
+            # Only what iter_decoded can undo in bounded steps (httpx would offer br, zstd).
+            self._headers["accept-encoding"] = ACCEPT_ENCODING
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(provider={self._provider!r}, base_url={self._base_url!r})"
@@ -373,7 +379,7 @@ class HTTPAdapter(abc.ABC):
                 )
             state = self._stream_state(model, request)
             parser = SSEParser(max_line_bytes=self.config.max_line_bytes)
-            for raw in response.iter_bytes():
+            for raw in iter_decoded(response):
                 for event in parser.feed(raw):
                     chunk = state.on_event(event)
                     if state.done:

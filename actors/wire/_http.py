@@ -29,6 +29,7 @@ from routeledger.actors.wire._errors import (
     error_from_exception,
     error_from_payload,
     error_from_status,
+    redact,
 )
 from routeledger.actors.wire._sse import SSEEvent, SSEParser
 from routeledger.events import (
@@ -58,6 +59,10 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_S = TypeVar("_S", Response, StreamChunk)
+
+_PROVIDED_FIELDS = ("model", "finish_reason", "refusal")
+"""Text fields of an answer that the provider writes and routeledger stores or prints."""
 
 ENCODER = msgspec.json.Encoder()
 """The one JSON encoder every adapter uses for request bodies."""
@@ -354,8 +359,10 @@ class HTTPAdapter(abc.ABC):
         finally:
             _close(response)
         try:
-            return self._parse(raw, request, model)
-        except ProviderError:
+            return self._clean(self._parse(raw, request, model), self._redactions(request))
+        except ProviderError as exc:
+            # An error object inside a 200 body carries the provider's text too.
+            self._scrub(exc, request)
             raise
         except Exception as exc:
             # A shape we did not expect is the provider's fault, never a crash of ours.
@@ -379,11 +386,12 @@ class HTTPAdapter(abc.ABC):
                 )
             state = self._stream_state(model, request)
             parser = SSEParser(max_line_bytes=self.config.max_line_bytes)
+            secrets = self._redactions(request)
             for raw in iter_decoded(response):
                 for event in parser.feed(raw):
                     chunk = state.on_event(event)
                     if state.done:
-                        yield StreamChunk(
+                        last = StreamChunk(
                             delta=chunk.delta if chunk is not None else "",
                             tool_calls=chunk.tool_calls if chunk is not None else None,
                             finish_reason=state.finish_reason,
@@ -392,10 +400,11 @@ class HTTPAdapter(abc.ABC):
                             provider=self._provider,
                             model=state.model,
                         )
+                        yield self._clean(last, secrets)
                         return
                     if chunk is not None:
                         yielded = True
-                        yield chunk
+                        yield self._clean(chunk, secrets)
             if yielded:
                 raise StreamInterrupted(
                     "stream ended without its terminator; usage unknown",
@@ -410,7 +419,9 @@ class HTTPAdapter(abc.ABC):
                 request_id=request.request_id,
                 status=response.status_code,
             )
-        except ProviderError:
+        except ProviderError as exc:
+            # An error event inside a 200 stream carries the provider's text too.
+            self._scrub(exc, request)
             raise
         except Exception as exc:
             raise self._error(exc, request) from self._cause(exc, request)
@@ -452,6 +463,33 @@ class HTTPAdapter(abc.ABC):
             # Only texts long enough not to erase ordinary words from a provider's message.
             secrets.extend(t for m in request.messages if len(t := m.text()) >= 8)
         return secrets
+
+    def _scrub(self, exc: ProviderError, request: Request | None) -> None:
+        """Take the key and prompt text out of ``exc``'s message (and unlink causes holding them).
+
+        The formats raise errors from 200 bodies and stream events without knowing the key;
+        this is the one place every such error passes, whatever built it.
+        """
+        secrets = [s for s in self._redactions(request) if s]
+        text = redact(exc.message, secrets)
+        if text != exc.message:
+            exc.message = text
+            exc.args = (text, *exc.args[1:])
+        for linked in (exc.__cause__, exc.__context__):
+            if linked is not None and any(s in str(linked) for s in secrets):
+                exc.__cause__ = None
+                exc.__suppress_context__ = True
+
+    def _clean(self, answer: _S, secrets: list[str]) -> _S:
+        """Return ``answer`` with the key and prompt text taken out of its provider texts."""
+        changes: dict[str, str] = {}
+        for name in _PROVIDED_FIELDS:
+            value = getattr(answer, name, None)
+            if isinstance(value, str):
+                clean = redact(value, secrets)
+                if clean is not value:
+                    changes[name] = clean
+        return msgspec.structs.replace(answer, **changes) if changes else answer
 
     def _cause(self, exc: BaseException, request: Request | None) -> BaseException | None:
         """Return ``exc`` to chain, or ``None`` if its text holds the key or prompt text."""

@@ -25,7 +25,8 @@ the request never left (``ProviderConnectError``); a read or write timeout after
 ``ProviderUnavailable``; a body that cannot be decoded is ``ProtocolError``.
 
 Error messages carry the provider's own message, truncated, with the API key and the prompt's
-text removed; so do the ``type`` and ``code`` a body names, whatever the status it came with.
+text removed, and control characters escaped; so do the ``type`` and ``code`` a body names,
+whatever the status it came with.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from routeledger.events import (
     ProviderUnavailable,
     QuotaExceeded,
     RateLimited,
+    escape_controls,
 )
 
 __all__ = [
@@ -158,8 +160,8 @@ def _provided(
 
 
 def clip(text: str) -> str:
-    """Return ``text`` on one line, cut to what an error message keeps."""
-    text = " ".join(text.split())
+    """Return ``text`` on one line, control characters escaped, cut to what a message keeps."""
+    text = escape_controls(" ".join(text.split()))
     return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
 
 

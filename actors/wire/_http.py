@@ -46,6 +46,7 @@ from routeledger.events import (
     StreamChunk,
     StreamInterrupted,
     Usage,
+    escape_controls,
 )
 
 __all__ = [
@@ -61,8 +62,9 @@ __all__ = [
 _T = TypeVar("_T")
 _S = TypeVar("_S", Response, StreamChunk)
 
-_PROVIDED_FIELDS = ("model", "finish_reason", "refusal")
-"""Text fields of an answer that the provider writes and routeledger stores or prints."""
+_PROVIDED_FIELDS = {"model": False, "finish_reason": False, "refusal": True}
+"""Text fields of an answer that the provider writes and routeledger stores or prints, each
+with whether it may span lines."""
 
 ENCODER = msgspec.json.Encoder()
 """The one JSON encoder every adapter uses for request bodies."""
@@ -465,13 +467,14 @@ class HTTPAdapter(abc.ABC):
         return secrets
 
     def _scrub(self, exc: ProviderError, request: Request | None) -> None:
-        """Take the key and prompt text out of ``exc``'s message (and unlink causes holding them).
+        """Take the key and prompt text out of ``exc``'s message, escape its control characters
+        (and unlink causes that hold a secret).
 
         The formats raise errors from 200 bodies and stream events without knowing the key;
         this is the one place every such error passes, whatever built it.
         """
         secrets = [s for s in self._redactions(request) if s]
-        text = redact(exc.message, secrets)
+        text = escape_controls(redact(exc.message, secrets), keep_newlines=True)
         if text != exc.message:
             exc.message = text
             exc.args = (text, *exc.args[1:])
@@ -481,13 +484,13 @@ class HTTPAdapter(abc.ABC):
                 exc.__suppress_context__ = True
 
     def _clean(self, answer: _S, secrets: list[str]) -> _S:
-        """Return ``answer`` with the key and prompt text taken out of its provider texts."""
+        """Return ``answer`` with its provider texts redacted and their controls escaped."""
         changes: dict[str, str] = {}
-        for name in _PROVIDED_FIELDS:
+        for name, multiline in _PROVIDED_FIELDS.items():
             value = getattr(answer, name, None)
             if isinstance(value, str):
-                clean = redact(value, secrets)
-                if clean is not value:
+                clean = escape_controls(redact(value, secrets), keep_newlines=multiline)
+                if clean != value:
                     changes[name] = clean
         return msgspec.structs.replace(answer, **changes) if changes else answer
 

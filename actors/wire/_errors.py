@@ -144,7 +144,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-_redact = redact
+_redact = redact  # for the functions below, whose parameter is named ``redact``
 
 
 def _provided(

@@ -14,6 +14,8 @@ from routeledger.events._projections import *  # noqa: F403 - re-export, bounded
 from routeledger.events._projections import __all__ as _projections_all
 from routeledger.events._routing import *  # noqa: F403 - re-export, bounded by each module's __all__
 from routeledger.events._routing import __all__ as _routing_all
+from routeledger.events._text import *  # noqa: F403 - re-export, bounded by each module's __all__
+from routeledger.events._text import __all__ as _text_all
 from routeledger.events._types import *  # noqa: F403 - re-export, bounded by each module's __all__
 from routeledger.events._types import __all__ as _types_all
 from routeledger.events._validation import *  # noqa: F403 - re-export, bounded by each module's __all__
@@ -27,6 +29,7 @@ __all__ = sorted(
         *_events_all,
         *_projections_all,
         *_routing_all,
+        *_text_all,
         *_types_all,
         *_validation_all,
     ]

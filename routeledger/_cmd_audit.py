@@ -33,18 +33,20 @@ def run(args: argparse.Namespace) -> int:
     import msgspec
 
     from routeledger._replay import open_readonly
-    from routeledger.events import RequestError
+    from routeledger.events import RequestError, escape_controls, escape_json_controls
 
     with open_readonly(args.db) as store:
         trail = list(store.read_request(args.request_id))
     if not trail:
-        raise RequestError(f"no events for request {args.request_id!r} in {args.db}")
+        raise RequestError(
+            f"no events for request {escape_controls(args.request_id)!r} in {args.db}"
+        )
     if args.json:
         for stored in trail:
             encoded = msgspec.json.encode({"position": stored.position, "event": stored.event})
-            sys.stdout.write(encoded.decode() + "\n")
+            sys.stdout.write(escape_json_controls(encoded.decode()) + "\n")
         return 0
-    sys.stdout.write(f"request {args.request_id}\n")
+    sys.stdout.write(f"request {escape_controls(args.request_id)}\n")
     for stored in trail:
         for line in audit_lines(stored.position, stored.event):
             sys.stdout.write(line + "\n")
@@ -52,7 +54,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def audit_lines(position: int, event: Event) -> list[str]:
-    """Describe one event of a request's trail for people."""
+    """Describe one event of a request's trail for people, control characters escaped.
+
+    Every text in a log may have come from a provider (error messages, model names), so each
+    line is escaped before a terminal sees it.
+    """
+    from routeledger.events import escape_controls
+
+    return [escape_controls(line) for line in _describe(position, event)]
+
+
+def _describe(position: int, event: Event) -> list[str]:
     from routeledger.events import (
         AttemptFailed,
         AttemptStarted,

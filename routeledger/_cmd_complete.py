@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     """Send the prompt; print the answer on stdout and what it cost on stderr."""
     from routeledger import Message, Request, Runtime, RuntimeConfig
+    from routeledger.events import escape_controls as esc
 
     config = RuntimeConfig.from_toml(args.config)
     messages = [Message(role="system", content=args.system)] if args.system else []
@@ -42,19 +43,20 @@ def run(args: argparse.Namespace) -> int:
         if args.stream:
             last = None
             for chunk in rt.stream(request, args.provider):
-                sys.stdout.write(chunk.delta)
+                # The answer is the provider's text: printed, but never obeyed by the terminal.
+                sys.stdout.write(esc(chunk.delta, keep_newlines=True))
                 sys.stdout.flush()
                 last = chunk
             sys.stdout.write("\n")
             if last is not None:
                 cost = "unknown" if last.cost is None else f"{last.cost:.6f}"
-                sys.stderr.write(f"[{last.provider} {last.model}, cost {cost}]\n")
+                sys.stderr.write(f"[{last.provider} {esc(last.model or '')}, cost {cost}]\n")
             return 0
         response = rt.complete(request, args.provider)
-    sys.stdout.write(response.content + "\n")
+    sys.stdout.write(esc(response.content, keep_newlines=True) + "\n")
     cost = "unknown" if response.cost is None else f"{response.cost:.6f}"
     sys.stderr.write(
-        f"[{response.provider} {response.model}, {response.latency_ms:.0f} ms, "
+        f"[{response.provider} {esc(response.model)}, {response.latency_ms:.0f} ms, "
         f"{response.attempts} attempt(s), cost {cost}, request {response.request_id}]\n"
     )
     return 0

@@ -129,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo."""
     from routeledger import ABTestConfig, Runtime, replay
     from routeledger._cmd_replay import figure_lines
+    from routeledger.events import escape_controls
     from routeledger.testing import Behaviour, FakeProvider
 
     db = Path(args.db)
@@ -161,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
         examples: list[str] = []
 
         def announce(event: Any) -> None:
-            sys.stderr.write(f"\n  ! {type(event).__name__}: {event.provider}: {event.reason}\n")
+            reason = escape_controls(event.reason)  # may quote a provider's error message
+            sys.stderr.write(f"\n  ! {type(event).__name__}: {event.provider}: {reason}\n")
 
         def remember(event: Any) -> None:
             examples.append(event.request_id)

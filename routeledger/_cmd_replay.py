@@ -109,7 +109,13 @@ def figure_lines(
     sections: tuple[str, ...] = ("metrics", "usage", "ab"),
     period: str = "all",
 ) -> list[str]:
-    """Return the tables of the chosen sections, each preceded by a blank line."""
+    """Return the tables of the chosen sections, each preceded by a blank line.
+
+    Names in the tables come from the log (a provider's model name, say), so every line has
+    its control characters escaped.
+    """
+    from routeledger.events import escape_controls
+
     out: list[str] = []
     for section in sections:
         out.append("")
@@ -119,7 +125,7 @@ def figure_lines(
             out.extend(_usage_lines(projections, period))
         else:
             out.extend(_ab_lines(projections))
-    return out
+    return [escape_controls(line) for line in out]
 
 
 def _replay_json(projections: Projections, sections: tuple[str, ...], db: str, period: str) -> str:
@@ -137,7 +143,11 @@ def _replay_json(projections: Projections, sections: tuple[str, ...], db: str, p
         document["usage"] = projections.usage.report(period)
     if "ab" in sections:
         document["ab"] = projections.ab.all_results()
-    return msgspec.json.format(msgspec.json.encode(document), indent=2).decode()
+    from routeledger.events import escape_json_controls
+
+    return escape_json_controls(
+        msgspec.json.format(msgspec.json.encode(document), indent=2).decode()
+    )
 
 
 def _metrics_lines(projections: Projections) -> list[str]:
@@ -281,15 +291,14 @@ def run_tail(args: argparse.Namespace) -> int:
 def _line(position: int, event: Event) -> str:
     import msgspec
 
-    from routeledger.events import event_tag
+    from routeledger.events import escape_controls, event_tag
 
     fields: dict[str, Any] = msgspec.to_builtins(event)  # defaults are omitted: only news
     parts = [
         f"{key}={_value(value)}" for key, value in fields.items() if key not in _HIDDEN_IN_LINES
     ]
-    return (
-        f"{position:>8}  {_iso(event.ts)}  {event_tag(event):<27} {' '.join(parts)}".rstrip() + "\n"
-    )
+    line = f"{position:>8}  {_iso(event.ts)}  {event_tag(event):<27} {' '.join(parts)}"
+    return escape_controls(line.rstrip()) + "\n"
 
 
 def _value(value: object) -> str:
@@ -310,8 +319,10 @@ def _value(value: object) -> str:
 def _event_json(position: int, event: Event) -> str:
     import msgspec
 
+    from routeledger.events import escape_json_controls
+
     document = {"position": position, **msgspec.to_builtins(event)}
-    return msgspec.json.encode(document).decode() + "\n"
+    return escape_json_controls(msgspec.json.encode(document).decode()) + "\n"
 
 
 def _silence_stdout(out: TextIO) -> None:

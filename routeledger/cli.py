@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from routeledger.events import RouteledgerError
+from routeledger.events import RouteledgerError, escape_controls
 
 __all__ = ["main"]
 
@@ -46,7 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except RouteledgerError as exc:
-        print(f"routeledger: error: {exc}", file=sys.stderr)
+        # Errors carry provider and log texts: never let them drive the terminal.
+        print(
+            f"routeledger: error: {escape_controls(str(exc), keep_newlines=True)}", file=sys.stderr
+        )
         return 2
     except KeyboardInterrupt:
         return 130

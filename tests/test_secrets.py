@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pykka
 import pytest
+from chaos_support import Answer, ChaosServer, Seen, sse
 
 from routeledger import (
     AllProvidersFailed,
@@ -24,6 +26,7 @@ from routeledger import (
     ProviderConfig,
     Request,
     Requirements,
+    RouteledgerError,
     Runtime,
     RuntimeConfig,
 )
@@ -214,3 +217,154 @@ def test_key_from_environment_is_read_at_start_and_never_stored_in_the_config(
         assert rt.complete(request()).provider == "p"
     assert fakes["anthropic-ok"].stats.last_request_headers["x-api-key"] == CANARY
     assert CANARY.encode() not in database_bytes(db)
+
+
+# --- a provider that echoes the key inside 200 answers -----------------------------------------
+
+ECHO_MODELS = ("error200", "stream-error", "late-error", "echo")
+"""What the echoing server does, chosen by the model asked for."""
+
+
+def _echo_key(seen: Seen) -> str:
+    auth = seen.headers.get("authorization", "")
+    return auth.removeprefix("Bearer ") if auth else seen.headers.get("x-api-key", "")
+
+
+def echoing_script(seen: Seen) -> Answer:
+    """Answer 200 with the caller's key in every provider-supplied text a format has."""
+    key = _echo_key(seen)
+    body = msgspec.json.decode(seen.body) if seen.body else {}
+    mode, stream = body.get("model"), bool(body.get("stream"))
+    anthropic = seen.path.endswith("/messages")
+    json = {"content-type": "application/json"}
+    events = {"content-type": "text/event-stream"}
+    if anthropic:
+        error = {"type": "overloaded_error", "message": f"key {key} is not welcome"}
+        start = {"message": {"model": f"claude-{key}", "usage": {"input_tokens": 1}}}
+        text = {"index": 0, "delta": {"type": "text_delta", "text": "ok"}}
+        stop = {"delta": {"stop_reason": f"end-{key}"}, "usage": {"output_tokens": 1}}
+        ok_events = [
+            f"event: message_start\ndata: {msgspec.json.encode(start).decode()}",
+            f"event: content_block_delta\ndata: {msgspec.json.encode(text).decode()}",
+            f"event: message_delta\ndata: {msgspec.json.encode(stop).decode()}",
+            "event: message_stop\ndata: {}",
+        ]
+        error_event = f"event: error\ndata: {msgspec.json.encode({'error': error}).decode()}"
+        ok_body = {
+            "model": f"claude-{key}",
+            "content": [{"type": "text", "text": "ok"}],
+            "stop_reason": f"end-{key}",
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+        }
+        error_body = {"type": "error", "error": {**error, "type": f"api_error_{key}"}}
+    else:
+        error = {"message": f"Incorrect API key provided: {key}", "code": f"code-{key}"}
+        chunk = {"model": f"gpt-{key}", "choices": [{"delta": {"content": "ok"}}]}
+        last = {"model": f"gpt-{key}", "choices": [{"delta": {}, "finish_reason": f"x-{key}"}]}
+        usage = {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+        ok_events = [msgspec.json.encode(c).decode() for c in (chunk, last, usage)] + ["[DONE]"]
+        error_event = msgspec.json.encode({"error": error}).decode()
+        ok_body = {
+            "model": f"gpt-{key}",
+            "choices": [{"message": {"content": "ok"}, "finish_reason": f"x-{key}"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+        }
+        error_body = {"error": error}
+    if mode == "echo" and stream:
+        return Answer(200, events, sse(*ok_events))
+    if mode == "echo":
+        return Answer(200, json, [msgspec.json.encode(ok_body)])
+    if mode == "late-error" and stream:
+        return Answer(200, events, sse(ok_events[0], ok_events[1], error_event))
+    if stream:
+        return Answer(200, events, sse(error_event))
+    return Answer(200, json, [msgspec.json.encode(error_body)])
+
+
+def test_key_echoed_inside_200_answers_reaches_no_error_log_or_command(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A key echoed in 200 error bodies, stream error events, model or finish reason is redacted."""
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv(KEY_VAR, CANARY)
+    db = tmp_path / "events.sqlite"
+    models = [ModelSpec(name=m, input_per_mtok=1.0, output_per_mtok=2.0) for m in ECHO_MODELS]
+    kinds = ("openai", "anthropic")
+    with ChaosServer(echoing_script) as server:
+        config = RuntimeConfig(
+            providers=[
+                ProviderConfig(
+                    name=kind, kind=kind, base_url=server.url, models=models, api_key=CANARY
+                )
+                for kind in kinds
+            ],
+            failover=no_backoff(max_attempts=2),
+            health=HealthConfig(failure_threshold=100, min_calls=100, window_size=100),
+            seed=0,
+        )
+        errors: list[BaseException] = []
+        shown: list[str] = []
+        request_ids: list[str] = []
+        with Runtime.start(config, event_log=db, active_health_checks=False) as rt:
+            for kind in kinds:
+                only = Requirements(exclude_providers=[k for k in kinds if k != kind])
+                for mode in ECHO_MODELS:
+                    for stream in (False, True):
+                        req = Request(
+                            model=mode, messages=[Message(role="user", content="hi")], stream=stream
+                        )
+                        request_ids.append(req.request_id)
+                        try:
+                            if stream:
+                                chunks = list(rt.stream(req, requirements=only))
+                                shown += [repr(c) for c in chunks]
+                            else:
+                                shown.append(repr(rt.complete(req, requirements=only)))
+                        except RouteledgerError as exc:
+                            errors.append(exc)
+            rt.flush()
+            live_bytes = database_bytes(db)
+        closed_bytes = database_bytes(db)
+
+        # Every error mode failed and the echo mode served, in both formats.
+        assert len(errors) == len(kinds) * (len(ECHO_MODELS) - 1) * 2, errors
+        assert any(type(e).__name__ == "StreamInterrupted" for e in errors)
+        assert any("***" in t for e in errors for t in texts_of(e))
+        assert b"***" in live_bytes  # the echoed model and finish reason, redacted
+
+        toml = tmp_path / "routeledger.toml"
+        toml.write_text(
+            f'[[providers]]\nname = "p"\nkind = "openai"\nbase_url = "{server.url}"\n'
+            f'api_key_env = "{KEY_VAR}"\n'
+            + "models = ["
+            + ", ".join(f'{{ name = "{m}" }}' for m in ECHO_MODELS)
+            + "]\n"
+        )
+        capsys.readouterr()
+        outputs: list[str] = []
+        for mode in ECHO_MODELS:
+            for stream in (["--stream"], []):
+                main(["complete", "--config", str(toml), "--model", mode, *stream, "hi"])
+                out = capsys.readouterr()
+                outputs.append(out.out + out.err)
+        assert any("***" in o for o in outputs)
+
+    canary = CANARY.encode()
+    assert canary not in live_bytes and canary not in closed_bytes
+    for text in [t for e in errors for t in texts_of(e)] + shown + outputs:
+        assert CANARY not in text
+    assert CANARY not in caplog.text
+    commands = [
+        ["replay", "--db", str(db)],
+        ["tail", "--db", str(db), "--no-follow"],
+        ["tail", "--db", str(db), "--no-follow", "--json"],
+    ]
+    commands += [["audit", "--db", str(db), rid] for rid in request_ids]
+    commands += [["audit", "--db", str(db), "--json", rid] for rid in request_ids]
+    for argv in commands:
+        assert main(argv) == 0, argv
+        out = capsys.readouterr()
+        assert CANARY not in out.out + out.err, argv

@@ -25,7 +25,8 @@ the request never left (``ProviderConnectError``); a read or write timeout after
 ``ProviderUnavailable``; a body that cannot be decoded is ``ProtocolError``.
 
 Error messages carry the provider's own message, truncated, with the API key and the prompt's
-text removed.
+text removed, and control characters escaped; so do the ``type`` and ``code`` a body names,
+whatever the status it came with.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from routeledger.events import (
     ProviderUnavailable,
     QuotaExceeded,
     RateLimited,
+    escape_controls,
 )
 
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
     "error_from_payload",
     "error_from_status",
     "parse_retry_after",
+    "redact",
 ]
 
 WallClock = Callable[[], float]
@@ -133,16 +136,32 @@ def parse_retry_after(headers: Mapping[str, str], *, clock: WallClock = time.tim
     return max(0.0, when.timestamp() - clock())
 
 
-def _redact(text: str, secrets: Iterable[str]) -> str:
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Return ``text`` with every non-empty string of ``secrets`` replaced by ``***``."""
     for secret in secrets:
         if secret and secret in text:
             text = text.replace(secret, "***")
     return text
 
 
+_redact = redact  # for the functions below, whose parameter is named ``redact``
+
+
+def _provided(
+    etype: str | None, code: str | None, message: str | None, secrets: Iterable[str]
+) -> tuple[str | None, str | None, str | None]:
+    """Return a body's ``type``, ``code`` and message fit for an error: redacted, clipped."""
+    secrets = list(secrets)
+    return (
+        None if etype is None else clip(redact(etype, secrets)),
+        None if code is None else clip(redact(code, secrets)),
+        None if message is None else clip(redact(message, secrets)),
+    )
+
+
 def clip(text: str) -> str:
-    """Return ``text`` on one line, cut to what an error message keeps."""
-    text = " ".join(text.split())
+    """Return ``text`` on one line, control characters escaped, cut to what a message keeps."""
+    text = escape_controls(" ".join(text.split()))
     return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
 
 
@@ -247,8 +266,7 @@ def error_from_status(
     if message is None and body and not (300 <= status < 400):
         # Not a JSON error body (an HTML page from a proxy, say): a snippet still helps.
         message = body[:_MESSAGE_LIMIT].decode("utf-8", "replace")
-    if message is not None:
-        message = clip(_redact(message, redact))
+    etype, code, message = _provided(etype, code, message, redact)
     return classify(
         status,
         etype=etype,
@@ -276,8 +294,7 @@ def error_from_payload(
     """
     etype, code, message = _error_fields(payload)
     status = _TYPE_STATUS.get(code or "", 0) or _TYPE_STATUS.get(etype or "", 500)
-    if message is not None:
-        message = clip(_redact(message, redact))
+    etype, code, message = _provided(etype, code, message, redact)
     return classify(
         status,
         etype=etype,

@@ -4,7 +4,9 @@ A wire adapter turns a provider-neutral :class:`~routeledger.events.Request` int
 exchange with one provider and back into a :class:`~routeledger.events.Response` (or a stream
 of :class:`~routeledger.events.StreamChunk`). :class:`HTTPAdapter` does the exchange; a format
 module (``_openai``, ``_anthropic``) supplies the URL, the headers, the payload and the parsing.
-Bodies are read within ``max_response_bytes`` and stream lines within ``max_line_bytes``; every
+Bodies are read within ``max_response_bytes`` and stream lines within ``max_line_bytes``, and
+content-encoding is undone in bounded steps (:mod:`routeledger.actors.wire._decoding`), so a
+compression bomb costs about the limit, never its decoded size; every
 failure is mapped to a :class:`~routeledger.events.ProviderError` by
 :mod:`routeledger.actors.wire._errors`. Redirects are never followed, so the API key only ever
 goes to the configured origin.
@@ -20,12 +22,14 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import httpx
 import msgspec
 
+from routeledger.actors.wire._decoding import ACCEPT_ENCODING, iter_decoded
 from routeledger.actors.wire._errors import (
     WallClock,
     clip,
     error_from_exception,
     error_from_payload,
     error_from_status,
+    redact,
 )
 from routeledger.actors.wire._sse import SSEEvent, SSEParser
 from routeledger.events import (
@@ -42,6 +46,7 @@ from routeledger.events import (
     StreamChunk,
     StreamInterrupted,
     Usage,
+    escape_controls,
 )
 
 __all__ = [
@@ -55,6 +60,11 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_S = TypeVar("_S", Response, StreamChunk)
+
+_PROVIDED_FIELDS = {"model": False, "finish_reason": False, "refusal": True}
+"""Text fields of an answer that the provider writes and routeledger stores or prints, each
+with whether it may span lines."""
 
 ENCODER = msgspec.json.Encoder()
 """The one JSON encoder every adapter uses for request bodies."""
@@ -139,7 +149,7 @@ def read_body(
     request_id: str | None = None,
     deadline: float | None = None,
 ) -> bytes:
-    """Read a whole (decoded) body of at most ``limit`` bytes.
+    """Read a whole (decoded) body of at most ``limit`` bytes, decoding no more than that.
 
     Args:
         response: A response opened with ``stream=True``.
@@ -151,7 +161,7 @@ def read_body(
     Raises:
         ProtocolError: The body is larger than ``limit``.
         ProviderTimeout: The deadline passed.
-        httpx.HTTPError: Reading failed; the caller maps it.
+        httpx.HTTPError: Reading or decoding failed; the caller maps it.
     """
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -163,7 +173,7 @@ def read_body(
         )
     parts: list[bytes] = []
     size = 0
-    for part in response.iter_bytes():
+    for part in iter_decoded(response):
         size += len(part)
         if size > limit:
             raise ProtocolError(
@@ -227,7 +237,7 @@ def _read_prefix(response: httpx.Response, limit: int) -> bytes:
     parts: list[bytes] = []
     size = 0
     try:
-        for part in response.iter_bytes():
+        for part in iter_decoded(response):
             parts.append(part)
             size += len(part)
             if size >= limit:
@@ -286,6 +296,9 @@ class HTTPAdapter(abc.ABC):
         self._base_url = config.base_url.rstrip("/")
         self._timeout = _timeout(config, None)
         self._headers = self._make_headers(self._api_key)
+        if not any(k.lower() == "accept-encoding" for k in self._headers):
+            # Only what iter_decoded can undo in bounded steps (httpx would offer br, zstd).
+            self._headers["accept-encoding"] = ACCEPT_ENCODING
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(provider={self._provider!r}, base_url={self._base_url!r})"
@@ -348,8 +361,10 @@ class HTTPAdapter(abc.ABC):
         finally:
             _close(response)
         try:
-            return self._parse(raw, request, model)
-        except ProviderError:
+            return self._clean(self._parse(raw, request, model), self._redactions(request))
+        except ProviderError as exc:
+            # An error object inside a 200 body carries the provider's text too.
+            self._scrub(exc, request)
             raise
         except Exception as exc:
             # A shape we did not expect is the provider's fault, never a crash of ours.
@@ -373,11 +388,12 @@ class HTTPAdapter(abc.ABC):
                 )
             state = self._stream_state(model, request)
             parser = SSEParser(max_line_bytes=self.config.max_line_bytes)
-            for raw in response.iter_bytes():
+            secrets = self._redactions(request)
+            for raw in iter_decoded(response):
                 for event in parser.feed(raw):
                     chunk = state.on_event(event)
                     if state.done:
-                        yield StreamChunk(
+                        last = StreamChunk(
                             delta=chunk.delta if chunk is not None else "",
                             tool_calls=chunk.tool_calls if chunk is not None else None,
                             finish_reason=state.finish_reason,
@@ -386,10 +402,11 @@ class HTTPAdapter(abc.ABC):
                             provider=self._provider,
                             model=state.model,
                         )
+                        yield self._clean(last, secrets)
                         return
                     if chunk is not None:
                         yielded = True
-                        yield chunk
+                        yield self._clean(chunk, secrets)
             if yielded:
                 raise StreamInterrupted(
                     "stream ended without its terminator; usage unknown",
@@ -404,7 +421,9 @@ class HTTPAdapter(abc.ABC):
                 request_id=request.request_id,
                 status=response.status_code,
             )
-        except ProviderError:
+        except ProviderError as exc:
+            # An error event inside a 200 stream carries the provider's text too.
+            self._scrub(exc, request)
             raise
         except Exception as exc:
             raise self._error(exc, request) from self._cause(exc, request)
@@ -446,6 +465,34 @@ class HTTPAdapter(abc.ABC):
             # Only texts long enough not to erase ordinary words from a provider's message.
             secrets.extend(t for m in request.messages if len(t := m.text()) >= 8)
         return secrets
+
+    def _scrub(self, exc: ProviderError, request: Request | None) -> None:
+        """Take the key and prompt text out of ``exc``'s message, escape its control characters
+        (and unlink causes that hold a secret).
+
+        The formats raise errors from 200 bodies and stream events without knowing the key;
+        this is the one place every such error passes, whatever built it.
+        """
+        secrets = [s for s in self._redactions(request) if s]
+        text = escape_controls(redact(exc.message, secrets), keep_newlines=True)
+        if text != exc.message:
+            exc.message = text
+            exc.args = (text, *exc.args[1:])
+        for linked in (exc.__cause__, exc.__context__):
+            if linked is not None and any(s in str(linked) for s in secrets):
+                exc.__cause__ = None
+                exc.__suppress_context__ = True
+
+    def _clean(self, answer: _S, secrets: list[str]) -> _S:
+        """Return ``answer`` with its provider texts redacted and their controls escaped."""
+        changes: dict[str, str] = {}
+        for name, multiline in _PROVIDED_FIELDS.items():
+            value = getattr(answer, name, None)
+            if isinstance(value, str):
+                clean = escape_controls(redact(value, secrets), keep_newlines=multiline)
+                if clean != value:
+                    changes[name] = clean
+        return msgspec.structs.replace(answer, **changes) if changes else answer
 
     def _cause(self, exc: BaseException, request: Request | None) -> BaseException | None:
         """Return ``exc`` to chain, or ``None`` if its text holds the key or prompt text."""

@@ -237,3 +237,7 @@ class _Flusher:
                 self._desk.send()
             except Exception:
                 log.exception("sending the gathered events failed")
+            # A stop() during the sleep set the event that clear() just reset: without this
+            # check the thread would wait forever and stop() would wait out its join timeout.
+            if self._stopped:
+                return

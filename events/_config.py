@@ -14,13 +14,14 @@ from __future__ import annotations
 import math
 import os
 import re
+import typing
 from collections.abc import Mapping
 from typing import Any, TypeGuard
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import msgspec
 
-from routeledger.events._address import is_loopback
+from routeledger.events._address import is_loopback, url_without_password
 from routeledger.events._errors import ConfigError
 from routeledger.events._types import CAPABILITIES, Usage
 
@@ -40,6 +41,7 @@ __all__ = [
     "Secret",
     "check_ab_test",
     "check_pool",
+    "conversion_problems",
     "validate_config",
 ]
 
@@ -301,7 +303,9 @@ class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         try:
             config = msgspec.convert(dict(data), cls, dec_hook=_dec_hook, strict=True)
         except msgspec.ValidationError as exc:
-            raise ConfigError([str(exc)]) from None
+            # msgspec stops at the first wrong value: list them all, and the rest of the
+            # file's problems too, as validate_config would for Python objects.
+            raise ConfigError(conversion_problems(data) or [str(exc)]) from None
         validate_config(config)
         return config
 
@@ -334,6 +338,7 @@ def _dec_hook(typ: type, value: Any) -> Any:
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_USUAL_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:
@@ -353,6 +358,7 @@ def _check_number(
     minimum: float,
     inclusive: bool = True,
     optional: bool = False,
+    integer: bool = False,
 ) -> None:
     if value is None and optional:
         return
@@ -360,6 +366,9 @@ def _check_number(
         problems.append(f"{where} must be finite, got {value!r}")
     elif not _is_number(value):
         problems.append(f"{where} must be a number, got {value!r}")
+    elif integer and not isinstance(value, int):
+        # msgspec does not check types on construction: 2.5 reaches here from Python code.
+        problems.append(f"{where} must be an integer, got {value!r}")
     elif value < minimum or (not inclusive and value == minimum):
         op = ">=" if inclusive else ">"
         problems.append(f"{where} must be {op} {minimum}, got {value!r}")
@@ -385,11 +394,17 @@ def _validate_provider(
         problems.append(f"{where}: name must be a non-empty string")
     if p.kind not in KINDS:
         problems.append(f"{where}: unknown kind {p.kind!r} (expected one of {sorted(KINDS)})")
-    url = urlsplit(p.base_url) if isinstance(p.base_url, str) else None
-    if url is None or url.scheme not in ("http", "https") or not url.hostname:
-        problems.append(f"{where}: base_url {p.base_url!r} is not an http(s) URL")
-    elif url.scheme == "http" and not is_loopback(url.hostname):
-        problems.append(f"{where}: base_url must use https for non-loopback host {url.hostname!r}")
+    url: SplitResult | None
+    try:
+        url = urlsplit(p.base_url) if isinstance(p.base_url, str) else None
+        host = url.hostname if url is not None else None
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        url, host = None, None
+    if url is None or url.scheme not in ("http", "https") or not host:
+        shown = url_without_password(p.base_url) if isinstance(p.base_url, str) else p.base_url
+        problems.append(f"{where}: base_url {shown!r} is not an http(s) URL")
+    elif url.scheme == "http" and not is_loopback(host):
+        problems.append(f"{where}: base_url must use https for non-loopback host {host!r}")
     if not p.models:
         problems.append(f"{where}: at least one model is required")
     seen: set[str] = set()
@@ -402,21 +417,34 @@ def _validate_provider(
         _check_number(
             problems, f"{mw}.output_per_mtok", m.output_per_mtok, minimum=0, optional=True
         )
-        _check_number(problems, f"{mw}.context_window", m.context_window, minimum=1, optional=True)
-        _check_number(problems, f"{mw}.max_output", m.max_output, minimum=1, optional=True)
+        _check_number(
+            problems,
+            f"{mw}.context_window",
+            m.context_window,
+            minimum=1,
+            optional=True,
+            integer=True,
+        )
+        _check_number(
+            problems, f"{mw}.max_output", m.max_output, minimum=1, optional=True, integer=True
+        )
         unknown = set(m.capabilities) - CAPABILITIES
         if unknown:
             problems.append(
                 f"{mw}: unknown capabilities {sorted(unknown)} (known: {sorted(CAPABILITIES)})"
             )
-    _check_number(problems, f"{where}.max_concurrency", p.max_concurrency, minimum=1)
+    _check_number(problems, f"{where}.max_concurrency", p.max_concurrency, minimum=1, integer=True)
+    if isinstance(p.priority, bool) or not isinstance(p.priority, int):
+        problems.append(f"{where}.priority must be an integer, got {p.priority!r}")
     _check_number(problems, f"{where}.weight", p.weight, minimum=0)
     _check_number(problems, f"{where}.timeout_s", p.timeout_s, minimum=0, inclusive=False)
     _check_number(
         problems, f"{where}.connect_timeout_s", p.connect_timeout_s, minimum=0, inclusive=False
     )
-    _check_number(problems, f"{where}.max_response_bytes", p.max_response_bytes, minimum=1024)
-    _check_number(problems, f"{where}.max_line_bytes", p.max_line_bytes, minimum=1024)
+    _check_number(
+        problems, f"{where}.max_response_bytes", p.max_response_bytes, minimum=1024, integer=True
+    )
+    _check_number(problems, f"{where}.max_line_bytes", p.max_line_bytes, minimum=1024, integer=True)
     if p.api_key is None and p.api_key_env is not None:
         if not isinstance(p.api_key_env, str) or not _ENV_NAME.fullmatch(p.api_key_env):
             # Most likely the key itself pasted in the wrong field: never echo it.
@@ -425,9 +453,10 @@ def _validate_provider(
                 "put a key itself in api_key)"
             )
         elif not environ.get(p.api_key_env):
-            problems.append(
-                f"{where}: environment variable {p.api_key_env} (api_key_env) is not set"
-            )
+            # Named only when it has the usual UPPER_CASE form: a key such as ``gsk_...``
+            # is a valid variable name too, and must not be echoed.
+            shown = p.api_key_env if _USUAL_ENV_NAME.fullmatch(p.api_key_env) else "(not shown)"
+            problems.append(f"{where}: environment variable {shown} (api_key_env) is not set")
     for h in p.headers:
         if h.lower() in ("authorization", "x-api-key"):
             problems.append(f"{where}.headers: put credentials in api_key or api_key_env")
@@ -451,9 +480,13 @@ def validate_config(config: RuntimeConfig, *, environ: Mapping[str, str] | None 
         )
 
     f = config.failover
-    _check_number(problems, "failover.max_attempts", f.max_attempts, minimum=1)
+    _check_number(problems, "failover.max_attempts", f.max_attempts, minimum=1, integer=True)
     _check_number(
-        problems, "failover.max_attempts_per_provider", f.max_attempts_per_provider, minimum=1
+        problems,
+        "failover.max_attempts_per_provider",
+        f.max_attempts_per_provider,
+        minimum=1,
+        integer=True,
     )
     if (
         _both_numbers(f.max_attempts, f.max_attempts_per_provider)
@@ -466,7 +499,9 @@ def validate_config(config: RuntimeConfig, *, environ: Mapping[str, str] | None 
         problems.append("failover.backoff_max_s must be >= backoff_base_s")
     _check_number(problems, "failover.max_retry_after_s", f.max_retry_after_s, minimum=0)
     _check_number(problems, "failover.retry_budget_ratio", f.retry_budget_ratio, minimum=0)
-    _check_number(problems, "failover.retry_budget_min", f.retry_budget_min, minimum=0)
+    _check_number(
+        problems, "failover.retry_budget_min", f.retry_budget_min, minimum=0, integer=True
+    )
     _check_number(
         problems,
         "failover.retry_budget_window_s",
@@ -475,7 +510,7 @@ def validate_config(config: RuntimeConfig, *, environ: Mapping[str, str] | None 
         inclusive=False,
     )
     _check_number(problems, "failover.queue_timeout_s", f.queue_timeout_s, minimum=0)
-    _check_number(problems, "failover.max_queue", f.max_queue, minimum=0)
+    _check_number(problems, "failover.max_queue", f.max_queue, minimum=0, integer=True)
     _check_number(
         problems,
         "failover.default_deadline_s",
@@ -498,18 +533,22 @@ def validate_config(config: RuntimeConfig, *, environ: Mapping[str, str] | None 
     _check_number(problems, "health.max_cooldown_s", h.max_cooldown_s, minimum=0, inclusive=False)
     if _both_numbers(h.max_cooldown_s, h.cooldown_s) and h.max_cooldown_s < h.cooldown_s:
         problems.append("health.max_cooldown_s must be >= cooldown_s")
-    _check_number(problems, "health.failure_threshold", h.failure_threshold, minimum=1)
+    _check_number(
+        problems, "health.failure_threshold", h.failure_threshold, minimum=1, integer=True
+    )
     _check_share(problems, "health.error_rate_threshold", h.error_rate_threshold)
-    _check_number(problems, "health.window_size", h.window_size, minimum=1)
-    _check_number(problems, "health.min_calls", h.min_calls, minimum=1)
+    _check_number(problems, "health.window_size", h.window_size, minimum=1, integer=True)
+    _check_number(problems, "health.min_calls", h.min_calls, minimum=1, integer=True)
     if _both_numbers(h.min_calls, h.window_size) and h.min_calls > h.window_size:
         problems.append("health.min_calls must not exceed window_size")
     _check_number(
         problems, "health.slow_call_ms", h.slow_call_ms, minimum=0, inclusive=False, optional=True
     )
     _check_share(problems, "health.slow_call_rate", h.slow_call_rate)
-    _check_number(problems, "health.half_open_probes", h.half_open_probes, minimum=1)
-    _check_number(problems, "health.failed_after_trips", h.failed_after_trips, minimum=1)
+    _check_number(problems, "health.half_open_probes", h.half_open_probes, minimum=1, integer=True)
+    _check_number(
+        problems, "health.failed_after_trips", h.failed_after_trips, minimum=1, integer=True
+    )
 
     _check_number(
         problems,
@@ -519,13 +558,17 @@ def validate_config(config: RuntimeConfig, *, environ: Mapping[str, str] | None 
         optional=True,
     )
     _check_number(
-        problems, "cost.assumed_output_tokens", config.cost.assumed_output_tokens, minimum=1
+        problems,
+        "cost.assumed_output_tokens",
+        config.cost.assumed_output_tokens,
+        minimum=1,
+        integer=True,
     )
     _check_number(problems, "cache.ttl_s", config.cache.ttl_s, minimum=0, inclusive=False)
-    _check_number(problems, "cache.max_entries", config.cache.max_entries, minimum=1)
+    _check_number(problems, "cache.max_entries", config.cache.max_entries, minimum=1, integer=True)
     lg = config.log
-    _check_number(problems, "log.batch_max_events", lg.batch_max_events, minimum=1)
-    _check_number(problems, "log.buffer_max_events", lg.buffer_max_events, minimum=1)
+    _check_number(problems, "log.batch_max_events", lg.batch_max_events, minimum=1, integer=True)
+    _check_number(problems, "log.buffer_max_events", lg.buffer_max_events, minimum=1, integer=True)
     if not isinstance(lg.synchronous, str) or lg.synchronous.upper() not in (
         "OFF",
         "NORMAL",
@@ -544,6 +587,74 @@ def validate_config(config: RuntimeConfig, *, environ: Mapping[str, str] | None 
         test_names.add(test.name)
     if problems:
         raise ConfigError(problems)
+
+
+_UNCONVERTIBLE = object()
+"""What :func:`_convertible` returns for a value that does not convert to its type."""
+
+
+def conversion_problems(data: Mapping[str, Any]) -> list[str]:
+    """Return every problem of plain ``data`` (as parsed from TOML) as a configuration.
+
+    Each value that does not convert to its field's type is reported with its path (msgspec
+    alone stops at the first). When every wrong value has a default, the file's values are
+    then validated with the defaults in their place, so that the other problems of the file
+    are reported in the same pass; a wrong required value (a provider's ``name``, say) leaves
+    too little to validate, and only the conversion problems are reported.
+    """
+    problems: list[str] = []
+    cleaned = _convertible(dict(data), RuntimeConfig, "$", problems)
+    if cleaned is not _UNCONVERTIBLE:
+        try:
+            validate_config(
+                msgspec.convert(cleaned, RuntimeConfig, dec_hook=_dec_hook, strict=True)
+            )
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+        except msgspec.ValidationError as exc:  # not expected: each part converted alone
+            problems.append(str(exc))
+    return problems
+
+
+def _convertible(value: object, typ: Any, path: str, problems: list[str]) -> object:
+    """Return ``value`` without the fields that do not convert to ``typ``, noting each one.
+
+    Returns ``_UNCONVERTIBLE`` when ``value`` itself cannot be kept (it does not convert, or
+    a required field of it does not).
+    """
+    if isinstance(typ, type) and issubclass(typ, msgspec.Struct) and isinstance(value, dict):
+        fields = {f.encode_name: f for f in msgspec.structs.fields(typ)}
+        kept: dict[str, object] = {}
+        whole = True
+        for key, item in value.items():
+            field = fields.get(key)
+            if field is None:
+                problems.append(f"Object contains unknown field `{key}` - at `{path}`")
+                continue
+            sub = _convertible(item, field.type, f"{path}.{key}", problems)
+            if sub is _UNCONVERTIBLE:
+                whole = whole and not field.required
+                continue
+            kept[key] = sub
+        for name, field in fields.items():
+            if field.required and name not in value:
+                problems.append(f"Object missing required field `{name}` - at `{path}`")
+                whole = False
+        return kept if whole else _UNCONVERTIBLE
+    if typing.get_origin(typ) is list and isinstance(value, list):
+        (item_type,) = typing.get_args(typ)
+        items = [_convertible(v, item_type, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+        return _UNCONVERTIBLE if _UNCONVERTIBLE in items else items
+    try:
+        msgspec.convert(value, typ, dec_hook=_dec_hook, strict=True)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        if " - at `$" in message:
+            problems.append(message.replace(" - at `$", f" - at `{path}", 1))
+        else:
+            problems.append(f"{message} - at `{path}`")
+        return _UNCONVERTIBLE
+    return value
 
 
 def check_pool(pool: PoolConfig, providers: set[str], *, taken: set[str]) -> list[str]:

@@ -64,6 +64,11 @@ def validate_request(request: object) -> Request:
     d = request.deadline
     if d is not None and (not isinstance(d, int | float) or not math.isfinite(d) or d <= 0):
         problems.append(f"deadline must be a positive, finite number of seconds, got {d!r}")
+    stop: object = request.stop
+    if stop is not None and (
+        not isinstance(stop, list) or not all(isinstance(x, str) for x in stop)
+    ):
+        problems.append(f"stop must be a list of strings, got {stop!r}")
     # Typed loosely: metadata is stored with request.received, which holds str -> str only.
     metadata: object = request.metadata
     if not isinstance(metadata, dict) or not all(

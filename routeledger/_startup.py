@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from routeledger.events import Projections, RuntimeConfig, StoreCorrupted
+from routeledger.events import Projections, RuntimeConfig, StoreCorrupted, url_without_password
 from routeledger.store import EventStore
 
 __all__ = ["config_digest", "config_summary", "fold_log"]
@@ -26,6 +26,8 @@ def config_summary(config: RuntimeConfig) -> dict[str, Any]:
     for p in data.get("providers", []):
         p.pop("api_key", None)
         p.pop("headers", None)
+        if isinstance(p.get("base_url"), str):
+            p["base_url"] = url_without_password(p["base_url"])
     return data
 
 

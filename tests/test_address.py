@@ -29,3 +29,15 @@ def test_loopback_hosts_are_loopback(host: str) -> None:
 def test_other_hosts_are_not_loopback(host: str) -> None:
     """Any other address, and any name but localhost (names are never resolved), is not."""
     assert not is_loopback(host)
+
+
+def test_url_without_password_masks_only_the_password() -> None:
+    """The user, host, port and path stay; the password becomes ***; no userinfo, no change."""
+    from routeledger.events import url_password, url_without_password
+
+    assert url_without_password("https://me:s3cret@h.example:8443/v1") == (
+        "https://me:***@h.example:8443/v1"
+    )
+    assert url_without_password("https://h.example/v1") == "https://h.example/v1"
+    assert url_password("https://me:s3cret@h.example/v1") == "s3cret"
+    assert url_password("https://h.example/v1") is None

@@ -6,6 +6,7 @@ problem, and no event log file is created.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,28 @@ CASES: list[tuple[str, Callable[[], RuntimeConfig], str]] = [
         "unknown strategy",
         lambda: RuntimeConfig(providers=[good()], strategy="fastest"),
         "strategy 'fastest' is unknown",
+    ),
+    (
+        "infinite timeout",
+        lambda: RuntimeConfig(providers=[good(timeout_s=math.inf)]),
+        "timeout_s must be finite",
+    ),
+    (
+        "infinite retry-after cap",
+        lambda: RuntimeConfig(
+            providers=[good()], failover=FailoverConfig(max_retry_after_s=math.inf)
+        ),
+        "max_retry_after_s must be finite",
+    ),
+    (
+        "fractional concurrency",
+        lambda: RuntimeConfig(providers=[good(max_concurrency=2.5)]),
+        "max_concurrency must be an integer",
+    ),
+    (
+        "fractional failure threshold",
+        lambda: RuntimeConfig(providers=[good()], health=HealthConfig(failure_threshold=2.5)),
+        "failure_threshold must be an integer",
     ),
 ]
 
@@ -300,3 +323,58 @@ def test_from_toml_of_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     """A missing configuration file is a ConfigError naming it."""
     with pytest.raises(ConfigError, match="cannot read"):
         RuntimeConfig.from_toml(tmp_path / "nope.toml")
+
+
+FOUR_PROBLEMS_TOML = """
+strategy = "fastest"
+
+[health]
+failure_threshold = 2.5
+
+[[providers]]
+name = "a"
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+max_concurrency = "ten"
+timeout_s = "slow"
+models = [{ name = "m" }]
+"""
+
+
+def test_from_toml_lists_every_problem_of_a_file_with_wrong_types(tmp_path: Path) -> None:
+    """Wrongly typed values do not hide each other, nor the file's other mistakes."""
+    path = tmp_path / "routeledger.toml"
+    path.write_text(FOUR_PROBLEMS_TOML)
+    with pytest.raises(ConfigError) as info:
+        RuntimeConfig.from_toml(path)
+    problems = info.value.problems
+    for fragment in [
+        "$.health.failure_threshold",
+        "$.providers[0].max_concurrency",
+        "$.providers[0].timeout_s",
+        "strategy 'fastest' is unknown",
+    ]:
+        assert sum(fragment in p for p in problems) == 1, (fragment, problems)
+    assert len(problems) == 4, problems
+
+
+@pytest.mark.parametrize("pasted", ["gsk_canary7Hx2kQ9mZ4vN8pL1", "sk-canary-config-5a4b3c"])
+def test_a_key_pasted_into_api_key_env_is_never_echoed(tmp_path: Path, pasted: str) -> None:
+    """A key shaped like a variable name (gsk_...) or not (sk-...) in api_key_env stays unseen."""
+    error = refused(RuntimeConfig(providers=[good(api_key_env=pasted)]), tmp_path, environ={})
+    assert any("api_key_env" in p for p in error.problems)
+    assert pasted not in str(error) and pasted not in repr(error)
+
+
+def test_a_password_in_a_malformed_base_url_is_never_echoed(tmp_path: Path) -> None:
+    """The problem of a bad base_url shows it with its userinfo password masked."""
+    url = f"ftp://me:{CANARY}@127.0.0.1/v1"
+    error = refused(RuntimeConfig(providers=[good(base_url=url)]), tmp_path, environ={})
+    assert "ftp://me:***@127.0.0.1/v1" in str(error)
+    assert CANARY not in str(error)
+
+
+def test_an_unparseable_base_url_is_a_config_error(tmp_path: Path) -> None:
+    """A base_url urllib cannot split (an unclosed IPv6 bracket) is a ConfigError."""
+    error = refused(RuntimeConfig(providers=[good(base_url="http://[::1/v1")]), tmp_path, {})
+    assert any("base_url" in p for p in error.problems)

@@ -201,3 +201,11 @@ def test_an_integral_priority_still_works(fake: FakeProvider) -> None:
     with Runtime.start(config(fake), active_health_checks=False) as rt:
         rt.set_provider_priority("a", 7)
         assert rt.get_provider("a").priority == 7
+
+
+def test_a_stop_list_of_non_strings_is_refused(fake: FakeProvider) -> None:
+    """stop=[1, 2] is a RequestError before anything is sent."""
+    with Runtime.start(config(fake), active_health_checks=False) as rt:
+        with pytest.raises(RequestError, match="stop"):
+            rt.complete(request(stop=[1, 2]))
+        assert fake.stats.requests == 0

@@ -19,7 +19,13 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, NamedTuple
 
-from routeledger.events import BadRequest, ProviderError, ProviderSaturated, StreamCancelled
+from routeledger.events import (
+    AttemptCancelled,
+    BadRequest,
+    ProviderError,
+    ProviderSaturated,
+    StreamCancelled,
+)
 
 if TYPE_CHECKING:
     from routeledger.events import CircuitStateChanged, HealthConfig
@@ -47,7 +53,7 @@ LEGAL = frozenset({(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, CLOSED), (HALF
 def counts_against_health(error: ProviderError | None) -> bool:
     """Return whether an attempt's error is evidence against the provider's health."""
     return error is not None and not isinstance(
-        error, BadRequest | ProviderSaturated | StreamCancelled
+        error, BadRequest | ProviderSaturated | StreamCancelled | AttemptCancelled
     )
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import pykka
 
 from routeledger.actors._protocol import Append, RecordOutcomes
-from routeledger.events import RoutingError
+from routeledger.events import RuntimeClosed
 
 if TYPE_CHECKING:
     from routeledger.actors._bus import EventBus
@@ -137,7 +137,7 @@ class RoutingDesk:
         """
         with self._lock:
             if self._closed:
-                raise RoutingError("the runtime is closed", request_id=query.request.request_id)
+                raise RuntimeClosed("the runtime is closed", request_id=query.request.request_id)
             router = self.router
             if first:
                 router.received(query)

@@ -50,11 +50,14 @@ from routeledger.actors._messages import Backoff, Decision, Outcome, RequestEnde
 from routeledger.events import (
     AllProvidersFailed,
     AllProvidersSaturated,
+    AttemptCancelled,
     DeadlineExceeded,
     ProviderError,
+    RequestCancelled,
     Response,
     RouteledgerError,
     RoutingError,
+    RuntimeClosed,
     StreamCancelled,
     StreamInterrupted,
 )
@@ -75,7 +78,9 @@ __all__ = [
     "RetryBudgetExhausted",
     "Send",
     "StreamEnd",
+    "attempt_cancelled",
     "backoff_delay",
+    "cancelled_end",
     "run_request",
     "start_request",
 ]
@@ -130,6 +135,9 @@ class StreamEnd(NamedTuple):
     cancelled: bool = False
     usage: Usage | None = None
     cost: float | None = None
+    reason: str | None = None
+    """Why the runtime stopped a cancelled stream (see :func:`cancelled_end`); ``None``
+    when the caller closed it."""
 
 
 class Pause(NamedTuple):
@@ -245,6 +253,23 @@ def _interrupted(error: ProviderError, provider: str, request_id: str) -> Stream
     return err
 
 
+def attempt_cancelled(reason: str, provider: str, request_id: str) -> AttemptCancelled:
+    """Return the error of an attempt stopped for ``reason`` (``cancelled``/``shutdown``)."""
+    what = "the runtime shut down" if reason == "shutdown" else "the request was cancelled"
+    error = AttemptCancelled(f"{what} during the attempt", provider=provider, request_id=request_id)
+    error.reason = reason
+    return error
+
+
+def cancelled_end(reason: str, request_id: str) -> RoutingError:
+    """Return the error a request stopped for ``reason`` ends with: never a provider's."""
+    if reason == "shutdown":
+        return RuntimeClosed(
+            "the runtime closed before the request ended (shutdown)", request_id=request_id
+        )
+    return RequestCancelled("the caller cancelled the request", request_id=request_id)
+
+
 def run_request(
     query: RouteQuery,
     *,
@@ -315,12 +340,19 @@ def run_request(
         if end.cancelled:
             # The caller's choice says nothing about the provider: not a failed provider.
             cancelled = StreamCancelled(
-                "the caller stopped reading the stream", provider=provider, request_id=rid
+                "the caller stopped reading the stream"
+                if end.reason is None
+                else f"the stream was stopped ({end.reason})",
+                provider=provider,
+                request_id=rid,
             )
+            final = cancelled if end.reason is None else cancelled_end(end.reason, rid)
             yield Record(
                 outcome(decision, latency_ms, error=cancelled, **seen),
-                ended(None, cancelled, now),
+                ended(None, final, now),
             )
+            if end.reason is not None:
+                raise final
             return
         assert end.error is not None
         err = _interrupted(end.error, provider, rid)
@@ -352,7 +384,8 @@ def run_request(
                 )
             )
         except RouteledgerError as exc:
-            if errors and isinstance(exc, RoutingError):
+            stopped = isinstance(exc, RequestCancelled | RuntimeClosed)
+            if errors and isinstance(exc, RoutingError) and not stopped:
                 exc = AllProvidersFailed(
                     errors,
                     request_id=rid,
@@ -416,8 +449,16 @@ def run_request(
             error.provider = provider
         if error.request_id is None:
             error.request_id = rid
-        errors.append(error)
         now = clock.monotonic()
+        if isinstance(error, AttemptCancelled):
+            # Stopped by us, not failed: no failed provider, and no other one is tried.
+            final = cancelled_end(error.reason, rid)
+            yield Record(
+                outcome(decision, (now - attempt_started) * 1000.0, error=error),
+                ended(None, final, now),
+            )
+            raise final
+        errors.append(error)
         yield Record(outcome(decision, (now - attempt_started) * 1000.0, error=error), None)
         if not error.failover:
             yield from fail(error)

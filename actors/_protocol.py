@@ -42,6 +42,7 @@ __all__ = [
     "ApplyHealth",
     "AssignABVariant",
     "ClearRoutes",
+    "CloseLog",
     "CreatePool",
     "DescribeLog",
     "DescribeProvider",
@@ -280,6 +281,14 @@ class Flush(NamedTuple):
     """Ask: commit everything received so far. Answer: ``True``; raises the store's error."""
 
 
+class CloseLog(NamedTuple):
+    """Ask: commit what is pending, retrying a failing store for up to ``grace_s`` seconds.
+
+    Answer: a :class:`~routeledger.actors._writer.Unwritten` (what could not be written)."""
+
+    grace_s: float
+
+
 class GetMetrics(NamedTuple):
     """Ask: per-provider figures of what is committed. Answer: ``dict[str, ProviderMetrics]``."""
 
@@ -307,7 +316,7 @@ class DescribeLog(NamedTuple):
     """
 
 
-WriterMessage = Append | Flush | GetMetrics | GetUsage | GetABResults | DescribeLog
+WriterMessage = Append | CloseLog | Flush | GetMetrics | GetUsage | GetABResults | DescribeLog
 
 PING = Ping()
 SYNC = Sync()

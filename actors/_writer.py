@@ -11,11 +11,21 @@ If the store fails, requests keep being served: events wait in a buffer of at mo
 ``buffer_max_events``, the failure is logged, and commits are retried with backoff. Events
 beyond the buffer are counted, and the first successful commit records them as one explicit
 ``log.events_dropped`` gap event: never a silent drop.
+
+A backlog is committed in batches of at most ``batch_max_events``, and a batch the store
+refuses is halved for the next try (down to one event): on a nearly full disk, whatever
+space comes back is used, instead of one all-or-nothing transaction failing forever.
+
+At close (:class:`~routeledger.actors._protocol.CloseLog`) a failing store is retried for a
+grace period. What still cannot be written is reported (an ERROR line, and the
+:class:`Unwritten` answer the runtime's ``close()`` returns), and kept as one gap event beside
+the log file (:mod:`routeledger.store._gaps`) for the next start to record.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -23,6 +33,7 @@ import pykka
 
 from routeledger.actors._protocol import (
     Append,
+    CloseLog,
     DescribeLog,
     Flush,
     GetABResults,
@@ -31,19 +42,36 @@ from routeledger.actors._protocol import (
     WriterMessage,
 )
 from routeledger.events import Event, EventsDropped, Projections, StoreError
-from routeledger.store import EventNotStorable
+from routeledger.store import EventNotStorable, save_gap
 
 if TYPE_CHECKING:
     from routeledger.actors._clock import Clock
     from routeledger.events import LogConfig, ProviderMetrics
     from routeledger.store import EventStore
 
-__all__ = ["Append", "EventWriter", "Flush", "LogView", "LogWriterActor", "latency_buckets"]
+__all__ = [
+    "Append",
+    "EventWriter",
+    "Flush",
+    "LogView",
+    "LogWriterActor",
+    "Unwritten",
+    "latency_buckets",
+]
 
 log = logging.getLogger("routeledger")
 
 RETRY_MIN_S = 0.05
 RETRY_MAX_S = 2.0
+
+
+class Unwritten(NamedTuple):
+    """What a closing writer could not write: ``events`` lost from the log, and why."""
+
+    events: int = 0
+    error: str | None = None
+    kept: bool = False
+    """A gap event describing them is kept beside the log for the next start."""
 
 
 class LogView(NamedTuple):
@@ -83,6 +111,10 @@ class EventWriter:
         self._dropped_last = 0.0
         self._retry_at = 0.0
         self._retry_delay = RETRY_MIN_S
+        self._gap_at = 0
+        self._gap_reason = ""
+        """Where in ``pending`` the dropped events were lost (the gap event goes there)."""
+        self._batch = config.batch_max_events
 
     def add(self, events: list[Event]) -> None:
         """Queue events; past the buffer's bound they are counted as dropped."""
@@ -92,19 +124,30 @@ class EventWriter:
             return
         keep, lost = events[: max(room, 0)], events[max(room, 0) :]
         self.pending.extend(keep)
-        self._drop(lost)
+        self._drop(lost, at=len(self.pending))
 
-    def _drop(self, lost: list[Event]) -> None:
-        """Count events that will never be stored, for the next gap event."""
+    def _drop(self, lost: list[Event], *, at: int) -> None:
+        """Count events that will never be stored, for the next gap event.
+
+        ``at`` is where in :attr:`pending` they were lost: the gap event is written there.
+        """
         if not self.dropped:
             self._dropped_first = lost[0].ts
+            self._gap_at = at
+            self._gap_reason = f"event log unavailable: {self.error}" if self.error else ""
         self.dropped += len(lost)
         self._dropped_last = lost[-1].ts
+        self._gap_at = min(self._gap_at, at)
 
     @property
     def full(self) -> bool:
         """Return whether a batch is ready regardless of what else is coming."""
         return len(self.pending) >= self.config.batch_max_events
+
+    @property
+    def unwritten(self) -> int:
+        """Return how many events received are not in the log (pending or dropped)."""
+        return len(self.pending) + self.dropped
 
     def commit(self, *, force: bool = False) -> bool:
         """Write what is pending; return whether everything is durable now.
@@ -116,32 +159,49 @@ class EventWriter:
             return True
         if self.error is not None and not force and self.clock.monotonic() < self._retry_at:
             return False
-        batch = self.pending
-        if self.dropped:
-            batch = [
-                *batch,
-                EventsDropped(
-                    ts=self.clock.time(),
-                    count=self.dropped,
-                    first_ts=self._dropped_first,
-                    last_ts=self._dropped_last,
-                    reason=f"event log unavailable: {self.error}" if self.error else "",
-                ),
-            ]
+        while self.pending or self.dropped:
+            if not self._commit_batch():
+                return False
+        return True
+
+    def _gap(self) -> EventsDropped:
+        return EventsDropped(
+            ts=self.clock.time(),
+            count=self.dropped,
+            first_ts=self._dropped_first,
+            last_ts=self._dropped_last,
+            reason=self._gap_reason
+            or (f"event log unavailable: {self.error}" if self.error else ""),
+        )
+
+    def _commit_batch(self) -> bool:
+        """Write the next batch (at most ``_batch`` events); return whether it was written."""
+        n = min(self._batch, len(self.pending))
+        gap = None
+        if self.dropped and self._gap_at <= n:
+            n = self._gap_at
+            gap = self._gap()
+        batch = self.pending[:n]
+        if gap is not None:
+            batch.append(gap)
         try:
             positions = self.store.append(batch)
         except EventNotStorable as exc:
             # A fault in one event, not in the store: retrying would fail forever. Leave it
             # out, count it in the gap event, and write the rest at once.
             log.error("event log: an event cannot be stored and is dropped: %s", exc)
-            bad = self.pending.pop(exc.index) if exc.index < len(self.pending) else None
-            if bad is None:  # the gap event itself: cannot happen, but never loop
+            if exc.index >= n:  # the gap event itself: cannot happen, but never loop
                 self.dropped = 0
                 return False
-            self._drop([bad])
-            return self.commit(force=force)
+            bad = self.pending.pop(exc.index)
+            if self.dropped and exc.index < self._gap_at:
+                self._gap_at -= 1
+            self._drop([bad], at=exc.index)
+            return True
         except StoreError as exc:
             self._failed(exc)
+            # A smaller batch may fit where this one did not (a nearly full disk).
+            self._batch = max(1, n // 2)
             return False
         if self.error is not None:
             log.warning("event log recovered; %d buffered events written", len(batch))
@@ -149,12 +209,57 @@ class EventWriter:
             self._retry_delay = RETRY_MIN_S
             if self.on_error is not None:
                 self.on_error(None)
-        self.pending = []
-        self.dropped = 0
+        del self.pending[:n]
+        if gap is not None:
+            self.dropped = 0
+        else:
+            self._gap_at -= n
+        self._batch = min(self._batch * 2, self.config.batch_max_events)
         apply = self.projections.apply
         for position, event in zip(positions, batch, strict=True):
             apply(position, event)
         return True
+
+    def close(self, grace_s: float) -> Unwritten:
+        """Commit what is pending, retrying a failing store for up to ``grace_s`` (real time).
+
+        What cannot be written is logged at ERROR and kept as a gap event beside the log
+        file (when the store is a file) for the next start to record.
+        """
+        deadline = time.monotonic() + grace_s
+        delay = RETRY_MIN_S
+        while not self.commit(force=True):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, RETRY_MAX_S)
+        lost = self.unwritten
+        if not lost:
+            return Unwritten()
+        error = str(self.error) if self.error is not None else "the store refused the events"
+        path = getattr(self.store, "path", None)
+        first = self.pending[0].ts if self.pending else self._dropped_first
+        last = self._dropped_last if self.dropped else self.pending[-1].ts
+        gap = EventsDropped(
+            ts=self.clock.time(),
+            count=lost,
+            first_ts=first,
+            last_ts=last,
+            reason=f"not written before the runtime closed: {error}",
+        )
+        kept = isinstance(path, str) and save_gap(path, gap)
+        log.error(
+            "event log: %d events could not be written before close (%s); %s",
+            lost,
+            error,
+            "a gap event beside the log records them at the next start"
+            if kept
+            else "they are lost, and no gap event could be kept",
+        )
+        self.pending = []
+        self.dropped = 0
+        return Unwritten(lost, error, kept)
 
     def _failed(self, exc: StoreError) -> None:
         if self.error is None:
@@ -216,6 +321,8 @@ class LogWriterActor(pykka.ThreadingActor):
                 except Exception:
                     log.exception("log writer: unexpected failure")
                 return None
+            case CloseLog(grace_s):
+                return writer.close(grace_s)
             case Flush():
                 if not writer.commit(force=True):
                     assert writer.error is not None

@@ -20,14 +20,17 @@ Every error routeledger raises derives from :class:`RouteledgerError`. Lower-lev
     │   ├── ProviderTimeout             sent, no answer: maybe billed  retryable
     │   ├── ProtocolError               answer is not the expected shape   failover only
     │   ├── ProviderSaturated           the provider's budget is full  failover only
-    │   └── StreamInterrupted           a stream broke after its first chunk reached the caller
-    │       └── StreamCancelled         the caller stopped reading (not the provider's fault)
+    │   ├── StreamInterrupted           a stream broke after its first chunk reached the caller
+    │   │   └── StreamCancelled         the caller stopped reading (not the provider's fault)
+    │   └── AttemptCancelled            stopped by a cancel or shutdown (not the provider's fault)
     ├── RoutingError                    no provider could serve the request
     │   ├── NoCapableProvider           every candidate was filtered out
     │   ├── AllProvidersUnhealthy       every candidate's circuit is open
     │   ├── AllProvidersFailed          the attempts ran out; .attempts lists each failure
     │   ├── AllProvidersSaturated       every candidate's budget stayed full past the wait
-    │   └── DeadlineExceeded            the request's deadline passed
+    │   ├── DeadlineExceeded            the request's deadline passed
+    │   ├── RequestCancelled            the caller cancelled the request (an asyncio task)
+    │   └── RuntimeClosed               the runtime is closed, or closed before the request ended
     └── StoreError                      the event log failed
         ├── StoreLocked                 another writer held the database past the busy timeout
         ├── StoreFull                   the disk or the database size limit is full
@@ -47,6 +50,7 @@ __all__ = [
     "AllProvidersFailed",
     "AllProvidersSaturated",
     "AllProvidersUnhealthy",
+    "AttemptCancelled",
     "AuthenticationError",
     "BadRequest",
     "ConfigError",
@@ -61,9 +65,11 @@ __all__ = [
     "ProviderUnavailable",
     "QuotaExceeded",
     "RateLimited",
+    "RequestCancelled",
     "RequestError",
     "RouteledgerError",
     "RoutingError",
+    "RuntimeClosed",
     "SchemaVersionError",
     "StoreCorrupted",
     "StoreError",
@@ -201,8 +207,37 @@ class StreamCancelled(StreamInterrupted):
     """The caller closed a stream before its end; this says nothing about the provider."""
 
 
+class AttemptCancelled(ProviderError):
+    """An attempt stopped because its request was cancelled or the runtime shut down.
+
+    Its HTTP exchange was closed by us: this says nothing about the provider (its circuit and
+    failure counts ignore it), and no other provider is tried.
+    """
+
+    failover = False
+    maybe_billed = True
+    reason: str = "cancelled"
+    """``"cancelled"`` (by the caller) or ``"shutdown"`` (the runtime closed)."""
+
+
 class RoutingError(RouteledgerError):
     """No provider could serve the request."""
+
+
+class RequestCancelled(RoutingError):
+    """The caller cancelled the request (its asyncio task was cancelled).
+
+    Recorded as the request's end; the caller itself sees ``asyncio.CancelledError``.
+    """
+
+
+class RuntimeClosed(RoutingError):
+    """The runtime is closed (or closing), or it closed before this request could end.
+
+    A graceful :meth:`~routeledger.Runtime.close` refuses new requests with this error, lets
+    requests in flight finish within its grace period, and ends the rest with it (recorded as
+    the request's end, with reason ``shutdown``). It never blames a provider.
+    """
 
 
 class NoCapableProvider(RoutingError):

@@ -26,6 +26,7 @@ import msgspec
 from routeledger.events._errors import StoreCorrupted, UnknownEventType
 
 __all__ = [
+    "CANCELLATIONS",
     "EVENT_TYPES",
     "UPCASTERS",
     "ABMetricsRecorded",
@@ -157,6 +158,11 @@ class AttemptSucceeded(Event, frozen=True, kw_only=True, tag="attempt.succeeded"
     cost: float | None = None
     stream: bool = False
     ts: float
+
+
+CANCELLATIONS = frozenset({"StreamCancelled", "AttemptCancelled"})
+"""The ``error`` of an ``attempt.failed`` stopped by the caller or by the runtime: counted as
+``cancelled``, never as the provider's failure."""
 
 
 class AttemptFailed(Event, frozen=True, kw_only=True, tag="attempt.failed"):

@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterator, Mapping
 
 from routeledger.events._events import (
+    CANCELLATIONS,
     AttemptFailed,
     AttemptSucceeded,
     Event,
@@ -190,8 +191,9 @@ class MetricsProjection(Mapping[str, ProviderMetrics]):
     def _on_failed(self, event: AttemptFailed) -> None:
         state = self._state(event.provider)
         state.requests += 1
-        # A stream the caller closed early is not the provider's failure.
-        if event.error == "StreamCancelled":
+        # A stream the caller closed early, or an attempt we stopped, is not the provider's
+        # failure.
+        if event.error in CANCELLATIONS:
             state.cancelled += 1
         else:
             state.failures += 1

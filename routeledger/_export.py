@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from routeledger.actors._writer import latency_buckets
 from routeledger.events import (
+    CANCELLATIONS,
     AttemptFailed,
     AttemptSucceeded,
     CircuitStateChanged,
@@ -196,7 +197,7 @@ class ExportFold:
 
     def _on_attempt_failed(self, event: AttemptFailed) -> None:
         provider, model = event.provider, event.model
-        outcome = "cancelled" if event.error == "StreamCancelled" else "failure"
+        outcome = "cancelled" if event.error in CANCELLATIONS else "failure"
         self.attempts[provider, model, outcome] += 1
         self.attempt_errors[provider, model, event.error] += 1
         if event.attempt > 1:

@@ -12,12 +12,19 @@ A completion runs the policy to its end (:meth:`ThreadedInterpreter.complete`). 
 generator (:meth:`ThreadedInterpreter.stream`): the policy runs until the first chunk, then
 its :class:`~routeledger.actors._failover.Relay` effect hands the chunks to the caller one by
 one, and how the relay ended goes back into the policy, which records it.
+
+Every run has a :class:`~routeledger.actors.wire.CancelScope`. Cancelling it (an async caller's
+task was cancelled, or :meth:`ThreadedInterpreter.drain` gave up waiting at shutdown) shuts
+down the socket of the attempt in flight and ends pauses and waits: the attempt ends as
+:class:`~routeledger.events.AttemptCancelled` (never counted against its provider), its slot
+is released, and the policy records the request's end as cancelled or ``shutdown``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +39,11 @@ from routeledger.actors._failover import (
     Relay,
     Send,
     StreamEnd,
+    attempt_cancelled,
+    cancelled_end,
     start_request,
 )
+from routeledger.actors.wire import CancelScope
 from routeledger.events import (
     ProviderConnectError,
     ProviderError,
@@ -91,6 +101,9 @@ class ThreadedInterpreter:
         self._timeouts = {name: h.config.timeout_s for name, h in handles.items()}
         self._waiting = 0
         self._waiting_lock = threading.Lock()
+        # The scopes of the runs in flight, for drain() at shutdown.
+        self._live: set[CancelScope] = set()
+        self._idle = threading.Condition()
 
     def _start(self, query: RouteQuery) -> Policy:
         return start_request(
@@ -103,44 +116,95 @@ class ThreadedInterpreter:
 
     # -- the two ways a request runs --------------------------------------------------------
 
-    def complete(self, query: RouteQuery) -> Response:
+    def complete(self, query: RouteQuery, scope: CancelScope | None = None) -> Response:
         """Run a completion to its end and return its response (or raise its error)."""
-        run = _Run(self, query)
-        policy = self._start(query)
-        send: Any = None
-        throw: BaseException | None = None
-        while True:
-            try:
-                effect = policy.throw(throw) if throw is not None else policy.send(send)
-            except StopIteration as stop:
-                assert isinstance(stop.value, Response)
-                return stop.value
-            send, throw = run.perform(effect)
-
-    def stream(self, query: RouteQuery) -> Iterator[StreamChunk]:
-        """Run a stream: yield its chunks once one provider's first chunk has arrived."""
-        run = _Run(self, query)
-        policy = self._start(query)
-        send: Any = None
-        throw: BaseException | None = None
-        while True:
-            try:
-                effect = policy.throw(throw) if throw is not None else policy.send(send)
-            except StopIteration:
-                return
-            if type(effect) is not Relay:
+        run = _Run(self, query, scope or CancelScope())
+        self._enter(run.scope)
+        try:
+            policy = self._start(query)
+            send: Any = None
+            throw: BaseException | None = None
+            while True:
+                try:
+                    effect = policy.throw(throw) if throw is not None else policy.send(send)
+                except StopIteration as stop:
+                    assert isinstance(stop.value, Response)
+                    return stop.value
                 send, throw = run.perform(effect)
-                continue
-            relay = _StreamRelay(effect.stream, effect.decision)
-            try:
-                yield from relay.chunks()
-            except GeneratorExit:
-                # The caller closed the stream: record how far it got (the policy's last
-                # effects), then let the generator close.
-                _record_end(policy, run, relay.stop_early())
-                return
-            assert relay.end is not None
-            send, throw = relay.end, None
+        finally:
+            self._leave(run.scope)
+
+    def stream(self, query: RouteQuery, scope: CancelScope | None = None) -> Iterator[StreamChunk]:
+        """Run a stream: yield its chunks once one provider's first chunk has arrived."""
+        run = _Run(self, query, scope or CancelScope())
+        self._enter(run.scope)
+        try:
+            policy = self._start(query)
+            send: Any = None
+            throw: BaseException | None = None
+            while True:
+                try:
+                    effect = policy.throw(throw) if throw is not None else policy.send(send)
+                except StopIteration:
+                    return
+                if type(effect) is not Relay:
+                    send, throw = run.perform(effect)
+                    continue
+                relay = _StreamRelay(effect.stream, effect.decision, run.scope)
+                try:
+                    yield from relay.chunks()
+                except GeneratorExit:
+                    # The caller closed the stream: record how far it got (the policy's last
+                    # effects), then let the generator close.
+                    _record_end(policy, run, relay.stop_early())
+                    return
+                assert relay.end is not None
+                send, throw = relay.end, None
+        finally:
+            self._leave(run.scope)
+
+    # -- runs in flight ---------------------------------------------------------------------
+
+    def _enter(self, scope: CancelScope) -> None:
+        with self._idle:
+            self._live.add(scope)
+
+    def _leave(self, scope: CancelScope) -> None:
+        with self._idle:
+            self._live.discard(scope)
+            if not self._live:
+                self._idle.notify_all()
+
+    def cancel(self, scope: CancelScope, reason: str = "cancelled") -> None:
+        """Cancel one run (see :class:`CancelScope`), waking it if it waits for capacity."""
+        scope.cancel(reason)
+        self._signal.notify()
+
+    @property
+    def in_flight(self) -> int:
+        """Return how many requests are running."""
+        return len(self._live)
+
+    def drain(self, grace_s: float, *, settle_s: float = 2.0) -> int:
+        """Wait up to ``grace_s`` for the requests in flight, then cancel the rest.
+
+        Cancelled requests end at once (their sockets are shut down); this waits up to
+        ``settle_s`` more for them to record their ends. Returns how many were cancelled.
+        """
+        deadline = time.monotonic() + grace_s  # shutdown runs on real time, whatever the clock
+        with self._idle:
+            while self._live and (left := deadline - time.monotonic()) > 0:
+                self._idle.wait(left)
+            rest = list(self._live)
+        for scope in rest:
+            scope.cancel("shutdown")
+        if rest:
+            self._signal.notify()  # wake requests waiting for capacity
+            settle = time.monotonic() + settle_s
+            with self._idle:
+                while self._live and (left := settle - time.monotonic()) > 0:
+                    self._idle.wait(left)
+        return len(rest)
 
     # -- effects shared by both -------------------------------------------------------------
 
@@ -200,11 +264,14 @@ class ThreadedInterpreter:
 class _Run:
     """One request's run through the interpreter: what its next effects depend on."""
 
-    __slots__ = ("first", "interpreter", "query", "seen")
+    __slots__ = ("first", "interpreter", "query", "scope", "seen")
 
-    def __init__(self, interpreter: ThreadedInterpreter, query: RouteQuery) -> None:
+    def __init__(
+        self, interpreter: ThreadedInterpreter, query: RouteQuery, scope: CancelScope
+    ) -> None:
         self.interpreter = interpreter
         self.query = query
+        self.scope = scope
         self.first = True
         # The capacity generation before the last decision: no release in between is missed.
         self.seen = 0
@@ -212,7 +279,11 @@ class _Run:
     def perform(self, effect: Effect) -> tuple[Any, BaseException | None]:
         """Perform one effect; return what to send into the policy, or what to throw."""
         it = self.interpreter
+        scope = self.scope
+        rid = self.query.request.request_id
         try:
+            if scope.reason is not None and type(effect) is not Record:
+                return self._stopped(effect, scope.reason)
             match effect:
                 case Choose(attempt, tried, banned, not_before):
                     self.seen = it._signal.generation
@@ -227,18 +298,39 @@ class _Run:
                     )
                     return decision, None
                 case Send(decision, timeout_s):
-                    return it._call(decision, self.query.request, timeout_s), None
+                    with scope.entered():
+                        try:
+                            return it._call(decision, self.query.request, timeout_s), None
+                        except ProviderError:
+                            if scope.reason is None:
+                                raise
+                            # Our own cancel broke the exchange: not the provider's failure.
+                            provider = decision.route.provider
+                            return None, attempt_cancelled(scope.reason, provider, rid)
                 case Record():
                     it._record(effect, self.query)
                 case Pause(seconds):
-                    it._clock.sleep(seconds)
+                    scope.sleep(it._clock, seconds)
                 case AwaitCapacity(timeout_s):
-                    return it._await_capacity(self.seen, timeout_s), None
+                    freed = it._await_capacity(self.seen, timeout_s)
+                    if scope.reason is not None:
+                        return None, cancelled_end(scope.reason, rid)
+                    return freed, None
                 case Relay():
                     raise TypeError("a completion's policy asked to relay a stream")
         except Exception as exc:
             return None, exc
         return None, None
+
+    def _stopped(self, effect: Effect, reason: str) -> tuple[Any, BaseException | None]:
+        """Answer ``effect`` of a cancelled run: it goes no further."""
+        rid = self.query.request.request_id
+        if type(effect) is Send:
+            effect.decision.budget.release()  # the policy counts on the call releasing it
+            return None, attempt_cancelled(reason, effect.decision.route.provider, rid)
+        if type(effect) is Pause:
+            return None, None  # the next decision is refused
+        return None, cancelled_end(reason, rid)
 
 
 class _StreamRelay:
@@ -247,11 +339,12 @@ class _StreamRelay:
     The provider's slot is released as soon as the stream ends, however it ends.
     """
 
-    __slots__ = ("_closed", "answer", "decision", "end", "opened")
+    __slots__ = ("_closed", "answer", "decision", "end", "opened", "scope")
 
-    def __init__(self, opened: OpenedStream, decision: Decision) -> None:
+    def __init__(self, opened: OpenedStream, decision: Decision, scope: CancelScope) -> None:
         self.opened = opened
         self.decision = decision
+        self.scope = scope
         self.answer = StreamedAnswer(decision.model)
         self.end: StreamEnd | None = None
         self._closed = False
@@ -260,17 +353,25 @@ class _StreamRelay:
         """Yield every chunk; set :attr:`end` when the stream ends by itself."""
         chunk = self.opened.first
         rest = self.opened.rest
+        scope = self.scope
         try:
             while True:
                 self.answer.add(chunk)
                 yield chunk
-                try:
-                    chunk = next(rest)
-                except StopIteration:
-                    break
+                # The scope is entered per read, never across a yield: the caller may
+                # resume this generator from another thread (astream does).
+                with scope.entered():
+                    try:
+                        chunk = next(rest)
+                    except StopIteration:
+                        break
         except ProviderError as exc:
             self._close()
-            self.end = StreamEnd(error=exc, usage=self.answer.usage, cost=self.answer.cost)
+            usage, cost = self.answer.usage, self.answer.cost
+            if scope.reason is not None:
+                self.end = StreamEnd(cancelled=True, usage=usage, cost=cost, reason=scope.reason)
+            else:
+                self.end = StreamEnd(error=exc, usage=usage, cost=cost)
             return
         self._close()
         self.end = self._whole()

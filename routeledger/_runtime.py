@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import functools
 import logging
 import os
@@ -24,7 +25,7 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import msgspec
 import pykka
@@ -44,6 +45,7 @@ from routeledger.actors._protocol import (
     TICK,
     AssignABVariant,
     ClearRoutes,
+    CloseLog,
     CreatePool,
     DescribeLog,
     DescribeProvider,
@@ -74,7 +76,8 @@ from routeledger.actors._provider import (
 from routeledger.actors._resume import plan_resume
 from routeledger.actors._router import Router
 from routeledger.actors._supervisor import SupervisorActor
-from routeledger.actors._writer import EventWriter, LogWriterActor
+from routeledger.actors._writer import EventWriter, LogWriterActor, Unwritten
+from routeledger.actors.wire import CancelScope
 from routeledger.events import (
     ABAssignment,
     ABTestConfig,
@@ -94,6 +97,7 @@ from routeledger.events import (
     Response,
     RouteResult,
     RoutingError,
+    RuntimeClosed,
     RuntimeConfig,
     StoreError,
     StreamChunk,
@@ -101,13 +105,15 @@ from routeledger.events import (
     validate_config,
     validate_request,
 )
-from routeledger.store import EventStore, MemoryStore, SQLiteStore
+from routeledger.store import EventStore, MemoryStore, SQLiteStore, forget_gaps, take_gaps
 
 if TYPE_CHECKING:
     from routeledger.actors._writer import LogView
     from routeledger.prometheus import RuntimeCollector
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "ShutdownReport"]
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("routeledger")
 
@@ -125,6 +131,39 @@ def _close_open_runtimes() -> None:
             rt.close()
         except Exception:
             log.exception("closing a runtime at exit failed")
+
+
+CANCEL_SETTLE_S = 5.0
+"""How long a cancelled async call waits for its worker to end (it ends at once)."""
+
+CLOSE_GRACE_S = 10.0
+"""How long ``close()`` waits for requests in flight, and then for a failing store."""
+
+
+async def _settle(future: concurrent.futures.Future[Any]) -> None:
+    """Wait (briefly) for a cancelled call's worker to end; its result is nobody's now."""
+    waiter = asyncio.wrap_future(future)
+    await asyncio.wait([waiter], timeout=CANCEL_SETTLE_S)
+    if waiter.done() and not waiter.cancelled():
+        waiter.exception()  # retrieved: the caller sees CancelledError instead
+
+
+class ShutdownReport(NamedTuple):
+    """What :meth:`Runtime.close` could not finish; all zero after a clean close."""
+
+    cancelled_requests: int = 0
+    """Requests still in flight after the grace period, ended with ``RuntimeClosed``."""
+    unwritten_events: int = 0
+    """Events the store refused until the end: not in the log."""
+    store_error: str | None = None
+    """Why they were refused."""
+    gap_kept: bool = False
+    """A gap event for them is kept beside the log file, for the next start to record."""
+
+    @property
+    def clean(self) -> bool:
+        """Return whether nothing was cancelled or lost."""
+        return not self.cancelled_requests and not self.unwritten_events
 
 
 class Runtime:
@@ -197,6 +236,7 @@ class Runtime:
         self._clock = clock
         self._closed = False
         self._close_lock = threading.Lock()
+        self._report = ShutdownReport()
         self._environ = environ
         self._adapter_factory = adapter_factory
         self.rng = random.Random(seed)
@@ -242,6 +282,11 @@ class Runtime:
             )
         )
         emit = BufferedEmitter(self._writer, self._bus)
+        # Events an earlier runtime could not write before it closed: its gap goes in first.
+        log_file = getattr(self._store, "path", None)
+        kept_gaps = take_gaps(log_file) if isinstance(log_file, str) else []
+        if kept_gaps:
+            emit(list(kept_gaps))
         if dropped is not None:
             emit([dropped])
         emit(
@@ -273,6 +318,13 @@ class Runtime:
             resume=resume,
         )
         emit.send()  # the configuration, pools and A/B tests, before anything else
+        if kept_gaps:
+            try:
+                self._writer.ask(Flush(), timeout=ASK_TIMEOUT_S)
+            except StoreError:
+                pass  # still buffered: the gap file stays until a later start writes it
+            else:
+                forget_gaps(str(log_file))
         self._desk = RoutingDesk(router, emit)
         self._supervisor = SupervisorActor.start(
             desk=self._desk,
@@ -335,13 +387,22 @@ class Runtime:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def close(self) -> None:
-        """Flush the log, stop every actor and close every connection (idempotent)."""
+    def close(self, grace_s: float = CLOSE_GRACE_S) -> ShutdownReport:
+        """Close gracefully; return what the shutdown could not finish (idempotent).
+
+        New requests are refused at once with :class:`RuntimeClosed`. Requests in flight
+        may finish within ``grace_s`` seconds; the rest are cancelled (their HTTP exchanges
+        closed) and end with ``RuntimeClosed``, recorded with reason ``shutdown`` and never
+        against their provider. Then the log is flushed, retrying a failing store for up to
+        ``grace_s`` more; events it still cannot write are reported here and at ERROR, and
+        kept as a gap event for the next start. Every actor and connection is closed.
+        """
         with self._close_lock:
             if self._closed:
-                return
+                return self._report
             self._closed = True
             _OPEN.discard(self)
+        cancelled = self._requests.drain(grace_s)
         self._executor.shutdown(wait=True, cancel_futures=True)
         # Refuse new decisions and send what gathered; let the health actor observe it (its
         # transitions then wait in the supervisor's mailbox, ahead of the stop), so nothing
@@ -361,7 +422,11 @@ class Runtime:
                 ref.stop(block=True, timeout=ASK_TIMEOUT_S)
             except (pykka.ActorDeadError, pykka.Timeout):
                 pass
+        unwritten = Unwritten()
         try:
+            answer = self._writer.ask(CloseLog(grace_s), timeout=grace_s + ASK_TIMEOUT_S)
+            if isinstance(answer, Unwritten):
+                unwritten = answer
             self._writer.stop(block=True, timeout=ASK_TIMEOUT_S)
         except (pykka.ActorDeadError, pykka.Timeout):
             pass
@@ -370,10 +435,17 @@ class Runtime:
             for client in handle.clients:
                 client.close()
         self._store.close()
+        self._report = ShutdownReport(
+            cancelled_requests=cancelled,
+            unwritten_events=unwritten.events,
+            store_error=unwritten.error,
+            gap_kept=unwritten.kept,
+        )
+        return self._report
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RoutingError("the runtime is closed")
+            raise RuntimeClosed("the runtime is closed")
 
     # -- actor plumbing ---------------------------------------------------------------------
 
@@ -426,6 +498,17 @@ class Runtime:
             BadRequest: A provider rejected the request itself (not retried anywhere).
             RoutingError: No provider could serve it (``AllProvidersFailed`` lists attempts).
         """
+        return self._complete(request, preferred_provider, requirements, pool, ab_test, None)
+
+    def _complete(
+        self,
+        request: Request,
+        preferred_provider: str | None,
+        requirements: Requirements | None,
+        pool: str | None,
+        ab_test: str | None,
+        scope: CancelScope | None,
+    ) -> Response:
         if isinstance(request, Request) and request.stream:  # else _prepare refuses it
             request = msgspec.structs.replace(request, stream=False)
         query = self._prepare(request, preferred_provider, requirements, pool, ab_test)
@@ -445,7 +528,7 @@ class Runtime:
                 )
                 self._supervisor.tell(RecordCacheHit(query, response))
                 return response
-        response = self._requests.complete(query)
+        response = self._requests.complete(query, scope)
         if self._cache is not None and key is not None:
             self._cache.put(key, response)
         return response
@@ -464,10 +547,21 @@ class Runtime:
         After that, a broken stream raises :class:`StreamInterrupted` (it is never re-run
         silently). Closing the iterator early releases the provider's slot.
         """
+        return self._stream(request, preferred_provider, requirements, pool, ab_test, None)
+
+    def _stream(
+        self,
+        request: Request,
+        preferred_provider: str | None,
+        requirements: Requirements | None,
+        pool: str | None,
+        ab_test: str | None,
+        scope: CancelScope | None,
+    ) -> Iterator[StreamChunk]:
         if isinstance(request, Request) and not request.stream:  # else _prepare refuses it
             request = msgspec.structs.replace(request, stream=True)
         query = self._prepare(request, preferred_provider, requirements, pool, ab_test)
-        return self._requests.stream(query)
+        return self._requests.stream(query, scope)
 
     async def acomplete(
         self,
@@ -478,19 +572,23 @@ class Runtime:
         pool: str | None = None,
         ab_test: str | None = None,
     ) -> Response:
-        """Like :meth:`complete`, on the runtime's worker threads (never blocks the loop)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor,
-            functools.partial(
-                self.complete,
-                request,
-                preferred_provider,
-                requirements=requirements,
-                pool=pool,
-                ab_test=ab_test,
-            ),
+        """Like :meth:`complete`, on the runtime's worker threads (never blocks the loop).
+
+        Cancelling the awaiting task cancels the request: its HTTP exchange is closed, its
+        slot released at once, and it is recorded as cancelled (not against the provider).
+        """
+        scope = CancelScope()
+        future = self._submit(
+            self._complete, request, preferred_provider, requirements, pool, ab_test, scope
         )
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            self._requests.cancel(scope)
+            # The cancel makes the worker return at once; waiting for it means the slot is
+            # free and the cancellation recorded when the caller sees CancelledError.
+            await _settle(future)
+            raise
 
     async def astream(
         self,
@@ -501,21 +599,39 @@ class Runtime:
         pool: str | None = None,
         ab_test: str | None = None,
     ) -> AsyncIterator[StreamChunk]:
-        """Like :meth:`stream`, each chunk fetched on a worker thread."""
-        loop = asyncio.get_running_loop()
-        it = self.stream(
-            request, preferred_provider, requirements=requirements, pool=pool, ab_test=ab_test
-        )
+        """Like :meth:`stream`, each chunk fetched on a worker thread.
+
+        Cancelling the consuming task cancels the stream as :meth:`acomplete` does.
+        """
+        scope = CancelScope()
+        it = self._stream(request, preferred_provider, requirements, pool, ab_test, scope)
+        future: concurrent.futures.Future[StreamChunk | None] | None = None
         try:
             while True:
-                chunk = await loop.run_in_executor(self._executor, next, it, None)
+                future = self._submit(next, it, None)
+                chunk = await asyncio.wrap_future(future)
                 if chunk is None:
                     return
                 yield chunk
+        except asyncio.CancelledError:
+            self._requests.cancel(scope)
+            raise
         finally:
+            if future is not None and not future.done():
+                # The worker is inside next(it): closing the generator now would fail
+                # ("generator already executing"). The cancel makes it return at once.
+                await _settle(future)
             close = getattr(it, "close", None)
-            if close is not None:
-                await loop.run_in_executor(self._executor, close)
+            if close is not None and (future is None or future.done()):
+                close()  # records how far the stream got; no blocking I/O
+
+    def _submit(self, fn: Callable[..., _T], *args: Any) -> concurrent.futures.Future[_T]:
+        """Run ``fn`` on a worker thread; a closing runtime refuses new work clearly."""
+        self._check_open()
+        try:
+            return self._executor.submit(fn, *args)
+        except RuntimeError:  # the executor was shut down by close() meanwhile
+            raise RuntimeClosed("the runtime is closed") from None
 
     # -- routing without a call -------------------------------------------------------------
 

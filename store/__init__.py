@@ -8,6 +8,7 @@ log into any :class:`Projection`.
 from __future__ import annotations
 
 from routeledger.store._base import EventStore, Projection, StoredEvent
+from routeledger.store._gaps import forget_gaps, gaps_path, save_gap, take_gaps
 from routeledger.store._mapper import EventNotStorable, EventRow, event_to_row, row_to_event
 from routeledger.store._memory import MemoryStore
 from routeledger.store._schema import SCHEMA_VERSION
@@ -23,6 +24,10 @@ __all__ = [
     "SQLiteStore",
     "StoredEvent",
     "event_to_row",
+    "forget_gaps",
+    "gaps_path",
     "open_store",
     "row_to_event",
+    "save_gap",
+    "take_gaps",
 ]

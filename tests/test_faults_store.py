@@ -245,6 +245,40 @@ def test_full_store_without_overflow_writes_every_buffered_event(
     assert not [s for s in stored if isinstance(s.event, EventsDropped)]
 
 
+def test_a_backlog_is_written_in_smaller_batches_when_only_a_little_space_comes_back(
+    db: Path, fake: FakeProvider
+) -> None:
+    """A backlog too big for the space freed is written in part, not refused as a whole."""
+    store = SQLiteStore(db, max_size_bytes=64 * 1024)
+    log = LogConfig(include_text=True)
+    with start(fake, store, log=log) as rt:
+        while True:
+            rt.complete(request("z" * 3000))
+            try:
+                rt.flush()
+            except StoreFull:
+                break
+        for _ in range(30):  # a backlog of some 150 events, about 100 KiB of text
+            rt.complete(request("z" * 3000))
+        before = len(read(db))
+        writer = store._writer  # type: ignore[union-attr]  # open
+        (pages,) = writer.execute("PRAGMA page_count").fetchone()
+        writer.execute(f"PRAGMA max_page_count = {pages + 8}")  # room for a few events only
+        for _ in range(12):  # each flush tries once, with a smaller batch after a refusal
+            try:
+                rt.flush()
+                break
+            except StoreFull:
+                pass
+        after = read(db)
+        assert len(after) > before, "no progress although some space came back"
+        assert_gapless(after)
+        writer.execute("PRAGMA max_page_count = 1000000")
+        rt.flush()
+        assert rt.get_metrics() == replay(db).metrics
+    assert not [s for s in read(db) if isinstance(s.event, EventsDropped)]
+
+
 # --- bad files ------------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ appear in the database files, the logs, any exception, or any command's output.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -368,3 +369,28 @@ def test_key_echoed_inside_200_answers_reaches_no_error_log_or_command(
         assert main(argv) == 0, argv
         out = capsys.readouterr()
         assert CANARY not in out.out + out.err, argv
+
+
+def test_a_password_in_base_url_reaches_neither_the_log_nor_errors(tmp_path: Path) -> None:
+    """config.applied stores base_url with its password masked; the adapter's repr masks it."""
+    from routeledger.actors.wire import make_adapter
+
+    password = "pw-canary-3e2d1c"
+    provider = ProviderConfig(
+        name="a",
+        kind="openai",
+        base_url=f"http://me:{password}@127.0.0.1:9/v1",
+        models=[ModelSpec(name="m")],
+    )
+    db = tmp_path / "events.sqlite"
+    with Runtime.start(
+        RuntimeConfig(providers=[provider]), event_log=db, active_health_checks=False
+    ) as rt:
+        rt.flush()
+    assert password.encode() not in b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    with sqlite3.connect(db) as conn:
+        (data,) = conn.execute("SELECT data FROM events WHERE type = 'config.applied'").fetchone()
+    conn.close()
+    summary = msgspec.json.decode(data)["summary"]
+    assert summary["providers"][0]["base_url"] == "http://me:***@127.0.0.1:9/v1"
+    assert password not in repr(make_adapter(provider))

@@ -16,6 +16,7 @@ from types import MappingProxyType
 import httpx
 
 from routeledger.actors.wire._anthropic import AnthropicAdapter
+from routeledger.actors.wire._cancel import CancelScope
 from routeledger.actors.wire._errors import (
     WallClock,
     classify,
@@ -39,6 +40,7 @@ from routeledger.events import ConfigError, ProviderConfig, Secret, is_loopback
 __all__ = [
     "ADAPTERS",
     "AnthropicAdapter",
+    "CancelScope",
     "HTTPAdapter",
     "OpenAIAdapter",
     "SSEError",

@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import httpx
 import msgspec
 
+from routeledger.actors.wire._cancel import cancellable_transport
 from routeledger.actors.wire._decoding import ACCEPT_ENCODING, iter_decoded
 from routeledger.actors.wire._errors import (
     WallClock,
@@ -47,6 +48,8 @@ from routeledger.events import (
     StreamInterrupted,
     Usage,
     escape_controls,
+    url_password,
+    url_without_password,
 )
 
 __all__ = [
@@ -126,8 +129,10 @@ def make_client(config: ProviderConfig) -> httpx.Client:
     from the environment are ignored so that a stray ``HTTPS_PROXY`` cannot see our traffic.
     """
     size = max(1, config.max_concurrency)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=size)
     return httpx.Client(
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=size),
+        # Its sockets can be shut down from another thread to cancel one request (_cancel.py).
+        transport=cancellable_transport(limits),
         timeout=_timeout(config, None),
         follow_redirects=False,
         trust_env=False,
@@ -294,6 +299,7 @@ class HTTPAdapter(abc.ABC):
         self._clock = clock
         self._provider = config.name
         self._base_url = config.base_url.rstrip("/")
+        self._url_password = url_password(config.base_url)
         self._timeout = _timeout(config, None)
         self._headers = self._make_headers(self._api_key)
         if not any(k.lower() == "accept-encoding" for k in self._headers):
@@ -301,7 +307,8 @@ class HTTPAdapter(abc.ABC):
             self._headers["accept-encoding"] = ACCEPT_ENCODING
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(provider={self._provider!r}, base_url={self._base_url!r})"
+        shown = url_without_password(self._base_url)
+        return f"{type(self).__name__}(provider={self._provider!r}, base_url={shown!r})"
 
     def close(self) -> None:
         """Close the HTTP client if this adapter made it."""
@@ -461,6 +468,8 @@ class HTTPAdapter(abc.ABC):
 
     def _redactions(self, request: Request | None) -> list[str]:
         secrets = [self._api_key.reveal()] if self._api_key is not None else []
+        if self._url_password is not None:
+            secrets.append(self._url_password)
         if request is not None:
             # Only texts long enough not to erase ordinary words from a provider's message.
             secrets.extend(t for m in request.messages if len(t := m.text()) >= 8)

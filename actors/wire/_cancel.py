@@ -1,0 +1,208 @@
+"""Cancelling one request's HTTP exchange from another thread.
+
+httpx's synchronous client has no way to abort a call in flight: a thread blocked reading a
+stalled provider's answer stays blocked until the read timeout. A :class:`CancelScope`
+gives that power per request. The request's thread enters the scope
+(:meth:`CancelScope.entered`) around its HTTP calls; every socket read and write of the
+provider's connections (through :class:`CancellableBackend`, the network backend of every
+client :func:`~routeledger.actors.wire.make_client` builds) notes the socket in use in the
+scope of the thread's current request. :meth:`CancelScope.cancel`, from any thread, shuts that
+socket down: the blocked read returns at once, the exchange fails, and the connection is
+discarded (never reused). Later reads and writes in a cancelled scope fail before touching
+the socket, and its pauses (:meth:`CancelScope.sleep`) end early.
+
+``shutdown()`` (not ``close()``) is what wakes a thread blocked in ``recv`` on Linux.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import socket
+import threading
+import typing
+from collections.abc import Iterator
+
+import httpcore
+import httpx
+
+from routeledger.actors._clock import SystemClock
+
+if typing.TYPE_CHECKING:
+    from routeledger.actors._clock import Clock
+
+__all__ = ["CancelScope", "CancellableBackend", "cancellable_transport"]
+
+_current: contextvars.ContextVar[CancelScope | None] = contextvars.ContextVar(
+    "routeledger_cancel_scope", default=None
+)
+
+
+class CancelScope:
+    """One request's cancellation: its reason once cancelled, and the socket it is using."""
+
+    __slots__ = ("_event", "_lock", "_sockets", "reason")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+        self._sockets: set[socket.socket] = set()
+        self.reason: str | None = None
+        """``None`` until cancelled; then why (``"cancelled"`` or ``"shutdown"``)."""
+
+    @property
+    def cancelled(self) -> bool:
+        """Return whether :meth:`cancel` was called."""
+        return self.reason is not None
+
+    def cancel(self, reason: str) -> None:
+        """Cancel: shut down the socket in use (if any) and end pauses; idempotent."""
+        with self._lock:
+            if self.reason is not None:
+                return
+            self.reason = reason
+            sockets = list(self._sockets)
+        self._event.set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[CancelScope]:
+        """Make this the scope of the current thread's HTTP calls while the block runs."""
+        token = _current.set(self)
+        try:
+            yield self
+        finally:
+            _current.reset(token)
+
+    def sleep(self, clock: Clock, seconds: float) -> None:
+        """Sleep ``seconds`` on ``clock``, ending early if the scope is cancelled.
+
+        On the real clock the sleep is a wait the cancel ends; on any other clock it is the
+        clock's own ``sleep`` (a virtual clock's is the passing of time, not a wait).
+        """
+        if seconds <= 0 or self.cancelled:
+            return
+        if type(clock) is SystemClock:
+            self._event.wait(seconds)
+        else:
+            clock.sleep(seconds)
+
+    def _using(self, sock: socket.socket) -> bool:
+        """Note ``sock`` as in use; return ``False`` (noting nothing) once cancelled."""
+        with self._lock:
+            if self.reason is not None:
+                return False
+            self._sockets.add(sock)
+            return True
+
+    def _done(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.discard(sock)
+
+
+class _Stream(httpcore.NetworkStream):
+    """A connection's stream whose blocking calls the current scope can interrupt."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+        sock = inner.get_extra_info("socket")
+        self._sock: socket.socket | None = sock if isinstance(sock, socket.socket) else None
+
+    @contextlib.contextmanager
+    def _guard(self, error: type[Exception]) -> Iterator[None]:
+        scope = _current.get()
+        if scope is None or self._sock is None:
+            yield
+            return
+        if not scope._using(self._sock):
+            raise error("the request was cancelled")
+        try:
+            yield
+        finally:
+            scope._done(self._sock)
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        with self._guard(httpcore.ReadError):
+            return self._inner.read(max_bytes, timeout)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        with self._guard(httpcore.WriteError):
+            self._inner.write(buffer, timeout)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: typing.Any,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return _Stream(self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        return self._inner.get_extra_info(info)
+
+
+class CancellableBackend(httpcore.NetworkBackend):
+    """httpcore's synchronous backend, with streams a :class:`CancelScope` can interrupt."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: typing.Iterable[typing.Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        scope = _current.get()
+        if scope is not None and scope.cancelled:
+            raise httpcore.ConnectError("the request was cancelled")
+        return _Stream(
+            self._inner.connect_tcp(
+                host,
+                port,
+                timeout=timeout,
+                local_address=local_address,
+                socket_options=socket_options,
+            )
+        )
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: typing.Iterable[typing.Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        return _Stream(
+            self._inner.connect_unix_socket(path, timeout=timeout, socket_options=socket_options)
+        )
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def cancellable_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
+    """Return an httpx transport whose connections use :class:`CancellableBackend`.
+
+    httpx does not take a network backend; its transport's connection pool does. The pool
+    is replaced by an equal one built with ours (no proxy: ``trust_env`` is off for our
+    clients). ``tests/test_wire_cancel.py`` proves the swap still reaches the sockets, so an
+    httpx release that changes this fails there, not silently.
+    """
+    transport = httpx.HTTPTransport(limits=limits, trust_env=False)
+    old = transport._pool
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=old._ssl_context,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=CancellableBackend(),
+    )
+    old.close()
+    return transport

@@ -11,6 +11,10 @@ If the store fails, requests keep being served: events wait in a buffer of at mo
 ``buffer_max_events``, the failure is logged, and commits are retried with backoff. Events
 beyond the buffer are counted, and the first successful commit records them as one explicit
 ``log.events_dropped`` gap event: never a silent drop.
+
+Every ``log.snapshot_every`` events, after a commit, and at close (once the log is that long),
+the writer also stores a snapshot of the projections (``routeledger.store.write_snapshot``) on
+its own thread; a snapshot that fails is logged and never stops the writer.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from routeledger.actors._protocol import (
     WriterMessage,
 )
 from routeledger.events import Event, EventsDropped, Projections, StoreError
-from routeledger.store import EventNotStorable
+from routeledger.store import EventNotStorable, write_snapshot
 
 if TYPE_CHECKING:
     from routeledger.actors._clock import Clock
@@ -83,6 +87,8 @@ class EventWriter:
         self._dropped_last = 0.0
         self._retry_at = 0.0
         self._retry_delay = RETRY_MIN_S
+        self._snapshot_at = self.projections.snapshot_position
+        self._snapshot_failed = False
 
     def add(self, events: list[Event]) -> None:
         """Queue events; past the buffer's bound they are counted as dropped."""
@@ -154,7 +160,28 @@ class EventWriter:
         apply = self.projections.apply
         for position, event in zip(positions, batch, strict=True):
             apply(position, event)
+        if self.projections.position - self._snapshot_at >= self.config.snapshot_every > 0:
+            self.snapshot()
         return True
+
+    def snapshot(self) -> None:
+        """Store a snapshot of the projections if the log moved since the last one.
+
+        A log shorter than ``snapshot_every`` gets none: folding it from position 1 is
+        within the bound the schedule gives anyway. Never raises: a snapshot only saves a
+        later start some folding.
+        """
+        every, position = self.config.snapshot_every, self.projections.position
+        if not every or position < every or position <= self._snapshot_at:
+            return
+        try:
+            if write_snapshot(self.store, self.projections):
+                self._snapshot_at = self.projections.position
+        except Exception as exc:
+            # Once at WARNING: a store that cannot take snapshots would say it every time.
+            level = logging.DEBUG if self._snapshot_failed else logging.WARNING
+            log.log(level, "event log: snapshot not written: %s", exc)
+            self._snapshot_failed = True
 
     def _failed(self, exc: StoreError) -> None:
         if self.error is None:
@@ -236,8 +263,9 @@ class LogWriterActor(pykka.ThreadingActor):
         raise TypeError(f"log writer got an unknown message {type(message).__name__}")
 
     def on_stop(self) -> None:
-        """Write what is left before stopping."""
+        """Write what is left, and a snapshot, before stopping."""
         try:
             self.writer.commit(force=True)
         except Exception:
             log.exception("log writer: final commit failed")
+        self.writer.snapshot()

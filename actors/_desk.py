@@ -210,7 +210,7 @@ class _Flusher:
         self._desk = desk
         self._interval_s = interval_s
         self._wanted = threading.Event()
-        self._stopped = False
+        self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="routeledger-flusher", daemon=True)
         self._thread.start()
 
@@ -221,7 +221,7 @@ class _Flusher:
 
     def stop(self) -> None:
         """Stop the thread."""
-        self._stopped = True
+        self._stopped.set()
         self._wanted.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
@@ -229,7 +229,7 @@ class _Flusher:
     def _run(self) -> None:
         while True:
             self._wanted.wait()
-            if self._stopped:
+            if self._stopped.is_set():
                 return
             time.sleep(self._interval_s)  # batching I/O: real time, not the injected clock
             self._wanted.clear()
@@ -237,3 +237,7 @@ class _Flusher:
                 self._desk.send()
             except Exception:
                 log.exception("sending the gathered events failed")
+            # A stop during the sleep had its wake-up cleared just above: look again, or the
+            # thread would wait for good and ``stop`` would wait out its join timeout.
+            if self._stopped.is_set():
+                return

@@ -38,8 +38,9 @@ schema version is not involved)::
         state    BLOB NOT NULL          -- msgpack of ProjectionsState
     );
 
-Only the newest :data:`KEEP` snapshots are kept: each write deletes older ones in its own
-transaction, so the table stays small and a crash mid-write leaves the previous one intact.
+Only the newest :data:`KEEP` snapshots are kept: each write deletes older ones, and any that
+claims a position beyond the one written (it cannot be of this log), in its own transaction,
+so the table stays small and a crash mid-write leaves the previous one intact.
 Only :class:`~routeledger.store.SQLiteStore` keeps snapshots; for any other store writing is
 a no-op and reading finds none.
 """
@@ -97,7 +98,7 @@ _INSERT_SQL = (
 )
 _PRUNE_SQL = (
     f"DELETE FROM {_TABLE} WHERE position NOT IN "
-    f"(SELECT position FROM {_TABLE} ORDER BY position DESC LIMIT ?)"
+    f"(SELECT position FROM {_TABLE} WHERE position <= ? ORDER BY position DESC LIMIT ?)"
 )
 _EXISTS_SQL = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
 _SELECT_SQL = (
@@ -170,7 +171,7 @@ def write_snapshot(store: EventStore, projections: Projections) -> bool:
                 writer.execute(
                     _INSERT_SQL, (position, SNAPSHOT_FORMAT, code, anchor, checksum, state)
                 )
-                writer.execute(_PRUNE_SQL, (KEEP,))
+                writer.execute(_PRUNE_SQL, (position, KEEP))
                 _commit(writer)
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):

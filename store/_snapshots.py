@@ -136,8 +136,9 @@ def _checksum(fmt: int, code: str, position: int, anchor: str, state: bytes) -> 
 
 def _anchor(data: object) -> str:
     # An event's data is a BLOB in schema v1 and may be TEXT later: the same UTF-8 JSON.
-    raw = data.encode() if isinstance(data, str) else bytes(data)  # type: ignore[call-overload]
-    return hashlib.sha256(raw).hexdigest()
+    if isinstance(data, str):
+        data = data.encode()
+    return hashlib.sha256(data if isinstance(data, bytes) else repr(data).encode()).hexdigest()
 
 
 def write_snapshot(store: EventStore, projections: Projections) -> bool:

@@ -20,6 +20,10 @@ At close (:class:`~routeledger.actors._protocol.CloseLog`) a failing store is re
 grace period. What still cannot be written is reported (an ERROR line, and the
 :class:`Unwritten` answer the runtime's ``close()`` returns), and kept as one gap event beside
 the log file (:mod:`routeledger.store._gaps`) for the next start to record.
+
+Every ``log.snapshot_every`` events, after a commit, and at close (once the log is that long),
+the writer also stores a snapshot of the projections (``routeledger.store.write_snapshot``) on
+its own thread; a snapshot that fails is logged and never stops the writer.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from routeledger.actors._protocol import (
     WriterMessage,
 )
 from routeledger.events import Event, EventsDropped, Projections, StoreError
-from routeledger.store import EventNotStorable, save_gap
+from routeledger.store import EventNotStorable, save_gap, write_snapshot
 
 if TYPE_CHECKING:
     from routeledger.actors._clock import Clock
@@ -115,6 +119,8 @@ class EventWriter:
         self._gap_reason = ""
         """Where in ``pending`` the dropped events were lost (the gap event goes there)."""
         self._batch = config.batch_max_events
+        self._snapshot_at = self.projections.snapshot_position
+        self._snapshot_failed = False
 
     def add(self, events: list[Event]) -> None:
         """Queue events; past the buffer's bound they are counted as dropped."""
@@ -218,6 +224,8 @@ class EventWriter:
         apply = self.projections.apply
         for position, event in zip(positions, batch, strict=True):
             apply(position, event)
+        if self.projections.position - self._snapshot_at >= self.config.snapshot_every > 0:
+            self.snapshot()
         return True
 
     def close(self, grace_s: float) -> Unwritten:
@@ -260,6 +268,25 @@ class EventWriter:
         self.pending = []
         self.dropped = 0
         return Unwritten(lost, error, kept)
+
+    def snapshot(self) -> None:
+        """Store a snapshot of the projections if the log moved since the last one.
+
+        A log shorter than ``snapshot_every`` gets none: folding it from position 1 is
+        within the bound the schedule gives anyway. Never raises: a snapshot only saves a
+        later start some folding.
+        """
+        every, position = self.config.snapshot_every, self.projections.position
+        if not every or position < every or position <= self._snapshot_at:
+            return
+        try:
+            if write_snapshot(self.store, self.projections):
+                self._snapshot_at = self.projections.position
+        except Exception as exc:
+            # Once at WARNING: a store that cannot take snapshots would say it every time.
+            level = logging.DEBUG if self._snapshot_failed else logging.WARNING
+            log.log(level, "event log: snapshot not written: %s", exc)
+            self._snapshot_failed = True
 
     def _failed(self, exc: StoreError) -> None:
         if self.error is None:
@@ -343,8 +370,9 @@ class LogWriterActor(pykka.ThreadingActor):
         raise TypeError(f"log writer got an unknown message {type(message).__name__}")
 
     def on_stop(self) -> None:
-        """Write what is left before stopping."""
+        """Write what is left, and a snapshot, before stopping."""
         try:
             self.writer.commit(force=True)
         except Exception:
             log.exception("log writer: final commit failed")
+        self.writer.snapshot()

@@ -16,7 +16,7 @@ from routeledger.events._events import (
 from routeledger.events._fold import Handler, _cost, _latency
 from routeledger.events._types import ABVariantResult
 
-__all__ = ["AB_SEED_KEYS", "ABProjection"]
+__all__ = ["AB_SEED_KEYS", "ABProjection", "ABState"]
 
 
 # --- A/B tests -------------------------------------------------------------------------------
@@ -68,6 +68,24 @@ class _VariantState:
             mean_cost=self.cost_sum / self.cost_count if self.cost_count else 0.0,
             error_rate=self.errors / self.requests if self.requests else 0.0,
         )
+
+
+class ABVariantState(msgspec.Struct, frozen=True, array_like=True):
+    """One variant's fold state as plain data (the fields of ``_VariantState``)."""
+
+    provider: str
+    requests: int
+    errors: int
+    latency_sum: float
+    cost_sum: float
+    cost_count: int
+
+
+class ABState(msgspec.Struct, frozen=True):
+    """An :class:`ABProjection`'s state as plain data, in fold (insertion) order."""
+
+    tests: dict[str, dict[str, ABVariantState]]
+    definitions: dict[str, ABTestCreated]
 
 
 class ABProjection:
@@ -138,6 +156,41 @@ class ABProjection:
         if cost is not None:
             state.cost_sum += cost
             state.cost_count += 1
+
+    def state(self) -> ABState:
+        """Return the fold state as plain data: what a snapshot needs to continue the fold."""
+        return ABState(
+            tests={
+                test: {
+                    name: ABVariantState(
+                        provider=v.provider,
+                        requests=v.requests,
+                        errors=v.errors,
+                        latency_sum=v.latency_sum,
+                        cost_sum=v.cost_sum,
+                        cost_count=v.cost_count,
+                    )
+                    for name, v in variants.items()
+                }
+                for test, variants in self._tests.items()
+            },
+            definitions=dict(self._definitions),
+        )
+
+    def load_state(self, state: ABState) -> None:
+        """Replace the fold state with ``state`` (as :meth:`state` returned it)."""
+        tests: dict[str, dict[str, _VariantState]] = {}
+        for test, variants in state.tests.items():
+            loaded = tests[test] = {}
+            for name, saved in variants.items():
+                v = loaded[name] = _VariantState(saved.provider)
+                v.requests = saved.requests
+                v.errors = saved.errors
+                v.latency_sum = saved.latency_sum
+                v.cost_sum = saved.cost_sum
+                v.cost_count = saved.cost_count
+        self._tests = tests
+        self._definitions = dict(state.definitions)
 
     def results(self, test: str) -> dict[str, ABVariantResult]:
         """Return the outcomes of each variant of ``test`` (``"A"`` and ``"B"``).

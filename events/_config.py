@@ -250,12 +250,18 @@ class LogConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     previous one was being written, up to ``batch_max_events``. While the store fails, up to
     ``buffer_max_events`` wait in memory, and beyond that a gap event records how many were
     dropped.
+
+    ``snapshot_every``: after a commit that takes the log ``snapshot_every`` events past the
+    last snapshot, and at close, the writer stores a snapshot of the projections (SQLite logs
+    of at least that many events only), so that a start or a replay folds only the events
+    after it. ``0`` writes none (snapshots already stored are still read, and checked).
     """
 
     include_text: bool = False
     batch_max_events: int = 4096
     buffer_max_events: int = 100_000
     synchronous: str = "NORMAL"
+    snapshot_every: int = 10_000
 
 
 class PoolConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -569,6 +575,10 @@ def validate_config(config: RuntimeConfig, *, environ: Mapping[str, str] | None 
     lg = config.log
     _check_number(problems, "log.batch_max_events", lg.batch_max_events, minimum=1, integer=True)
     _check_number(problems, "log.buffer_max_events", lg.buffer_max_events, minimum=1, integer=True)
+    # A whole number of events: 2.5 would be a typo, not a schedule.
+    every = lg.snapshot_every
+    if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+        problems.append(f"log.snapshot_every must be a whole number >= 0, got {every!r}")
     if not isinstance(lg.synchronous, str) or lg.synchronous.upper() not in (
         "OFF",
         "NORMAL",

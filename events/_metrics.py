@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 
+import msgspec
+
 from routeledger.events._events import (
     CANCELLATIONS,
     AttemptFailed,
@@ -14,7 +16,7 @@ from routeledger.events._events import (
 from routeledger.events._fold import Handler, _cost, _latency
 from routeledger.events._types import ProviderMetrics
 
-__all__ = ["LatencyHistogram", "MetricsProjection"]
+__all__ = ["HistogramState", "LatencyHistogram", "MetricsProjection", "MetricsState"]
 
 
 # --- latency histogram ------------------------------------------------------------------------
@@ -107,8 +109,67 @@ class LatencyHistogram:
         """Return the nearest-rank quantile ``q`` (in [0, 1])."""
         return self.quantiles((round(q * 10000),))[0]
 
+    def state(self) -> HistogramState:
+        """Return the histogram as plain data (only the buckets that hold a count)."""
+        return HistogramState(
+            buckets=[(i, c) for i, c in enumerate(self.counts) if c],
+            count=self.count,
+            min=self.min,
+            max=self.max,
+        )
+
+    @classmethod
+    def from_state(cls, state: HistogramState) -> LatencyHistogram:
+        """Return a histogram holding ``state``.
+
+        Raises:
+            ValueError: a bucket index is out of range or the counts do not add up.
+        """
+        histogram = cls()
+        for index, count in state.buckets:
+            if not 0 <= index < _BUCKETS or count <= 0:
+                raise ValueError(f"histogram bucket {index}: {count} is not a bucket count")
+            histogram.counts[index] = count
+        if sum(histogram.counts) != state.count:
+            raise ValueError("histogram bucket counts do not add up to its count")
+        histogram.count = state.count
+        histogram.min = state.min
+        histogram.max = state.max
+        return histogram
+
+
+class HistogramState(msgspec.Struct, frozen=True, array_like=True):
+    """A :class:`LatencyHistogram` as plain data: its non-empty ``(index, count)`` buckets."""
+
+    buckets: list[tuple[int, int]]
+    count: int
+    min: float
+    max: float
+
 
 # --- per-provider metrics --------------------------------------------------------------------
+
+
+class ProviderMetricsState(msgspec.Struct, frozen=True, array_like=True):
+    """One provider's fold state as plain data (the fields of ``_ProviderState``)."""
+
+    requests: int
+    successes: int
+    failures: int
+    cancelled: int
+    latency_sum: float
+    histogram: HistogramState
+    input_tokens: int
+    output_tokens: int
+    cost: float
+    unpriced: int
+    last_used: float | None
+
+
+class MetricsState(msgspec.Struct, frozen=True):
+    """A :class:`MetricsProjection`'s state as plain data, in fold (insertion) order."""
+
+    providers: dict[str, ProviderMetricsState]
 
 
 class _ProviderState:
@@ -199,6 +260,49 @@ class MetricsProjection(Mapping[str, ProviderMetrics]):
             state.failures += 1
         if state.last_used is None or event.ts > state.last_used:
             state.last_used = event.ts
+
+    def state(self) -> MetricsState:
+        """Return the fold state as plain data: what a snapshot needs to continue the fold."""
+        return MetricsState(
+            providers={
+                name: ProviderMetricsState(
+                    requests=s.requests,
+                    successes=s.successes,
+                    failures=s.failures,
+                    cancelled=s.cancelled,
+                    latency_sum=s.latency_sum,
+                    histogram=s.histogram.state(),
+                    input_tokens=s.input_tokens,
+                    output_tokens=s.output_tokens,
+                    cost=s.cost,
+                    unpriced=s.unpriced,
+                    last_used=s.last_used,
+                )
+                for name, s in self._providers.items()
+            }
+        )
+
+    def load_state(self, state: MetricsState) -> None:
+        """Replace the fold state with ``state`` (as :meth:`state` returned it).
+
+        Raises:
+            ValueError: a histogram in ``state`` is not sound.
+        """
+        providers: dict[str, _ProviderState] = {}
+        for name, saved in state.providers.items():
+            s = providers[name] = _ProviderState()
+            s.requests = saved.requests
+            s.successes = saved.successes
+            s.failures = saved.failures
+            s.cancelled = saved.cancelled
+            s.latency_sum = saved.latency_sum
+            s.histogram = LatencyHistogram.from_state(saved.histogram)
+            s.input_tokens = saved.input_tokens
+            s.output_tokens = saved.output_tokens
+            s.cost = saved.cost
+            s.unpriced = saved.unpriced
+            s.last_used = saved.last_used
+        self._providers = providers
 
     def get_metrics(self, provider: str) -> ProviderMetrics:
         """Return the figures of ``provider`` (all zero if it was never attempted)."""

@@ -21,13 +21,13 @@ from typing import Any
 
 import msgspec
 
-from routeledger.events._abresults import AB_SEED_KEYS, ABProjection
+from routeledger.events._abresults import AB_SEED_KEYS, ABProjection, ABState
 from routeledger.events._events import Event
 from routeledger.events._fold import Handler, Projection
-from routeledger.events._metrics import LatencyHistogram, MetricsProjection
-from routeledger.events._routing import RoutingProjection
+from routeledger.events._metrics import LatencyHistogram, MetricsProjection, MetricsState
+from routeledger.events._routing import RoutingProjection, RoutingState
 from routeledger.events._types import ABVariantResult, ProviderMetrics, UsageReport
-from routeledger.events._usage import PERIODS, UsageProjection
+from routeledger.events._usage import PERIODS, UsageProjection, UsageState
 
 __all__ = [
     "AB_SEED_KEYS",
@@ -38,6 +38,7 @@ __all__ = [
     "Projection",
     "Projections",
     "ProjectionsSnapshot",
+    "ProjectionsState",
     "UsageProjection",
 ]
 
@@ -59,6 +60,23 @@ class ProjectionsSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     ab: dict[str, dict[str, ABVariantResult]]
 
 
+class ProjectionsState(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the projections need to continue their fold, as plain data.
+
+    Unlike :class:`ProjectionsSnapshot` (the reported figures), this is the fold state itself,
+    routing included: folding the events after ``position`` into
+    ``Projections.from_state(state)`` gives what folding the whole log gives. Stored snapshots
+    (``routeledger.store``) encode it.
+    """
+
+    position: int
+    events: int
+    metrics: MetricsState
+    usage: UsageState
+    ab: ABState
+    routing: RoutingState
+
+
 class Projections:
     """Metrics, usage and A/B results folded together from one stream of events.
 
@@ -72,6 +90,11 @@ class Projections:
         events: how many events were applied.
         skipped_unknown: events of unknown types a non-strict replay skipped (set by the
             reader; never part of :meth:`snapshot`, since a live fold skips nothing).
+        contiguous: every position from 1 to ``position`` was folded, none skipped (an
+            unknown or damaged row, or another writer's events the live fold never saw).
+            Only such a state may be stored as a snapshot of the log up to ``position``.
+        snapshot_position: the position of the stored snapshot the fold started from (0:
+            it started from position 1); set by the reader.
     """
 
     def __init__(self) -> None:
@@ -82,6 +105,8 @@ class Projections:
         self.position = 0
         self.events = 0
         self.skipped_unknown = 0
+        self.contiguous = True
+        self.snapshot_position = 0
         # One flat table: an event costs one lookup here, not one per projection.
         dispatch: dict[type[Event], Handler] = {}
         parts: tuple[Any, ...] = (self.metrics, self.usage, self.ab, self.routing)
@@ -95,6 +120,8 @@ class Projections:
 
     def apply(self, position: int, event: Event) -> None:
         """Fold one event stored at ``position`` into every projection."""
+        if position != self.position + 1:
+            self.contiguous = False
         self.position = position
         self.events += 1
         handler = self._dispatch.get(type(event))
@@ -116,6 +143,36 @@ class Projections:
             usage_all=self.usage.report("all"),
             ab=self.ab.all_results(),
         )
+
+    def state(self) -> ProjectionsState:
+        """Return the fold state of every projection (a copy: later folds do not change it)."""
+        return ProjectionsState(
+            position=self.position,
+            events=self.events,
+            metrics=self.metrics.state(),
+            usage=self.usage.state(),
+            ab=self.ab.state(),
+            routing=self.routing.state(),
+        )
+
+    @classmethod
+    def from_state(cls, state: ProjectionsState) -> Projections:
+        """Return projections that continue the fold ``state`` was taken from.
+
+        Raises:
+            ValueError: ``state`` is not sound (a histogram that does not add up, a negative
+                position).
+        """
+        if state.position < 0 or not 0 <= state.events <= state.position:
+            raise ValueError(f"position {state.position} with {state.events} events folded")
+        projections = cls()
+        projections.position = state.position
+        projections.events = state.events
+        projections.metrics.load_state(state.metrics)
+        projections.usage.load_state(state.usage)
+        projections.ab.load_state(state.ab)
+        projections.routing.load_state(state.routing)
+        return projections
 
     def __repr__(self) -> str:
         return f"Projections(position={self.position}, events={self.events})"

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import msgspec
+
 from routeledger.events._events import (
     ABTestCreated,
     AttemptFailed,
@@ -35,6 +37,7 @@ __all__ = [
     "FAILURE_PENALTY_MS",
     "ProviderStats",
     "RoutingProjection",
+    "RoutingState",
     "fold_attempt",
     "peak_ewma",
 ]
@@ -102,6 +105,24 @@ def fold_attempt(
     )
 
 
+class RoutingState(msgspec.Struct, frozen=True, kw_only=True):
+    """A :class:`RoutingProjection`'s state as plain data, in fold (insertion) order.
+
+    ``turns`` is a list of ``(pool, strategy, decisions)``: a map key cannot be a pair.
+    """
+
+    config_digest: str | None
+    config_version: int
+    priorities: dict[str, int]
+    limits: dict[str, int]
+    pools: dict[str, PoolCreated]
+    ab_tests: dict[str, ABTestCreated]
+    circuits: dict[str, CircuitStateChanged]
+    stats: dict[str, ProviderStats]
+    turns: list[tuple[str | None, str, int]]
+    routing_version: int
+
+
 class RoutingProjection:
     """Fold the events that routing state is rebuilt from (see the module docstring).
 
@@ -146,6 +167,34 @@ class RoutingProjection:
         handler = self.handlers.get(type(event))
         if handler is not None:
             handler(event)
+
+    def state(self) -> RoutingState:
+        """Return the fold state as plain data: what a snapshot needs to continue the fold."""
+        return RoutingState(
+            config_digest=self.config_digest,
+            config_version=self.config_version,
+            priorities=dict(self.priorities),
+            limits=dict(self.limits),
+            pools=dict(self.pools),
+            ab_tests=dict(self.ab_tests),
+            circuits=dict(self.circuits),
+            stats=dict(self.stats),
+            turns=[(pool, strategy, n) for (pool, strategy), n in self.turns.items()],
+            routing_version=self.routing_version,
+        )
+
+    def load_state(self, state: RoutingState) -> None:
+        """Replace the fold state with ``state`` (as :meth:`state` returned it)."""
+        self.config_digest = state.config_digest
+        self.config_version = state.config_version
+        self.priorities = dict(state.priorities)
+        self.limits = dict(state.limits)
+        self.pools = dict(state.pools)
+        self.ab_tests = dict(state.ab_tests)
+        self.circuits = dict(state.circuits)
+        self.stats = dict(state.stats)
+        self.turns = {(pool, strategy): n for pool, strategy, n in state.turns}
+        self.routing_version = state.routing_version
 
     def _on_config(self, event: ConfigurationApplied) -> None:
         self.config_version += 1

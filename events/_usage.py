@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
+
 from routeledger.events._errors import RequestError
 from routeledger.events._events import (
     ConfigurationApplied,
@@ -14,7 +16,7 @@ from routeledger.events._events import (
 from routeledger.events._fold import Handler, _cost
 from routeledger.events._types import Usage, UsageReport
 
-__all__ = ["PERIODS", "UsageProjection"]
+__all__ = ["PERIODS", "UsageProjection", "UsageState"]
 
 PERIODS = ("hour", "day", "week", "month", "all")
 """Usage periods :meth:`UsageProjection.report` accepts; all are UTC calendar buckets."""
@@ -37,6 +39,25 @@ class _UsageBucket:
 
 _HOUR = 3600
 _DAY = 86400
+
+
+class UsageBucketState(msgspec.Struct, frozen=True, array_like=True):
+    """One hourly bucket as plain data; ``by_model`` maps a model to its (input, output)."""
+
+    hour: int
+    requests: int
+    errors: int
+    input_tokens: int
+    output_tokens: int
+    cost: float
+    by_model: dict[str, tuple[int, int]]
+
+
+class UsageState(msgspec.Struct, frozen=True):
+    """A :class:`UsageProjection`'s state as plain data, buckets in fold (insertion) order."""
+
+    hours: list[UsageBucketState]
+    latest_ts: float | None
 
 
 def _month_start(ts: float) -> datetime:
@@ -123,6 +144,38 @@ class UsageProjection:
         # A (re)started runtime reports the period it started in, not its log's last one.
         if self._latest_ts is None or event.ts > self._latest_ts:
             self._latest_ts = event.ts
+
+    def state(self) -> UsageState:
+        """Return the fold state as plain data: what a snapshot needs to continue the fold."""
+        return UsageState(
+            hours=[
+                UsageBucketState(
+                    hour=hour,
+                    requests=b.requests,
+                    errors=b.errors,
+                    input_tokens=b.input_tokens,
+                    output_tokens=b.output_tokens,
+                    cost=b.cost,
+                    by_model={m: (t[0], t[1]) for m, t in b.by_model.items()},
+                )
+                for hour, b in self._hours.items()
+            ],
+            latest_ts=self._latest_ts,
+        )
+
+    def load_state(self, state: UsageState) -> None:
+        """Replace the fold state with ``state`` (as :meth:`state` returned it)."""
+        hours: dict[int, _UsageBucket] = {}
+        for saved in state.hours:
+            b = hours[saved.hour] = _UsageBucket()
+            b.requests = saved.requests
+            b.errors = saved.errors
+            b.input_tokens = saved.input_tokens
+            b.output_tokens = saved.output_tokens
+            b.cost = saved.cost
+            b.by_model = {m: [t[0], t[1]] for m, t in saved.by_model.items()}
+        self._hours = hours
+        self._latest_ts = state.latest_ts
 
     @property
     def latest_ts(self) -> float | None:

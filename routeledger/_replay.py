@@ -28,7 +28,9 @@ def open_readonly(path: str | os.PathLike[str]) -> SQLiteStore:
     return SQLiteStore(file, readonly=True)
 
 
-def replay(path: str | os.PathLike[str], *, strict: bool = True) -> Projections:
+def replay(
+    path: str | os.PathLike[str], *, strict: bool = True, snapshots: bool = True
+) -> Projections:
     """Fold the whole event log at ``path`` into new projections and return them.
 
     The file is opened read-only (a running writer may keep appending; the replay stops at the
@@ -40,14 +42,20 @@ def replay(path: str | os.PathLike[str], *, strict: bool = True) -> Projections:
         path: the SQLite event log.
         strict: raise on an event type this version does not know; with ``False`` such
             events are skipped (and counted by the store), never silently.
+        snapshots: start from the newest valid snapshot stored in the file and fold only
+            the events after it (the same figures, sooner); ``False`` folds from position 1.
+            A snapshot that fails a check is ignored (logged at WARNING), never trusted.
 
     Raises:
         StoreError: the file is missing or is not a readable event log.
         UnknownEventType: ``strict`` and the log holds an event of an unknown type.
     """
+    from routeledger.store import load_snapshot
+
     store = open_readonly(path)
     try:
-        projections = store.replay(Projections(), strict=strict)
+        start = (load_snapshot(store) if snapshots else None) or Projections()
+        projections = store.replay(start, from_position=start.position + 1, strict=strict)
         projections.skipped_unknown = store.skipped_unknown
         return projections
     finally:

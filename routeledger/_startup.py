@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from routeledger.events import Projections, RuntimeConfig, StoreCorrupted, url_without_password
-from routeledger.store import EventStore
+from routeledger.store import EventStore, load_snapshot
 
 __all__ = ["config_digest", "config_summary", "fold_log"]
 
@@ -36,16 +36,20 @@ def config_digest(summary: dict[str, Any]) -> str:
     return hashlib.sha256(msgspec.json.encode(summary)).hexdigest()[:16]
 
 
-def fold_log(store: EventStore) -> Projections:
-    """Fold the whole log into fresh projections, past any damaged row.
+def fold_log(store: EventStore, *, snapshots: bool = True) -> Projections:
+    """Fold the log into projections, from its newest valid snapshot and past any damaged row.
+
+    With ``snapshots`` (and a store that keeps them), the fold starts from the newest
+    snapshot that passes every check (see ``routeledger.store._snapshots``) and folds only
+    the events after it; otherwise, or when none passes, it starts from position 1.
 
     A daemon must start even when one row of its log is damaged: the row is left out (and
     logged), the rest is folded. ``replay()`` of such a log raises :class:`StoreCorrupted`,
     so the figures of a damaged log are the runtime's own word, said at ERROR level. Events
     of unknown types (a newer routeledger's) are skipped and counted.
     """
-    projections = Projections()
-    start = 1
+    projections = (load_snapshot(store) if snapshots else None) or Projections()
+    start = projections.position + 1
     while True:
         try:
             return store.replay(projections, from_position=start, strict=False)

@@ -22,6 +22,10 @@ Sections (each one a key of the JSON written to ``--json-out``):
   of 100k and 1M event logs in a subprocess (rate and peak RSS).
 - ``footprint``: import time, ``Runtime.start`` with 10 providers, RSS after 10,000 requests
   and idle CPU of a started runtime (both in a fresh subprocess).
+- ``start_1m``: ``Runtime.start`` on a 1,000,000-event log (built once, batched appends) in a
+  fresh subprocess: without a snapshot (a fold of the whole log), with the snapshot its close
+  wrote, and with one ``log.snapshot_every`` - 1 events behind; and ``replay`` rates with and
+  without snapshots. The log has this size at ``--quick`` too (``--tiny``: 5,000 events).
 
 Usage::
 
@@ -112,6 +116,7 @@ class Scale:
     replay_large: int
     import_rounds: int
     start_rounds: int
+    start_log_events: int
     rss_requests: int
     idle_windows: int
     idle_window_s: float
@@ -134,6 +139,7 @@ FULL = Scale(
     replay_large=1_000_000,
     import_rounds=7,
     start_rounds=5,
+    start_log_events=1_000_000,
     rss_requests=10_000,
     idle_windows=5,
     idle_window_s=2.0,
@@ -155,6 +161,7 @@ QUICK = Scale(
     replay_large=100_000,
     import_rounds=3,
     start_rounds=3,
+    start_log_events=1_000_000,
     rss_requests=2_000,
     idle_windows=3,
     idle_window_s=1.0,
@@ -176,6 +183,7 @@ TINY = Scale(
     replay_large=5_000,
     import_rounds=2,
     start_rounds=2,
+    start_log_events=5_000,
     rss_requests=100,
     idle_windows=2,
     idle_window_s=0.25,
@@ -1059,6 +1067,109 @@ def bench_footprint(scale: Scale, url: str, work: Path) -> dict[str, Any]:
     return result
 
 
+START_CHILD = """
+import json, sys, time
+import msgspec
+from routeledger import Runtime, RuntimeConfig, replay
+from routeledger.store import SQLiteStore, read_snapshots
+
+path, cfg_path, what = sys.argv[1:4]
+with SQLiteStore(path, readonly=True) as store:
+    snapshot = max((s.position for s in read_snapshots(store)), default=0)
+    last = store.last_position()
+if what == "start":
+    cfg = msgspec.json.decode(open(cfg_path, "rb").read(), type=RuntimeConfig)
+    start = time.perf_counter()
+    rt = Runtime.start(cfg, event_log=path, active_health_checks=False)
+    started = time.perf_counter() - start
+    metrics = rt.get_metrics()
+    start = time.perf_counter()
+    rt.close()
+    closed = time.perf_counter() - start
+    requests = sum(m.requests for m in metrics.values())
+    out = {"seconds": started, "close_s": closed, "requests": requests}
+else:
+    start = time.perf_counter()
+    projections = replay(path, snapshots=what == "replay")
+    out = {"seconds": time.perf_counter() - start, "from": projections.snapshot_position}
+print(json.dumps({**out, "snapshot": snapshot, "last": last}))
+"""
+
+
+def start_in_child(path: Path, cfg: Path, what: str) -> dict[str, Any]:
+    """Time ``Runtime.start`` (``what="start"``) or ``replay`` on ``path`` in a fresh process."""
+    out = subprocess.run(
+        [sys.executable, "-c", START_CHILD, str(path), str(cfg), what],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def bench_start_1m(scale: Scale, url: str, bad_url: str, work: Path) -> dict[str, Any]:
+    """Measure ``Runtime.start`` on a long log without and with a snapshot, and replay rates."""
+    templates = capture_templates(url, bad_url, work)
+    n = scale.start_log_events
+    every = min(LogConfig().snapshot_every, n)
+    config = RuntimeConfig(
+        providers=[provider("failing", bad_url, priority=10), provider("healthy", url)],
+        health=HealthConfig(enabled=False),
+        log=LogConfig(snapshot_every=every),
+    )
+    cfg = work / "start-1m.json"
+    cfg.write_bytes(msgspec.json.encode(config))
+    pristine = work / "start-1m.sqlite"
+    t0 = time.perf_counter()
+    build_log(pristine, templates, n, batch=10_000)
+    result: dict[str, Any] = {
+        "events": n,
+        "snapshot_every": every,
+        "build_s": time.perf_counter() - t0,
+        "file_mb": pristine.stat().st_size / 1e6,
+    }
+    log_path = work / "start-1m-run.sqlite"
+    without: list[float] = []
+    closes: list[float] = []
+    for _ in range(min(2, scale.start_rounds)):
+        shutil.copyfile(pristine, log_path)
+        child = start_in_child(log_path, cfg, "start")
+        assert child["snapshot"] == 0, child
+        without.append(child["seconds"])
+        closes.append(child["close_s"])  # the writer's first snapshot is written before it
+    result["start_without_snapshot_s"] = summary(without)
+    result["close_after_first_start_s"] = summary(closes)
+    rates = [n / start_in_child(pristine, cfg, "replay-full")["seconds"] for _ in range(2)]
+    result["replay_full_events_per_s"] = summary(rates)
+
+    with_snapshot: list[float] = []
+    for _ in range(scale.start_rounds):
+        child = start_in_child(log_path, cfg, "start")
+        assert child["snapshot"] == child["last"], child  # the previous close wrote it
+        with_snapshot.append(child["seconds"])
+    result["start_with_snapshot_s"] = summary(with_snapshot)
+    replays = [start_in_child(log_path, cfg, "replay") for _ in range(scale.start_rounds)]
+    assert all(r["from"] == r["snapshot"] > 0 for r in replays), replays
+    result["replay_with_snapshot_s"] = summary([r["seconds"] for r in replays])
+
+    # The worst case the schedule allows: a snapshot snapshot_every - 1 events behind.
+    store = SQLiteStore(log_path, synchronous="OFF")
+    try:
+        tail = synthetic_events(templates, every - 1, start=2 * n)
+        while chunk := list(itertools.islice(tail, 10_000)):
+            store.append(chunk)
+    finally:
+        store.close()
+    behind = [start_in_child(log_path, cfg, "replay") for _ in range(scale.start_rounds)]
+    assert all(r["last"] - r["snapshot"] == every - 1 for r in behind), behind
+    result["replay_with_full_tail_s"] = summary([r["seconds"] for r in behind])
+    log_path.unlink()
+    pristine.unlink()
+    return result
+
+
 # --- the report -----------------------------------------------------------------------------
 
 
@@ -1185,6 +1296,17 @@ def build_rows(results: dict[str, Any], scale: Scale) -> list[Row]:
         add(f"idle CPU ({fp['idle_seconds']:g} s)", fp["idle_cpu_pct"], "%", "< 1 %",
             fp["idle_cpu_pct"]["median"] < 1.0)  # fmt: skip
         add("idle CPU after load", fp["idle_cpu_after_load_pct"], "%")
+    s1 = results.get("start_1m")
+    if isinstance(s1, dict) and "start_with_snapshot_s" in s1:
+        size = f"{s1['events']:,}-event log"
+        add(f"start, {size}, no snapshot", s1["start_without_snapshot_s"], "s")
+        add(f"start, {size}, snapshot", s1["start_with_snapshot_s"], "s", "< 1 s",
+            s1["start_with_snapshot_s"]["median"] < 1.0)  # fmt: skip
+        add(f"replay, {size}, from position 1", s1["replay_full_events_per_s"], "events/s")
+        add(f"replay, {size}, snapshot", s1["replay_with_snapshot_s"], "s")
+        add(f"replay, snapshot {s1['snapshot_every'] - 1:,} events behind",
+            s1["replay_with_full_tail_s"], "s")  # fmt: skip
+        add("close after a start without snapshot", s1["close_after_first_start_s"], "s")
     return rows
 
 
@@ -1272,7 +1394,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         default="",
         help="comma-separated sections to run (overhead, overhead_5ms, throughput, streaming, "
-        "failover, event_log, footprint); default all",
+        "failover, event_log, footprint, start_1m); default all",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     parser.add_argument(
@@ -1293,6 +1415,7 @@ def main(argv: list[str] | None = None) -> int:
         "failover",
         "event_log",
         "footprint",
+        "start_1m",
     ]
 
     def on_term(signum: int, frame: Any) -> None:
@@ -1326,6 +1449,7 @@ def main(argv: list[str] | None = None) -> int:
             "failover": lambda: bench_failover(scale, url, bad_url, work),
             "event_log": lambda: bench_event_log(scale, url, bad_url, work),
             "footprint": lambda: bench_footprint(scale, url, work),
+            "start_1m": lambda: bench_start_1m(scale, url, bad_url, work),
         }
         for name in sections:
             t0 = time.perf_counter()

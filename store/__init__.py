@@ -2,7 +2,8 @@
 
 :class:`MemoryStore` is the reference model; :class:`SQLiteStore` keeps the log in a SQLite
 file. Both satisfy the :class:`EventStore` protocol, and :meth:`EventStore.replay` folds the
-log into any :class:`Projection`.
+log into any :class:`Projection`. A SQLite log also keeps snapshots of the projections
+(:func:`write_snapshot`, :func:`load_snapshot`), never trusted over the log.
 """
 
 from __future__ import annotations
@@ -12,10 +13,18 @@ from routeledger.store._gaps import forget_gaps, gaps_path, save_gap, take_gaps
 from routeledger.store._mapper import EventNotStorable, EventRow, event_to_row, row_to_event
 from routeledger.store._memory import MemoryStore
 from routeledger.store._schema import SCHEMA_VERSION
+from routeledger.store._snapshots import (
+    SNAPSHOT_FORMAT,
+    StoredSnapshot,
+    load_snapshot,
+    read_snapshots,
+    write_snapshot,
+)
 from routeledger.store._sqlite import SQLiteStore, open_store
 
 __all__ = [
     "SCHEMA_VERSION",
+    "SNAPSHOT_FORMAT",
     "EventNotStorable",
     "EventRow",
     "EventStore",
@@ -23,11 +32,15 @@ __all__ = [
     "Projection",
     "SQLiteStore",
     "StoredEvent",
+    "StoredSnapshot",
     "event_to_row",
     "forget_gaps",
     "gaps_path",
+    "load_snapshot",
     "open_store",
+    "read_snapshots",
     "row_to_event",
     "save_gap",
     "take_gaps",
+    "write_snapshot",
 ]

@@ -45,6 +45,7 @@ from routeledger.events import (
 if TYPE_CHECKING:
     import random
 
+    from routeledger._observe import RequestObserver, RequestWatch
     from routeledger.actors._budget import CapacitySignal
     from routeledger.actors._clock import Clock
     from routeledger.actors._desk import RoutingDesk
@@ -91,6 +92,8 @@ class ThreadedInterpreter:
         self._timeouts = {name: h.config.timeout_s for name, h in handles.items()}
         self._waiting = 0
         self._waiting_lock = threading.Lock()
+        self.observer: RequestObserver | None = None
+        """Watches each request's decisions and records (tracing); see ``_observe``."""
 
     def _start(self, query: RouteQuery) -> Policy:
         return start_request(
@@ -119,7 +122,10 @@ class ThreadedInterpreter:
 
     def stream(self, query: RouteQuery) -> Iterator[StreamChunk]:
         """Run a stream: yield its chunks once one provider's first chunk has arrived."""
-        run = _Run(self, query)
+        return self._stream(_Run(self, query))  # the request starts now, on this thread
+
+    def _stream(self, run: _Run) -> Iterator[StreamChunk]:
+        query = run.query
         policy = self._start(query)
         send: Any = None
         throw: BaseException | None = None
@@ -200,7 +206,7 @@ class ThreadedInterpreter:
 class _Run:
     """One request's run through the interpreter: what its next effects depend on."""
 
-    __slots__ = ("first", "interpreter", "query", "seen")
+    __slots__ = ("first", "interpreter", "query", "seen", "watch")
 
     def __init__(self, interpreter: ThreadedInterpreter, query: RouteQuery) -> None:
         self.interpreter = interpreter
@@ -208,6 +214,10 @@ class _Run:
         self.first = True
         # The capacity generation before the last decision: no release in between is missed.
         self.seen = 0
+        observer = interpreter.observer
+        self.watch: RequestWatch | None = (
+            None if observer is None else observer.request_started(query)
+        )
 
     def perform(self, effect: Effect) -> tuple[Any, BaseException | None]:
         """Perform one effect; return what to send into the policy, or what to throw."""
@@ -225,10 +235,14 @@ class _Run:
                         first=first,
                         not_before=not_before,
                     )
+                    if self.watch is not None:
+                        self.watch.chose(decision)
                     return decision, None
                 case Send(decision, timeout_s):
                     return it._call(decision, self.query.request, timeout_s), None
                 case Record():
+                    if self.watch is not None:
+                        self.watch.recorded(effect)
                     it._record(effect, self.query)
                 case Pause(seconds):
                     it._clock.sleep(seconds)

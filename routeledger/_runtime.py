@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import functools
 import logging
 import os
@@ -105,6 +106,7 @@ from routeledger.store import EventStore, MemoryStore, SQLiteStore
 
 if TYPE_CHECKING:
     from routeledger.actors._writer import LogView
+    from routeledger.otel import RequestTracer
     from routeledger.prometheus import RuntimeCollector
 
 __all__ = ["Runtime"]
@@ -482,6 +484,8 @@ class Runtime:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._executor,
+            # The caller's context (its current trace span, say) goes with it to the worker.
+            contextvars.copy_context().run,
             functools.partial(
                 self.complete,
                 request,
@@ -726,6 +730,21 @@ class Runtime:
         from routeledger.prometheus import register
 
         return register(self, registry=registry)
+
+    def instrument_tracing(
+        self, tracer_provider: Any = None, *, capture_content: bool = False
+    ) -> RequestTracer:
+        """Trace each request from now on with OpenTelemetry spans; return the tracer.
+
+        Needs the ``otel`` extra; see :mod:`routeledger.otel` for the spans and attributes.
+
+        Args:
+            tracer_provider: an ``opentelemetry.trace.TracerProvider`` (default: the global).
+            capture_content: record prompt and completion text (never, by default).
+        """
+        from routeledger.otel import instrument
+
+        return instrument(self, tracer_provider=tracer_provider, capture_content=capture_content)
 
     def _describe_log(self) -> LogView:
         """Return the log writer's figures and state at one position (for exporters)."""

@@ -16,24 +16,32 @@ attribute                                   request  attempt  value
 =========================================== ======== ======== ==================================
 gen_ai.operation.name                       yes      yes      ``chat``
 gen_ai.provider.name, gen_ai.system         yes      yes      ``openai`` or ``anthropic`` (kind)
-gen_ai.request.model                        yes      yes      asked for; attempt: model served
+gen_ai.request.model                        yes      yes      asked; attempt: the id sent [2]
 gen_ai.request.max_tokens, .temperature,    yes               when the request sets them
-.top_p, .stop_sequences, gen_ai.request.stream
+.top_p, .stop_sequences
 gen_ai.response.model, .finish_reasons      yes      yes      as the provider answered
 gen_ai.usage.input_tokens, .output_tokens   yes      yes      as the provider reported
-gen_ai.response.time_to_first_chunk                  yes      streams, seconds
+gen_ai.response.time_to_first_chunk                  yes      streams, seconds [1]
 server.address, server.port                          yes      from the provider's ``base_url``
 error.type                                  yes      yes      the error's class name
 http.response.status_code                            yes      of a failed attempt, when known
 routeledger.request_id, .stream             yes
+routeledger.preferred_provider, .pool,      yes               when the call names them
+.ab_test
 routeledger.provider                        yes      yes      routeledger's name of the provider
 routeledger.attempts, .failed_providers     yes               attempts made, providers failed
 routeledger.cost                            yes      yes      when the model is priced
 routeledger.cancelled                       yes      yes      the caller closed the stream
 routeledger.attempt                                  yes      1, 2, ...
+routeledger.model                                    yes      routeledger's model name
 routeledger.route.strategy, .reason,                 yes      the routing decision
 .confidence, .alternatives; routeledger.probe
 =========================================== ======== ======== ==================================
+
+[1] Newer than 1.37 (as later GenAI instrumentations name it); the rest is in 1.37.
+[2] A request span names the model the caller asked for (a routeledger model name); an
+attempt span names the provider's model id (``ModelSpec.upstream``, else the name) and has
+routeledger's name as ``routeledger.model``. So an attempt span is named ``chat {that id}``.
 
 Span events on the request span: ``routeledger.backoff`` (every candidate was waiting out a
 backoff or Retry-After: ``routeledger.provider``, ``routeledger.wait_s``) and
@@ -159,8 +167,6 @@ class _RequestSpans:
             "routeledger.request_id": request.request_id,
             "routeledger.stream": request.stream,
         }
-        if request.stream:
-            attributes["gen_ai.request.stream"] = True
         if tracer._default_name is not None:
             attributes["gen_ai.provider.name"] = tracer._default_name
             attributes["gen_ai.system"] = tracer._default_name
@@ -211,9 +217,12 @@ class _RequestSpans:
 
     def _start_attempt(self, decision: Decision) -> None:
         route = decision.route
+        # The id sent on the wire (the convention's exact model requested), and ours.
+        wire_model = decision.model.wire_name
         attributes: Attributes = {
             "gen_ai.operation.name": OPERATION,
-            "gen_ai.request.model": decision.model.name,
+            "gen_ai.request.model": wire_model,
+            "routeledger.model": decision.model.name,
             "routeledger.provider": route.provider,
             "routeledger.attempt": decision.attempt,
             "routeledger.route.strategy": route.strategy,
@@ -227,7 +236,7 @@ class _RequestSpans:
         if decision.probe:
             attributes["routeledger.probe"] = True
         self._attempt = self._tracer.tracer.start_span(
-            f"{OPERATION} {decision.model.name}",
+            f"{OPERATION} {wire_model}",
             context=self._parent,
             kind=SpanKind.CLIENT,
             attributes=attributes,

@@ -35,7 +35,8 @@ except ImportError:
         raise
     pytest.skip("the otel extra (and opentelemetry-sdk) is not installed", allow_module_level=True)
 
-from routeledger.otel import uninstrument
+from routeledger.events import Message, ToolCall
+from routeledger.otel import _input_messages, uninstrument
 
 PROMPT = "hello"  # the text of conftest's make_request
 
@@ -183,7 +184,7 @@ def test_a_stream_span_covers_its_chunks_and_time_to_first_chunk(workload: Trace
     assert attr(served, "routeledger.provider") == "good"
     assert attr(served, "gen_ai.response.time_to_first_chunk") > 0
     assert attr(stream, "gen_ai.usage.output_tokens") == attr(served, "gen_ai.usage.output_tokens")
-    assert attr(stream, "gen_ai.request.stream") is True
+    assert attr(stream, "routeledger.stream") is True
     assert stream.end_time is not None and served.end_time is not None
     assert served.end_time <= stream.end_time
 
@@ -260,6 +261,34 @@ def test_capture_content_records_the_messages_in_the_conventions_schema(
     ]
     (attempt,) = t.attempts_of(span)
     assert "gen_ai.input.messages" not in (attempt.attributes or {})
+
+
+def test_tool_calls_and_results_follow_the_input_message_schema() -> None:
+    """Tool calls become tool_call parts; a tool message becomes a tool_call_response part."""
+    call = ToolCall(id="c1", name="weather", arguments='{"city": "Paris"}')
+    messages = [
+        Message(role="system", content="be brief"),
+        Message(role="assistant", tool_calls=[call]),
+        Message(role="tool", tool_call_id="c1", content="rainy"),
+    ]
+    assert json.loads(_input_messages(messages)) == [
+        {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
+        {
+            "role": "assistant",
+            "parts": [
+                {
+                    "type": "tool_call",
+                    "id": "c1",
+                    "name": "weather",
+                    "arguments": '{"city": "Paris"}',
+                }
+            ],
+        },
+        {
+            "role": "tool",
+            "parts": [{"type": "tool_call_response", "id": "c1", "response": "rainy"}],
+        },
+    ]
 
 
 def test_the_callers_current_span_is_the_parent_of_complete_and_stream(

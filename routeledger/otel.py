@@ -52,7 +52,8 @@ backoff or Retry-After: ``routeledger.provider``, ``routeledger.wait_s``) and
 spans, tokens and cost equal ``get_metrics()`` (which counts successful attempts); the request
 span repeats the served attempt's figures, so sum one level, not both. A cancelled stream is
 not an error (its span's status stays unset, ``routeledger.cancelled`` is true), as in the
-metrics. A response served from the response cache makes no span.
+metrics. A response served from the response cache makes no span, nor does a stream that is
+never iterated.
 
 Prompt and completion text are never recorded unless ``capture_content=True``: then the
 request span gets ``gen_ai.input.messages`` and ``gen_ai.output.messages`` (JSON strings in
@@ -63,9 +64,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -75,6 +78,7 @@ from routeledger.events import Response, StreamCancelled
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from opentelemetry.context import Context
     from opentelemetry.trace import Span, TracerProvider
     from opentelemetry.util.types import AttributeValue
 
@@ -142,7 +146,7 @@ class RequestTracer:
         kinds = {p.gen_ai_name for p in self.providers.values()}
         # Required on every span: a request that never reached a provider names the only
         # kind configured, when there is one.
-        self._default_name = kinds.pop() if len(kinds) == 1 else None
+        self.default_provider_name = kinds.pop() if len(kinds) == 1 else None
 
     def request_started(self, query: RouteQuery) -> _RequestSpans | None:
         """Start the request's span, a child of the current one (called on the caller's thread)."""
@@ -154,22 +158,39 @@ class RequestTracer:
 
 
 class _RequestSpans:
-    """The spans of one request: the request's, and the open attempt's."""
+    """The spans of one request: the request's, and the open attempt's.
 
-    __slots__ = ("_attempt", "_parent", "_span", "_tracer")
+    The caller's context and the start time are taken when the request starts; the request's
+    span is made (with that parent and start time) when the policy first acts, so a stream
+    that is never iterated leaves no span open.
+    """
+
+    __slots__ = ("_attempt", "_context", "_parent", "_query", "_span", "_started_ns", "_tracer")
 
     def __init__(self, tracer: RequestTracer, query: RouteQuery) -> None:
-        request = query.request
         self._tracer = tracer
+        self._query = query
+        self._context = otel_context.get_current()
+        self._started_ns = time.time_ns()
+        self._span: Span | None = None
+        self._parent: Context | None = None
+        self._attempt: Span | None = None
+
+    def _request_span(self) -> Span:
+        if self._span is not None:
+            return self._span
+        tracer = self._tracer
+        query = self._query
+        request = query.request
         attributes: Attributes = {
             "gen_ai.operation.name": OPERATION,
             "gen_ai.request.model": request.model,
             "routeledger.request_id": request.request_id,
             "routeledger.stream": request.stream,
         }
-        if tracer._default_name is not None:
-            attributes["gen_ai.provider.name"] = tracer._default_name
-            attributes["gen_ai.system"] = tracer._default_name
+        if tracer.default_provider_name is not None:
+            attributes["gen_ai.provider.name"] = tracer.default_provider_name
+            attributes["gen_ai.system"] = tracer.default_provider_name
         for key, value in (
             ("gen_ai.request.max_tokens", request.max_tokens),
             ("gen_ai.request.temperature", request.temperature),
@@ -183,24 +204,29 @@ class _RequestSpans:
                 attributes[key] = value
         if tracer.capture_content:
             attributes["gen_ai.input.messages"] = _input_messages(request.messages)
-        self._span: Span = tracer.tracer.start_span(
-            f"{OPERATION} {request.model}", kind=SpanKind.CLIENT, attributes=attributes
+        self._span = span = tracer.tracer.start_span(
+            f"{OPERATION} {request.model}",
+            context=self._context,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            start_time=self._started_ns,
         )
-        self._parent = trace.set_span_in_context(self._span)
-        self._attempt: Span | None = None
+        self._parent = trace.set_span_in_context(span)
+        return span
 
     def chose(self, answer: Any) -> None:
         """Start an attempt's span (a decision), or note a wait on the request's span."""
         try:
+            span = self._request_span()
             if isinstance(answer, Decision):
                 self._start_attempt(answer)
             elif isinstance(answer, Backoff):
-                self._span.add_event(
+                span.add_event(
                     "routeledger.backoff",
                     {"routeledger.provider": answer.provider, "routeledger.wait_s": answer.seconds},
                 )
             elif answer is None:
-                self._span.add_event("routeledger.saturated")
+                span.add_event("routeledger.saturated")
         except Exception:
             log.exception("tracing a routing decision failed")
 
@@ -261,7 +287,7 @@ class _RequestSpans:
         span.end()
 
     def _end_request(self, ended: RequestEnded) -> None:
-        span = self._span
+        span = self._request_span()
         span.set_attribute("routeledger.attempts", ended.attempts)
         if ended.failed_providers:
             span.set_attribute("routeledger.failed_providers", list(ended.failed_providers))

@@ -25,7 +25,7 @@ from routeledger import (
 from routeledger.fake_provider import Behaviour, FakeProvider
 
 try:
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.trace import SpanKind, StatusCode
@@ -344,6 +344,55 @@ def test_a_stream_closed_early_ends_its_spans_as_cancelled(
         assert attr(s, "routeledger.cancelled") is True
         assert s.status.status_code is StatusCode.UNSET
         assert "error.type" not in (s.attributes or {})
+
+
+class OpenSpans(SpanProcessor):
+    """Counts the spans started and not yet ended."""
+
+    def __init__(self) -> None:
+        self.open = 0
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.open += 1
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.open -= 1
+
+
+def test_a_stream_never_iterated_leaves_no_span_open(
+    fakes: Callable[..., list[FakeProvider]], config_for: Any, req: Any, db: Path
+) -> None:
+    """A stream asked for, then closed before its first chunk was read, starts no span."""
+    (good,) = fakes(1)
+    tp = TracerProvider()
+    spans = OpenSpans()
+    tp.add_span_processor(spans)
+    with Runtime.start(config_for({"good": good}), event_log=db) as rt:
+        rt.instrument_tracing(tp)
+        it = rt.stream(req())
+        it.close()  # type: ignore[attr-defined]
+        del it
+        assert spans.open == 0
+        rt.complete(req())
+        assert spans.open == 0
+
+
+def test_a_request_span_starts_when_the_request_is_made(
+    traced: Callable[..., Traced], req: Any
+) -> None:
+    """A stream's span starts at the stream() call, before its first chunk is asked for."""
+    t = traced()
+    with t.tracer.start_as_current_span("before") as before:
+        pass
+    it = t.rt.stream(req(), preferred_provider="good")
+    with t.tracer.start_as_current_span("between") as between:
+        pass
+    for _chunk in it:
+        pass
+    (span,) = t.requests()
+    assert before.end_time is not None and between.start_time is not None
+    assert span.start_time is not None
+    assert before.end_time <= span.start_time <= between.start_time
 
 
 def test_a_saturated_provider_is_a_span_event_of_the_waiting_request(

@@ -55,6 +55,7 @@ from routeledger.events import (
 if TYPE_CHECKING:
     import random
 
+    from routeledger._observe import RequestObserver, RequestWatch
     from routeledger.actors._budget import CapacitySignal
     from routeledger.actors._clock import Clock
     from routeledger.actors._desk import RoutingDesk
@@ -104,6 +105,8 @@ class ThreadedInterpreter:
         # The scopes of the runs in flight, for drain() at shutdown.
         self._live: set[CancelScope] = set()
         self._idle = threading.Condition()
+        self.observer: RequestObserver | None = None
+        """Watches each request's decisions and records (tracing); see ``_observe``."""
 
     def _start(self, query: RouteQuery) -> Policy:
         return start_request(
@@ -136,7 +139,11 @@ class ThreadedInterpreter:
 
     def stream(self, query: RouteQuery, scope: CancelScope | None = None) -> Iterator[StreamChunk]:
         """Run a stream: yield its chunks once one provider's first chunk has arrived."""
-        run = _Run(self, query, scope or CancelScope())
+        # The request starts now, on this thread (its trace span's parent is the caller's).
+        return self._stream(_Run(self, query, scope or CancelScope()))
+
+    def _stream(self, run: _Run) -> Iterator[StreamChunk]:
+        query = run.query
         self._enter(run.scope)
         try:
             policy = self._start(query)
@@ -264,7 +271,7 @@ class ThreadedInterpreter:
 class _Run:
     """One request's run through the interpreter: what its next effects depend on."""
 
-    __slots__ = ("first", "interpreter", "query", "scope", "seen")
+    __slots__ = ("first", "interpreter", "query", "scope", "seen", "watch")
 
     def __init__(
         self, interpreter: ThreadedInterpreter, query: RouteQuery, scope: CancelScope
@@ -275,6 +282,10 @@ class _Run:
         self.first = True
         # The capacity generation before the last decision: no release in between is missed.
         self.seen = 0
+        observer = interpreter.observer
+        self.watch: RequestWatch | None = (
+            None if observer is None else observer.request_started(query)
+        )
 
     def perform(self, effect: Effect) -> tuple[Any, BaseException | None]:
         """Perform one effect; return what to send into the policy, or what to throw."""
@@ -296,6 +307,8 @@ class _Run:
                         first=first,
                         not_before=not_before,
                     )
+                    if self.watch is not None:
+                        self.watch.chose(decision)
                     return decision, None
                 case Send(decision, timeout_s):
                     with scope.entered():
@@ -308,6 +321,8 @@ class _Run:
                             provider = decision.route.provider
                             return None, attempt_cancelled(scope.reason, provider, rid)
                 case Record():
+                    if self.watch is not None:
+                        self.watch.recorded(effect)
                     it._record(effect, self.query)
                 case Pause(seconds):
                     scope.sleep(it._clock, seconds)

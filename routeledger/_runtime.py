@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextvars
 import functools
 import logging
 import os
@@ -109,6 +110,7 @@ from routeledger.store import EventStore, MemoryStore, SQLiteStore, forget_gaps,
 
 if TYPE_CHECKING:
     from routeledger.actors._writer import LogView
+    from routeledger.otel import RequestTracer
     from routeledger.prometheus import RuntimeCollector
 
 __all__ = ["Runtime", "ShutdownReport"]
@@ -629,7 +631,8 @@ class Runtime:
         """Run ``fn`` on a worker thread; a closing runtime refuses new work clearly."""
         self._check_open()
         try:
-            return self._executor.submit(fn, *args)
+            # The caller's context (its current trace span, say) goes with it to the worker.
+            return self._executor.submit(contextvars.copy_context().run, fn, *args)
         except RuntimeError:  # the executor was shut down by close() meanwhile
             raise RuntimeClosed("the runtime is closed") from None
 
@@ -842,6 +845,21 @@ class Runtime:
         from routeledger.prometheus import register
 
         return register(self, registry=registry)
+
+    def instrument_tracing(
+        self, tracer_provider: Any = None, *, capture_content: bool = False
+    ) -> RequestTracer:
+        """Trace each request from now on with OpenTelemetry spans; return the tracer.
+
+        Needs the ``otel`` extra; see :mod:`routeledger.otel` for the spans and attributes.
+
+        Args:
+            tracer_provider: an ``opentelemetry.trace.TracerProvider`` (default: the global).
+            capture_content: record prompt and completion text (never, by default).
+        """
+        from routeledger.otel import instrument
+
+        return instrument(self, tracer_provider=tracer_provider, capture_content=capture_content)
 
     def _describe_log(self) -> LogView:
         """Return the log writer's figures and state at one position (for exporters)."""

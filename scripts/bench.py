@@ -45,6 +45,7 @@ import atexit
 import contextlib
 import dataclasses
 import datetime
+import importlib.util
 import itertools
 import json
 import math
@@ -491,6 +492,10 @@ def bench_overhead(scale: Scale, url: str, work: Path, *, pairs: int = 0) -> dic
         rt.close()
     result = {k: summary(v) for k, v in per_round.items()}
     result["pairs_per_round"] = scale.overhead_pairs
+    # The optional extras cost nothing unless used: installed (the test extra has them), none
+    # of their modules is loaded by the requests above.
+    result["otel_installed"] = importlib.util.find_spec("opentelemetry") is not None
+    result["otel_modules_loaded"] = sum(1 for m in sys.modules if m.startswith("opentelemetry"))
     return result
 
 
@@ -1223,6 +1228,10 @@ def build_rows(results: dict[str, Any], scale: Scale) -> list[Row]:
         add("route_request p50", o["route_p50_ms"], "ms", "<= 0.2 ms",
             o["route_p50_ms"]["median"] <= 0.2)  # fmt: skip
         add("route_request p99", o["route_p99_ms"], "ms")
+        if o.get("otel_installed"):
+            loaded = o["otel_modules_loaded"]
+            rows.append(Row("opentelemetry modules loaded", loaded, "", "", "0 (installed)",
+                            loaded == 0))  # fmt: skip
     o5 = results.get("overhead_5ms")
     if isinstance(o5, dict) and "overhead_p50_ms" in o5:
         add("5 ms provider: complete p50 (runtime)", o5["runtime_p50_ms"], "ms")

@@ -276,3 +276,67 @@ def test_the_shared_directory_is_not_writable_by_the_child(shared: Path, tmp_pat
     assert child.stdout.strip() == "refused"
     assert not probe.exists()
     assert stat.S_IMODE(shared.stat().st_mode) == 0o555
+
+
+# --- a real read-only filesystem, where this machine allows one ------------------------------
+
+_ON_READ_ONLY_MOUNT = """
+import contextlib, io, json, sys
+
+from routeledger import ModelSpec, ProviderConfig, Runtime, RuntimeConfig
+from routeledger.cli import main
+from routeledger.events import StoreError
+
+log = sys.argv[1]
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    status = main(["replay", "--db", log, "--json"])
+config = RuntimeConfig(
+    providers=[ProviderConfig(name="a", kind="openai", base_url="http://127.0.0.1:9/v1",
+                              models=[ModelSpec(name="m")])]
+)
+try:
+    Runtime.start(config, event_log=log, active_health_checks=False).close()
+    start = "started"
+except StoreError as exc:
+    start = str(exc)
+print(json.dumps({"status": status, "replay": out.getvalue(), "start": start}))
+"""
+
+_MOUNT = """
+set -e
+mount -t tmpfs -o size=8m tmpfs "$1"
+cp "$2" "$1/events.sqlite"
+mount -o remount,ro "$1"
+echo mounted
+exec "$3" -c "$4" "$1/events.sqlite"
+"""
+
+
+def test_replay_reads_and_runtime_start_refuses_a_log_on_a_read_only_filesystem(
+    tmp_path: Path,
+) -> None:
+    """On a read-only mount (even as root) replay reads the log and Runtime.start refuses it."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("no unshare(1): cannot make a private read-only mount here")
+    mountpoint = tmp_path / "ro"
+    mountpoint.mkdir()
+    script = [str(mountpoint), str(FIXTURE), sys.executable, _ON_READ_ONLY_MOUNT]
+    # A private mount namespace: the mount exists only for the child and vanishes with it.
+    child = subprocess.run(
+        [unshare, "--mount", "sh", "-c", _MOUNT, "sh", *script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if not child.stdout.startswith("mounted"):
+        pytest.skip(f"cannot mount a read-only filesystem here: {child.stderr.strip()}")
+    assert child.returncode == 0, child.stderr
+    result = json.loads(child.stdout.splitlines()[-1])
+    copy = tmp_path / "copy.sqlite"
+    shutil.copyfile(FIXTURE, copy)
+    expected = run_cli(["replay", "--db", str(copy), "--json"], copy)
+    assert result["status"] == 0
+    assert result["replay"].replace(str(mountpoint / "events.sqlite"), "{db}") == expected
+    assert "read-only" in result["start"]

@@ -205,7 +205,7 @@ class SQLiteStore(EventStore):
         try:
             self._open_reader()
         except sqlite3.Error as exc:
-            if not self._immutable_would_be_safe(exc):
+            if not self._may_open_immutable(exc):
                 raise translate(exc, path=self.path, action="open") from exc
             # A read-only open of a WAL file needs its -shm beside it (SQLite creates one to
             # coordinate with writers); in a read-only directory or on a read-only filesystem
@@ -237,7 +237,13 @@ class SQLiteStore(EventStore):
             raise
         self._idle_readers.append(connection)
 
-    def _immutable_would_be_safe(self, exc: sqlite3.Error) -> bool:
+    def _may_open_immutable(self, exc: sqlite3.Error) -> bool:
+        """Return whether a read-only open that failed with ``exc`` may retry as immutable.
+
+        Raises:
+            StoreError: the open failed for want of a -shm, and the -wal holds commits that
+                an immutable open would miss.
+        """
         code = getattr(exc, "sqlite_errorcode", None)
         primary = code & 0xFF if isinstance(code, int) else None
         if self._immutable or primary not in (_SQLITE_READONLY, _SQLITE_CANTOPEN):

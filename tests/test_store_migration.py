@@ -22,8 +22,15 @@ import pytest
 import sqlite_utils
 
 from routeledger._replay import replay
-from routeledger.events import RequestReceived, StoreError
-from routeledger.store import SCHEMA_VERSION, SQLiteStore, StoredEvent, _schema
+from routeledger.events import Projections, RequestReceived, StoreError
+from routeledger.store import (
+    SCHEMA_VERSION,
+    SQLiteStore,
+    StoredEvent,
+    _schema,
+    load_snapshot,
+    write_snapshot,
+)
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "v1_log.sqlite"
 FIXTURE_EVENTS = 755
@@ -294,3 +301,35 @@ def test_text_and_blob_rows_read_back_alike(tmp_path: Path) -> None:
             (text.encode(),),
         )
     assert [s.event for s in read_all(path)] == [event, event]
+
+
+def test_a_snapshot_taken_on_a_v1_log_stays_valid_after_the_migration(v1: Path) -> None:
+    """The migration keeps each event's bytes, so a snapshot's anchor still matches them."""
+    with SQLiteStore(v1) as store:
+        projections = store.replay(Projections())
+        assert write_snapshot(store, projections)
+    # Back to schema 1 with its snapshots table, as a log written before schema 2 looks.
+    with raw(v1) as connection:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute(
+            "CREATE TABLE old (position INTEGER PRIMARY KEY, type TEXT NOT NULL, "
+            "ts REAL NOT NULL, request_id TEXT, data BLOB NOT NULL)"
+        )
+        connection.execute(
+            "INSERT INTO old SELECT position, type, ts, request_id, CAST(data AS BLOB) FROM events"
+        )
+        connection.execute("DROP TABLE events")
+        connection.execute("ALTER TABLE old RENAME TO events")
+        connection.execute("CREATE INDEX events_request_id ON events (request_id)")
+        connection.execute("PRAGMA user_version = 1")
+        connection.execute("COMMIT")
+    assert {kind for _, _, kind, _ in stored_rows(v1)} == {"blob"}
+
+    SQLiteStore(v1).close()
+
+    assert version_of(v1) == 2
+    with SQLiteStore(v1, readonly=True) as store:
+        restored = load_snapshot(store)
+    assert restored is not None
+    assert restored.snapshot_position == FIXTURE_EVENTS
+    assert restored.snapshot() == replay(v1, snapshots=False).snapshot()

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 def open_readonly(path: str | os.PathLike[str]) -> SQLiteStore:
     """Open an existing event log read-only.
 
+    Any schema version this routeledger knows is read as it is (an older log is not migrated),
+    and the log may sit in a read-only directory or on a read-only filesystem.
+
     Raises:
         StoreError: the file is missing or is not a readable event log.
     """

@@ -1,8 +1,9 @@
 """The mapper between events and stored rows: the store knows rows, never domain classes.
 
 A row is ``(type, ts, request_id, data)``: the wire tag, the event time, the request id
-(``None`` for events that have none) and the encoded event. The position is not part of the
-row; each store assigns it when it appends.
+(``None`` for events that have none) and the encoded event as JSON text. The position is not
+part of the row; each store assigns it when it appends. Stored data is decoded from bytes or
+text alike: logs of schema version 1 hold the same JSON as BLOBs.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class EventRow(NamedTuple):
     type: str
     ts: float
     request_id: str | None
-    data: bytes
+    data: str
+    """The event's JSON, exactly the UTF-8 text that ``encode_event`` produced."""
 
 
 def event_to_row(event: Event, *, index: int = 0) -> EventRow:
@@ -74,13 +76,16 @@ def event_to_row(event: Event, *, index: int = 0) -> EventRow:
         )
     tag = event_tag(event)
     try:
-        data = encode_event(event)
+        encoded = encode_event(event)
+        # Text, not bytes, so that SQLite stores TEXT (see _schema). msgspec writes valid
+        # UTF-8, so the decode cannot fail; a UnicodeDecodeError would still be a ValueError.
+        data = encoded.decode("utf-8")
     except (TypeError, ValueError, OverflowError) as exc:
         raise EventNotStorable(
             f"event {index} of the batch ({tag}) cannot be encoded: {exc}", index=index
         ) from exc
     try:
-        decode_event(data)
+        decode_event(encoded)
     except StoreError as exc:
         raise EventNotStorable(
             f"event {index} of the batch ({tag}) would not decode back: {exc.message}",
@@ -108,7 +113,7 @@ def row_to_event(position: int, data: object) -> AnyEvent:
     """
     if not isinstance(data, bytes | str):
         raise StoreCorrupted(
-            f"stored event at position {position} holds a {type(data).__name__}, not bytes",
+            f"stored event at position {position} holds a {type(data).__name__}, not JSON",
             position=position,
         )
     return decode_event(data, position=position)

@@ -1,19 +1,27 @@
-"""The SQLite schema of the event log: creation, version check and inspection (sqlite-utils).
+"""The SQLite schema of the event log: creation, migration, version check and inspection.
 
 The schema version lives in ``PRAGMA user_version``. Version 0 with no tables is a new file;
 a version above :data:`SCHEMA_VERSION` was written by a newer routeledger and is refused
-before anything is written to it.
+before anything is written to it. sqlite-utils inspects the tables.
 
-Schema version 1::
+Schema version 2::
 
     CREATE TABLE events (
         position   INTEGER PRIMARY KEY,   -- gapless global position, assigned on append
         type       TEXT NOT NULL,         -- wire tag
         ts         REAL NOT NULL,         -- event time, Unix seconds
         request_id TEXT,                  -- NULL for events of no request
-        data       BLOB NOT NULL          -- the encoded event (JSON)
+        data       TEXT NOT NULL          -- the encoded event (UTF-8 JSON)
     );
     CREATE INDEX events_request_id ON events (request_id);
+
+Version 1 differed in one thing: ``data`` was a BLOB (the same UTF-8 JSON bytes). Tools took
+it for binary data (datasette shows "binary data", and SQLite 3.45+ reads a BLOB given to
+``json_extract`` as JSONB), so version 2 stores it as TEXT. A writer that opens a version 1
+file migrates it (:func:`upgrade_schema`); readers read either version as it is.
+
+Other tables may sit beside ``events`` in a versioned file (for example projection
+snapshots): the check looks at ``events`` only.
 """
 
 from __future__ import annotations
@@ -25,32 +33,47 @@ import sqlite_utils
 
 from routeledger.events import SchemaVersionError, StoreCorrupted, StoreError
 
-__all__ = ["SCHEMA_VERSION", "create_schema", "read_version", "verify_schema"]
+__all__ = ["SCHEMA_VERSION", "read_version", "upgrade_schema", "verify_schema"]
 
-SCHEMA_VERSION = 1
-"""The version of the event log's schema this routeledger writes and reads."""
+SCHEMA_VERSION = 2
+"""The version of the event log's schema this routeledger writes (it reads 1 and 2)."""
 
 _TABLE = "events"
 _INDEX = "events_request_id"
-_COLUMNS: dict[str, type] = {
+_COLUMNS_V1: dict[str, type] = {
     "position": int,
     "type": str,
     "ts": float,
     "request_id": str,
     "data": bytes,
 }
+_COLUMNS: dict[int, dict[str, type]] = {1: _COLUMNS_V1, 2: {**_COLUMNS_V1, "data": str}}
+"""The columns of ``events`` (as sqlite-utils names their types) in each schema version."""
 
-
-_CREATE_TABLE = f"""
-    CREATE TABLE IF NOT EXISTS {_TABLE} (
+_CREATE_TABLE = """
+    CREATE TABLE {table} (
         position   INTEGER PRIMARY KEY,
         type       TEXT NOT NULL,
         ts         REAL NOT NULL,
         request_id TEXT,
-        data       BLOB NOT NULL
+        data       TEXT NOT NULL
     )
 """
-_CREATE_INDEX = f"CREATE INDEX IF NOT EXISTS {_INDEX} ON {_TABLE} (request_id)"
+_CREATE_INDEX = f"CREATE INDEX {_INDEX} ON {_TABLE} (request_id)"
+
+_MIGRATION_1_TO_2: tuple[str, ...] = (
+    # SQLite cannot change a column's declared type in place, so the table is rebuilt. CAST
+    # keeps every byte: a BLOB becomes TEXT of the same bytes (the JSON was UTF-8 already),
+    # so a v1 row and its v2 row hash alike.
+    _CREATE_TABLE.format(table="events_v2"),
+    f"""INSERT INTO events_v2 (position, type, ts, request_id, data)
+        SELECT position, type, ts, request_id, CAST(data AS TEXT) FROM {_TABLE}
+        ORDER BY position""",
+    f"DROP TABLE {_TABLE}",  # drops its index too
+    f"ALTER TABLE events_v2 RENAME TO {_TABLE}",
+    _CREATE_INDEX,
+)
+"""The statements that turn a version 1 file into version 2, run in one transaction."""
 
 
 def read_version(conn: sqlite3.Connection, path: str) -> int:
@@ -76,6 +99,9 @@ def read_version(conn: sqlite3.Connection, path: str) -> int:
 def verify_schema(conn: sqlite3.Connection, path: str, version: int) -> None:
     """Check that a file of schema ``version`` holds what that version says.
 
+    Tables other than ``events`` are allowed in a versioned file (they belong to other parts
+    of the store, such as snapshots); a version 0 file must have none.
+
     Raises:
         StoreError: version 0 but the file has tables (not a routeledger event log).
         StoreCorrupted: the ``events`` table is missing or has other columns.
@@ -95,34 +121,45 @@ def verify_schema(conn: sqlite3.Connection, path: str, version: int) -> None:
             f"{path} says schema version {version} but has no {_TABLE!r} table", path=path
         )
     columns = db.table(_TABLE).columns_dict
-    if columns != _COLUMNS:
+    expected = _COLUMNS.get(version)
+    if columns != expected:
         raise StoreCorrupted(
-            f"{path}: the {_TABLE!r} table has columns {columns}, expected {_COLUMNS}",
+            f"{path}: the {_TABLE!r} table of schema version {version} has columns {columns}, "
+            f"expected {expected}",
             path=path,
         )
 
 
-def create_schema(conn: sqlite3.Connection, path: str) -> None:
-    """Create the schema in a new file, unless another connection just did.
+def upgrade_schema(conn: sqlite3.Connection, path: str) -> None:
+    """Bring the file to :data:`SCHEMA_VERSION`: create the schema, or migrate version 1.
 
-    Runs in its own ``BEGIN IMMEDIATE`` transaction so that two processes opening a new file
-    at once do not both create it: the loser sees the winner's version and returns.
+    Runs in one ``BEGIN IMMEDIATE`` transaction, so that two processes opening the file at
+    once do not both do the work (the loser sees the winner's version and returns), and so
+    that a failure or a crash half-way leaves the file as it was: a migration rewrites every
+    row and sets the version, or does nothing.
 
     Raises:
         SchemaVersionError: a newer routeledger initialised the file meanwhile.
+        StoreError: the file became something that is not an event log meanwhile.
         sqlite3.Error: left to the caller, which translates it.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if read_version(conn, path) == SCHEMA_VERSION:
-            conn.execute("COMMIT")
-            return
-        # Plain DDL, not sqlite-utils' create(): that commits on its own, and another process
-        # would then see the table without its version and take the file for a foreign one.
-        conn.execute(_CREATE_TABLE)
-        conn.execute(_CREATE_INDEX)
-        # PRAGMA cannot take parameters; SCHEMA_VERSION is our own int constant.
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+        # Read again under the write lock: another process may have upgraded it meanwhile.
+        version = read_version(conn, path)
+        if version != SCHEMA_VERSION:
+            verify_schema(conn, path, version)
+            # Plain DDL, not sqlite-utils' create(): that commits on its own, and another
+            # process would then see the table without its version and take the file for a
+            # foreign one.
+            if version == 0:
+                conn.execute(_CREATE_TABLE.format(table=_TABLE))
+                conn.execute(_CREATE_INDEX)
+            else:
+                for statement in _MIGRATION_1_TO_2:
+                    conn.execute(statement)
+            # PRAGMA cannot take parameters; SCHEMA_VERSION is our own int constant.
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
         conn.execute("COMMIT")
     except BaseException:
         # Keep the original error: a failed rollback adds nothing to it.

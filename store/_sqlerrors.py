@@ -9,6 +9,8 @@ sqlite3 result (primary code)       raised
 SQLITE_BUSY, SQLITE_LOCKED          ``StoreLocked``
 SQLITE_FULL                         ``StoreFull``
 SQLITE_CORRUPT, SQLITE_NOTADB       ``StoreCorrupted``
+SQLITE_READONLY                     ``StoreError`` (saying what is read-only)
+SQLITE_CANTOPEN                     ``StoreError`` (saying what may stop the open)
 text that does not decode           ``StoreCorrupted``
 anything else                       ``StoreError``
 ==================================  ====================
@@ -26,6 +28,8 @@ __all__ = ["translate"]
 _SQLITE_CORRUPT = 11
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
+_SQLITE_READONLY = 8
+_SQLITE_CANTOPEN = 14
 _SQLITE_FULL = 13
 _SQLITE_NOTADB = 26
 
@@ -51,6 +55,20 @@ def translate(exc: sqlite3.Error, *, path: str, action: str) -> StoreError:
     if primary == _SQLITE_NOTADB:
         return StoreCorrupted(
             f"{path} is not a SQLite database (or it is encrypted, or its header is damaged)",
+            path=path,
+        )
+    if primary == _SQLITE_READONLY:
+        return StoreError(
+            f"{detail}; the log file, its directory or its filesystem is read-only for this "
+            "process (a log that is only read opens with readonly=True, as replay does)",
+            path=path,
+        )
+    if primary == _SQLITE_CANTOPEN:
+        # Also what a writer meets on a read-only filesystem: the -wal and -shm files that WAL
+        # mode keeps beside the log cannot be created.
+        return StoreError(
+            f"{detail}; the file or the -wal/-shm files beside it cannot be created or opened "
+            "(a missing directory, no permission, or a read-only directory or filesystem)",
             path=path,
         )
     # The sqlite3 module reports undecodable TEXT without a result code.

@@ -3,6 +3,10 @@
 sqlite-utils creates and inspects the schema (see ``_schema``); the hot path (append and
 read) uses the raw ``sqlite3`` connection. Every ``sqlite3`` error is translated into the
 store's error family (see ``_sqlerrors``).
+
+A writer opens a file it can write, or not at all: a read-only file, directory or filesystem
+is refused when the store opens, not at the first append. A reader opens a log it may not
+write to, even on a read-only filesystem (see :meth:`SQLiteStore._open`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import TYPE_CHECKING
 from routeledger.events import StoreError
 from routeledger.store._base import EventStore, StoredEvent, check_limit
 from routeledger.store._mapper import EventRow, decode_rows, events_to_rows
-from routeledger.store._schema import SCHEMA_VERSION, create_schema, read_version, verify_schema
+from routeledger.store._schema import SCHEMA_VERSION, read_version, upgrade_schema, verify_schema
 from routeledger.store._sqlerrors import translate
 
 if TYPE_CHECKING:
@@ -34,8 +38,16 @@ _MAX_IDLE_READERS = 4
 
 _LAST_SQL = "SELECT COALESCE(MAX(position), 0) FROM events"
 _INSERT_SQL = "INSERT INTO events (position, type, ts, request_id, data) VALUES (?, ?, ?, ?, ?)"
-_READ_SQL = "SELECT position, data FROM events WHERE position >= ? ORDER BY position"
-_REQUEST_SQL = "SELECT position, data FROM events WHERE request_id = ? ORDER BY position"
+# Reads take the data as bytes whatever its storage class (TEXT in schema 2, BLOB in 1): the
+# cast costs nothing, sqlite3 skips building a str that msgspec would read back, and a row that
+# is not valid UTF-8 reaches the decoder, which names its position, instead of failing the
+# whole fetch inside sqlite3.
+_READ_SQL = "SELECT position, CAST(data AS BLOB) FROM events WHERE position >= ? ORDER BY position"
+_REQUEST_SQL = (
+    "SELECT position, CAST(data AS BLOB) FROM events WHERE request_id = ? ORDER BY position"
+)
+_SQLITE_READONLY = 8
+_SQLITE_CANTOPEN = 14
 
 
 class SQLiteStore(EventStore):
@@ -52,6 +64,9 @@ class SQLiteStore(EventStore):
     and an append in another thread never shows up half-way through a read. ``close`` closes
     every connection; an iterator still running afterwards raises ``StoreError``.
 
+    Versions: a writer migrates a file of schema version 1 to the current version when it
+    opens it (one transaction); a read-only store reads either version as it is.
+
     Args:
         path: the database file (created if missing, unless ``readonly``).
         synchronous: ``PRAGMA synchronous`` (``OFF``, ``NORMAL``, ``FULL``, ``EXTRA``).
@@ -66,7 +81,8 @@ class SQLiteStore(EventStore):
     Raises:
         SchemaVersionError: the file was written by a newer routeledger (nothing written).
         StoreCorrupted: the file is not a SQLite database, or not a sound event log.
-        StoreError: the file cannot be opened, or is a SQLite database of something else.
+        StoreError: the file cannot be opened (for a writer: cannot be written), or is a
+            SQLite database of something else.
     """
 
     def __init__(
@@ -104,6 +120,8 @@ class SQLiteStore(EventStore):
         self._idle_readers: list[sqlite3.Connection] = []
         self._writer: sqlite3.Connection | None = None
         self._closed = False
+        self._immutable = False
+        """Read-only connections open the file as immutable (see ``_open``)."""
         try:
             self._open()
         except BaseException:
@@ -181,28 +199,78 @@ class SQLiteStore(EventStore):
     # --- opening ----------------------------------------------------------------------------
 
     def _open(self) -> None:
+        if not self.readonly:
+            self._open_writer()
+            return
+        try:
+            self._open_reader()
+        except sqlite3.Error as exc:
+            if not self._may_open_immutable(exc):
+                raise translate(exc, path=self.path, action="open") from exc
+            # A read-only open of a WAL file needs its -shm beside it (SQLite creates one to
+            # coordinate with writers); in a read-only directory or on a read-only filesystem
+            # it cannot. With no -wal file either, every committed transaction is in the main
+            # file and no writer is connected (a WAL writer keeps its -wal while it is open,
+            # and none could create one here), so the file is what SQLite calls immutable:
+            # read without locks or a -shm. A writer that a read-only directory does not stop
+            # (its owner) could start during the read; this fallback is for a log no one
+            # writes, such as an archived copy or a log on a read-only mount.
+            self._immutable = True
+            try:
+                self._open_reader()
+            except sqlite3.Error as retry_exc:
+                raise translate(retry_exc, path=self.path, action="open") from retry_exc
+
+    def _open_reader(self) -> None:
         connection = self._connect()
         try:
-            # Nothing is written before the version check: a newer file stays untouched. The
-            # version and the tables are read in one read transaction, so that another process
-            # creating the schema right now is seen either wholly or not at all.
-            connection.execute("BEGIN")
-            try:
-                version = read_version(connection, self.path)
-                verify_schema(connection, self.path, version)
-            finally:
-                if connection.in_transaction:
-                    connection.execute("COMMIT")
-            if self.readonly:
-                if version == 0:
-                    raise StoreError(
-                        f"{self.path} is not an initialised event log (and it was opened "
-                        "read-only, so it cannot be initialised)",
-                        path=self.path,
-                    )
-                connection.execute("PRAGMA query_only = 1")
-                self._idle_readers.append(connection)
-                return
+            version = self._check_version(connection)
+            if version == 0:
+                raise StoreError(
+                    f"{self.path} is not an initialised event log (and it was opened "
+                    "read-only, so it cannot be initialised)",
+                    path=self.path,
+                )
+            connection.execute("PRAGMA query_only = 1")
+        except BaseException:
+            self._discard(connection)
+            raise
+        self._idle_readers.append(connection)
+
+    def _may_open_immutable(self, exc: sqlite3.Error) -> bool:
+        """Return whether a read-only open that failed with ``exc`` may retry as immutable.
+
+        Raises:
+            StoreError: the open failed for want of a -shm, and the -wal holds commits that
+                an immutable open would miss.
+        """
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        if self._immutable or primary not in (_SQLITE_READONLY, _SQLITE_CANTOPEN):
+            return False
+        wal = pathlib.Path(self.path + "-wal")
+        try:
+            pending = wal.stat().st_size > 0
+        except FileNotFoundError:
+            return True
+        except OSError:
+            pending = True
+        if pending:
+            # Transactions committed to the -wal but not yet copied into the main file: an
+            # immutable open would silently leave them out of every figure.
+            raise StoreError(
+                f"{self.path} has committed events in {wal.name}, which SQLite can read only "
+                f"with a {pathlib.Path(self.path).name}-shm beside it, and this process cannot "
+                "create one (read-only directory or filesystem): open the log once where it "
+                "can be written, or copy the files to a writable directory",
+                path=self.path,
+            ) from exc
+        return True
+
+    def _open_writer(self) -> None:
+        connection = self._connect()
+        try:
+            version = self._check_version(connection)
             self._enable_wal(connection)
             connection.execute(f"PRAGMA synchronous = {self._synchronous}")
             if self._max_size_bytes is not None:
@@ -210,10 +278,24 @@ class SQLiteStore(EventStore):
                 pages = max(1, self._max_size_bytes // page_size)
                 connection.execute(f"PRAGMA max_page_count = {pages:d}")
             if version < SCHEMA_VERSION:
-                create_schema(connection, self.path)
+                upgrade_schema(connection, self.path)
+            _check_writable(connection)
         except sqlite3.Error as exc:
-            raise translate(exc, path=self.path, action="open") from exc
+            raise translate(exc, path=self.path, action="open for writing") from exc
         self._writer = connection
+
+    def _check_version(self, connection: sqlite3.Connection) -> int:
+        # Nothing is written before the version check: a newer file stays untouched. The
+        # version and the tables are read in one read transaction, so that another process
+        # creating or migrating the schema right now is seen either wholly or not at all.
+        connection.execute("BEGIN")
+        try:
+            version = read_version(connection, self.path)
+            verify_schema(connection, self.path, version)
+        finally:
+            if connection.in_transaction:
+                connection.execute("COMMIT")
+        return version
 
     def _enable_wal(self, connection: sqlite3.Connection) -> None:
         # Switching a file to WAL takes an exclusive lock, and SQLite returns SQLITE_BUSY at
@@ -235,6 +317,8 @@ class SQLiteStore(EventStore):
         try:
             if self.readonly:
                 uri = pathlib.Path(self.path).absolute().as_uri() + "?mode=ro"
+                if self._immutable:
+                    uri += "&immutable=1"
                 connection = sqlite3.connect(
                     uri,
                     uri=True,
@@ -355,6 +439,27 @@ class SQLiteStore(EventStore):
     def _count_skip(self) -> None:
         with self._lock:
             self.skipped_unknown += 1
+
+
+def _check_writable(connection: sqlite3.Connection) -> None:
+    """Prove that ``connection`` can write, writing nothing.
+
+    SQLite opens a file it may not write (read-only file, directory or filesystem) read-only
+    without a word, and reports it only at the first write: a runtime would serve requests
+    and fail at its first flush. A write inside a transaction that is rolled back finds out
+    now. Setting ``user_version`` to its own value is the smallest write there is.
+
+    Raises:
+        sqlite3.Error: SQLITE_READONLY (or any other failure); the caller translates it.
+    """
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = connection.execute("PRAGMA user_version").fetchone()
+        connection.execute(f"PRAGMA user_version = {int(version):d}")
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
 
 
 def _fetch(cursor: sqlite3.Cursor, size: int) -> Iterator[tuple[int, object]]:

@@ -74,8 +74,9 @@ def path(tmp_path: Path) -> Path:
 
 
 def test_new_file_gets_schema_wal_and_version(path: Path) -> None:
-    """A new file gets the events table, its request_id index, WAL mode and the version."""
-    SQLiteStore(path).close()
+    """A new file gets the events table (JSON as TEXT), its index, WAL mode and the version."""
+    with SQLiteStore(path) as store:
+        store.append([probe(1)])
     with raw(path) as connection:
         db = sqlite_utils.Database(connection, execute_plugins=False)
         table = db.table("events")
@@ -84,8 +85,9 @@ def test_new_file_gets_schema_wal_and_version(path: Path) -> None:
             "type": str,
             "ts": float,
             "request_id": str,
-            "data": bytes,
+            "data": str,
         }
+        assert connection.execute("SELECT typeof(data) FROM events").fetchall() == [("text",)]
         assert table.pks == ["position"]
         assert [index.columns for index in table.indexes] == [["request_id"]]
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)

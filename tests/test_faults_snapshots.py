@@ -162,6 +162,7 @@ def make_snapshotted_log(cfg: Any, db: Path, *, keep_older: bool = False) -> int
     with Runtime.start(cfg, event_log=db) as rt:
         for _ in range(3):
             rt.complete(rt_request())
+            rt.flush()  # one commit per request: a snapshot falls between, not only at close
     (position, *older) = stored(db)
     assert position == last_position(db) and older
     if not keep_older:

@@ -27,7 +27,13 @@ An effect that fails is thrown back into the generator. The policy:
   provider waits its ``Retry-After`` when the provider sent one that fits the deadline and
   ``max_retry_after_s`` (otherwise that provider is ruled out), else an exponential backoff
   with full jitter (a backoff that would end past the deadline rules it out too);
-- retries beyond a request's first attempt draw on a shared :class:`RetryBudget`;
+- every attempt after a request's first is a retry and draws on the :class:`RetryBudget`
+  of the provider it goes *to* (the router keeps one per provider, and leaves out the
+  candidates whose budget is spent); a retry that succeeds costs nothing, one that fails
+  stays spent for a window, and a provider earns room from the calls it serves. So failover
+  to a provider that serves is not refused, while with every provider failing retries stop
+  at ``retry_budget_min`` per provider and window (storm protection); only when no
+  candidate has budget left does the request end (:class:`RetryBudgetExhausted`);
 - when every candidate is saturated, the request waits for capacity (a bounded queue) until
   ``queue_timeout_s`` or its deadline;
 - a stream may fail over only until its first chunk; once relayed, its end is recorded here
@@ -41,7 +47,7 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Hashable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
@@ -165,42 +171,85 @@ DEADLINE_SLACK_S = 1e-6
 
 
 class RetryBudget:
-    """Retries allowed: at least ``minimum`` a window, else ``ratio`` of recent requests.
+    """The retries one provider may still take: a budget per *target*, as Envoy keeps one per
+    upstream cluster.
 
-    It stops retry storms when every provider fails. The router draws on it for every
-    attempt after a request's first, so it is shared by all requests of a runtime.
+    A retry sent *to* this provider spends from this budget while it is in flight; when it
+    succeeds it costs nothing (it served a request, the one thing a retry is for), and when it
+    fails it stays spent for ``window_s``. What may be spent at once is ``minimum`` or
+    ``ratio`` of the calls the provider *served* in the last ``window_s``, whichever is more.
+    A healthy provider earns room from its own traffic and its successful retries are free,
+    so failover to it is not refused; a provider that serves nothing accepts ``minimum``
+    failed retries a window at most. When every provider fails, the retries a runtime makes
+    are therefore bounded by ``minimum`` per provider and window, however many requests
+    arrive: that is the storm protection. First attempts never draw on a budget.
+
+    Why not one budget for the whole runtime (as before): a flapping provider's failures
+    spent it, and then failover to the healthy providers was refused too (issue 12).
+
+    Each budget belongs to one :class:`~routeledger.actors.Router`, which is only ever called
+    from one thread at a time, so it takes no lock. Times are monotonic seconds.
     """
 
     def __init__(self, ratio: float, minimum: int, window_s: float) -> None:
         self.ratio = ratio
         self.minimum = minimum
         self.window_s = window_s
-        self._requests: deque[float] = deque()
-        self._retries: deque[float] = deque()
+        self._served: deque[float] = deque()
+        self._wasted: deque[float] = deque()
+        # In insertion (= time) order, so the oldest is first: a retry whose end never comes
+        # (its caller gave up) stops holding the budget after one window.
+        self._in_flight: dict[Hashable, float] = {}
 
     def _trim(self, now: float) -> None:
         horizon = now - self.window_s
-        for q in (self._requests, self._retries):
+        for q in (self._served, self._wasted):
             while q and q[0] < horizon:
                 q.popleft()
+        while self._in_flight:
+            key, started = next(iter(self._in_flight.items()))
+            if started >= horizon:
+                break
+            del self._in_flight[key]
 
-    def note_request(self, now: float) -> None:
-        """Count a request's arrival (monotonic time)."""
-        # Trim here too: with no retry for hours, try_retry never runs to drop old entries.
+    def allowance(self, now: float) -> float:
+        """Return how many retries may be spent at once now (in flight or failed)."""
         self._trim(now)
-        self._requests.append(now)
+        return max(self.minimum, self.ratio * len(self._served))
 
-    def try_retry(self, now: float) -> bool:
-        """Take one retry from the budget; return False when none is left."""
+    def spent(self, now: float) -> int:
+        """Return the retries in flight plus those that failed within the window."""
         self._trim(now)
-        if len(self._retries) >= max(self.minimum, self.ratio * len(self._requests)):
-            return False
-        self._retries.append(now)
-        return True
+        return len(self._in_flight) + len(self._wasted)
+
+    def allows(self, now: float) -> bool:
+        """Return whether one more retry may be sent to this provider now."""
+        return self.spent(now) < self.allowance(now)
+
+    def spend(self, key: Hashable, now: float) -> None:
+        """Note that retry ``key`` (a request id and attempt) was sent to this provider."""
+        self._trim(now)
+        self._in_flight[key] = now
+
+    def served(self, now: float) -> None:
+        """Note that the provider served a call (any attempt): it earns ``ratio`` of a retry."""
+        self._trim(now)
+        self._served.append(now)
+
+    def settle(self, key: Hashable, now: float, *, wasted: bool) -> None:
+        """Note that retry ``key`` ended; ``wasted`` (it failed) keeps it spent for a window."""
+        self._trim(now)
+        self._in_flight.pop(key, None)
+        if wasted:
+            self._wasted.append(now)
+
+    def held(self) -> int:
+        """Return how many times the budget holds (bounded by one window of traffic)."""
+        return len(self._served) + len(self._wasted) + len(self._in_flight)
 
 
 class RetryBudgetExhausted(RoutingError):
-    """The retry budget refused another attempt (the policy ends the request)."""
+    """No candidate's retry budget allows another attempt (the policy ends the request)."""
 
     def __init__(self, request_id: str) -> None:
         super().__init__("retry budget exhausted", request_id=request_id)

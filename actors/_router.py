@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from routeledger.actors import _recording
 from routeledger.actors._abtests import ABTests
-from routeledger.actors._circuit import CircuitMirror, Transition
+from routeledger.actors._circuit import CircuitMirror, Transition, counts_against_health
 from routeledger.actors._failover import RetryBudget, RetryBudgetExhausted
 from routeledger.actors._messages import (
     Backoff,
@@ -175,11 +175,16 @@ class Router:
         self.pools: dict[str, PoolConfig] = {}
         self._turns: dict[tuple[str | None, str], int] = {}
         self._swrr: dict[object, dict[str, float]] = {}
-        self._retry_budget = RetryBudget(
-            config.failover.retry_budget_ratio,
-            config.failover.retry_budget_min,
-            config.failover.retry_budget_window_s,
-        )
+        failover = config.failover
+        self.retry_budgets = {
+            p.name: RetryBudget(
+                failover.retry_budget_ratio,
+                failover.retry_budget_min,
+                failover.retry_budget_window_s,
+            )
+            for p in config.providers
+        }
+        """Each provider's :class:`RetryBudget`: a retry *to* a provider spends its own."""
         self._include_text = config.log.include_text
         self.ab = ABTests(providers=lambda: set(self.providers), clock=clock, rng=rng, emit=emit)
         self._resume(resume)
@@ -266,7 +271,6 @@ class Router:
 
     def received(self, query: RouteQuery) -> None:
         """Record that a request arrived (called once, before its first decision)."""
-        self._retry_budget.note_request(self.clock.monotonic())
         self.emit(
             [_recording.request_received(query, ts=self._now(), include_text=self._include_text)]
         )
@@ -343,6 +347,13 @@ class Router:
                 excluded=dropped,
                 request_id=request.request_id,
             )
+        if attempt > 1:
+            # Before the backoff check: waiting out a backoff for a provider that may not be
+            # retried would only delay the refusal.
+            kept = self._within_retry_budget(kept, dropped, now)
+            if not kept:
+                decided(dropped, reason="retry budget exhausted")
+                raise RetryBudgetExhausted(request.request_id)
         waiting = {n: t - now for n in kept if (t := (not_before or {}).get(n, 0.0)) > now}
         if waiting:
             for name, wait in waiting.items():
@@ -356,9 +367,6 @@ class Router:
                     f"{waiting[first]:.3g} s",
                 )
                 return Backoff(waiting[first], first)
-        if attempt > 1 and not self._retry_budget.try_retry(now):
-            decided(dropped, reason="retry budget exhausted")
-            raise RetryBudgetExhausted(request.request_id)
 
         rot_key = (scope.pool_name, scope.strategy)
         ranking, new_current = rank(
@@ -377,6 +385,10 @@ class Router:
             decided(dropped, scores=ranking.scores)
             return None
 
+        if attempt > 1 and reserve:
+            # Spent only once a slot is held: a retry that waits for capacity and asks again
+            # must not pay once per wake-up.
+            self.retry_budgets[chosen].spend((request.request_id, attempt), now)
         if new_current is not None:
             self._swrr[rot_key] = new_current
         self._turns[rot_key] = self._turns.get(rot_key, 0) + 1
@@ -422,6 +434,22 @@ class Router:
             )
         self.emit(events)
         return Decision(route=route, model=spec, budget=budget, attempt=attempt, probe=probe)
+
+    def _within_retry_budget(
+        self, kept: list[str], dropped: dict[str, str], now: float
+    ) -> list[str]:
+        """Keep the candidates whose own retry budget allows one more retry."""
+        within = []
+        for name in kept:
+            budget = self.retry_budgets[name]
+            if budget.allows(now):
+                within.append(name)
+            else:
+                dropped[name] = (
+                    f"retry budget exhausted ({budget.spent(now)} of "
+                    f"{budget.allowance(now):g} retries spent)"
+                )
+        return within
 
     def _scope(self, query: RouteQuery) -> _Scope:
         """Resolve and check what constrains a request's routing."""
@@ -588,6 +616,7 @@ class Router:
         events: list[Event] = []
         ts = self._now()
         if outcome is not None:
+            self._settle_retry(outcome)
             events.append(_recording.attempt_event(outcome, ts=ts))
         if ended is not None:
             events.extend(
@@ -609,6 +638,23 @@ class Router:
                     events.append(ab_outcome)
         if events:
             self.emit(events)
+
+    def _settle_retry(self, outcome: Outcome) -> None:
+        """Let an attempt's outcome earn its provider retry budget, or settle a retry's cost."""
+        budget = self.retry_budgets.get(outcome.provider)
+        if budget is None:
+            return
+        now = self.clock.monotonic()
+        if outcome.error is None:
+            budget.served(now)
+        if outcome.attempt > 1:
+            # A caller's cancellation or a full slot says nothing about the provider: only
+            # what counts against its health wastes the retry.
+            budget.settle(
+                (outcome.request_id, outcome.attempt),
+                now,
+                wasted=counts_against_health(outcome.error),
+            )
 
     # -- health -----------------------------------------------------------------------------
 

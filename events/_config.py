@@ -178,8 +178,11 @@ class FailoverConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ``max_attempts`` counts every attempt of one request, on any provider.
     ``max_attempts_per_provider`` bounds retries of the same provider (retryable errors only,
     with exponential backoff and full jitter). ``retryable_errors`` names the error types that
-    allow another attempt at all. ``retry_budget_ratio`` caps retries at that share of recent
-    requests (plus ``retry_budget_min`` a window) so that failures do not become retry storms.
+    allow another attempt at all. Retries draw on a budget per target provider, so that
+    failures do not become retry storms: the retries to one provider that are in flight or
+    failed within the last ``retry_budget_window_s`` may number ``retry_budget_ratio`` of the
+    calls it served in that window, or ``retry_budget_min``, whichever is more. A retry that
+    succeeds costs nothing, so failover to a healthy provider is never refused.
     """
 
     enabled: bool = True

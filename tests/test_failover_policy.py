@@ -17,6 +17,7 @@ from routeledger.actors._failover import (
     Choose,
     Pause,
     Record,
+    RetryBudget,
     Send,
     backoff_delay,
     run_request,
@@ -453,3 +454,56 @@ def test_every_path_reports_one_final(
         assert final.response is run.result
     else:
         assert final.error is run.error
+
+
+def test_a_retry_that_succeeds_costs_its_target_no_budget() -> None:
+    """Successful retries are settled free: any number of them fit a budget of one."""
+    budget = RetryBudget(ratio=0.0, minimum=1, window_s=10.0)
+    for i in range(100):
+        assert budget.allows(float(i) / 100)
+        budget.spend(("r", i), float(i) / 100)
+        assert not budget.allows(float(i) / 100)  # in flight: spent until it ends
+        budget.settle(("r", i), float(i) / 100, wasted=False)
+    assert budget.spent(1.0) == 0
+
+
+def test_failed_retries_are_bounded_by_the_minimum_when_nothing_is_served() -> None:
+    """A target that serves nothing takes ``minimum`` failed retries a window, then none."""
+    budget = RetryBudget(ratio=0.2, minimum=3, window_s=10.0)
+    taken = 0
+    for i in range(50):
+        now = i * 0.1
+        if budget.allows(now):
+            budget.spend(("r", i), now)
+            budget.settle(("r", i), now, wasted=True)
+            taken += 1
+    assert taken == 3
+    assert budget.allows(5.0 + 10.0)  # one window after the last failure: room again
+
+
+def test_a_target_earns_room_from_the_calls_it_serves() -> None:
+    """Failed retries may reach ``ratio`` of the calls the target served in the window."""
+    budget = RetryBudget(ratio=0.2, minimum=1, window_s=10.0)
+    for _ in range(50):
+        budget.served(1.0)
+    assert budget.allowance(1.0) == 10
+    for i in range(10):
+        assert budget.allows(2.0)
+        budget.spend(("r", i), 2.0)
+        budget.settle(("r", i), 2.0, wasted=True)
+    assert not budget.allows(2.0)
+    # The served calls leave the window first: the minimum applies again.
+    assert budget.allowance(11.5) == 1
+    assert not budget.allows(11.5)
+    assert budget.allows(12.5)
+
+
+def test_a_retry_whose_end_never_comes_stops_holding_the_budget_after_a_window() -> None:
+    """An abandoned in-flight retry is forgotten one window after it was sent."""
+    budget = RetryBudget(ratio=0.0, minimum=1, window_s=10.0)
+    budget.spend(("lost", 2), 0.0)
+    assert not budget.allows(9.9)
+    assert budget.allows(10.1)
+    assert budget.held() == 0
+    budget.settle(("lost", 2), 10.2, wasted=False)  # a late end changes nothing
+    assert budget.allows(10.2)

@@ -17,7 +17,7 @@ def sizes(sim: Simulation) -> dict[str, int]:
     return {
         "ab_assigned": len(router.ab.assigned),
         "turns": len(router._turns) + len(router._swrr),
-        "retry_budget": len(router._retry_budget._requests) + len(router._retry_budget._retries),
+        "retry_budget": sum(b.held() for b in router.retry_budgets.values()),
         "health_windows": sum(b.calls for b in sim.health.breakers.values()),
         "writer_pending": len(sim.writer.pending),
         "parked": sim.parked,
@@ -81,7 +81,7 @@ def test_three_simulated_hours_keep_internal_state_bounded() -> None:
     bounded = {k: v for k, v in at_3h.items() if k not in ("retry_budget",)}
     for key, value in bounded.items():
         assert value <= max(at_1h[key], 64), (key, at_1h[key], value)
-    # The retry budget holds one window (10 s) of arrivals at 3/s, not hours of them.
+    # The retry budgets hold one window (10 s) of calls at 3/s, not hours of them.
     assert at_1h["retry_budget"] <= 100
     assert at_3h["retry_budget"] <= 100
     # Usage is kept per hour: two hours more, two (or three, at a boundary) buckets more.
@@ -99,9 +99,9 @@ def test_hours_without_a_retry_keep_the_retry_budget_window_bounded() -> None:
     )
     sim = Simulation(scenario, seed=1)
     sim.run(until=HOUR)
-    at_1h = len(sim.router._retry_budget._requests)
+    at_1h = sim.router.retry_budgets["a"].held()
     sim.run()
-    at_end = len(sim.router._retry_budget._requests)
+    at_end = sim.router.retry_budgets["a"].held()
     # 10 s window at 2/s: about 20 entries, never the 7,200 requests of an hour.
     assert at_1h <= 60
     assert at_end <= 60

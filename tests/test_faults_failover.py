@@ -51,6 +51,7 @@ def test_a_flapping_primary_with_two_healthy_backups_serves_999_in_1000(
     )
     failing, healthy = Behaviour(status=503), Behaviour()
     served: Counter[str] = Counter()
+    # The 2,000 requests (about 3 s here): 99.9 % must mean at most 2 lost.
     with Runtime.start(cfg, event_log=db) as rt:
         for i in range(REQUESTS):
             # Bursts of 3 failures in 10 calls: never 5 in a row, never half of a window,

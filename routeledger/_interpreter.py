@@ -104,7 +104,7 @@ class ThreadedInterpreter:
         self._waiting_lock = threading.Lock()
         # The scopes of the runs in flight, for drain() at shutdown.
         self._live: set[CancelScope] = set()
-        self._idle = threading.Condition()
+        self._idle = threading.Condition(threading.Lock())
         self.observer: RequestObserver | None = None
         """Watches each request's decisions and records (tracing); see ``_observe``."""
 
@@ -311,15 +311,14 @@ class _Run:
                         self.watch.chose(decision)
                     return decision, None
                 case Send(decision, timeout_s):
-                    with scope.entered():
-                        try:
-                            return it._call(decision, self.query.request, timeout_s), None
-                        except ProviderError:
-                            if scope.reason is None:
-                                raise
-                            # Our own cancel broke the exchange: not the provider's failure.
-                            provider = decision.route.provider
-                            return None, attempt_cancelled(scope.reason, provider, rid)
+                    try:
+                        return scope.call(it._call, decision, self.query.request, timeout_s), None
+                    except ProviderError:
+                        if scope.reason is None:
+                            raise
+                        # Our own cancel broke the exchange: not the provider's failure.
+                        provider = decision.route.provider
+                        return None, attempt_cancelled(scope.reason, provider, rid)
                 case Record():
                     if self.watch is not None:
                         self.watch.recorded(effect)
@@ -375,11 +374,10 @@ class _StreamRelay:
                 yield chunk
                 # The scope is entered per read, never across a yield: the caller may
                 # resume this generator from another thread (astream does).
-                with scope.entered():
-                    try:
-                        chunk = next(rest)
-                    except StopIteration:
-                        break
+                try:
+                    chunk = scope.call(next, rest)
+                except StopIteration:
+                    break
         except ProviderError as exc:
             self._close()
             usage, cost = self.answer.usage, self.answer.cost

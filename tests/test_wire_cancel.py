@@ -58,7 +58,7 @@ def call_in_thread(
 
 def in_flight(scope: CancelScope) -> bool:
     """Return whether the scope has a socket in use (the call is blocked reading)."""
-    return bool(scope._sockets)
+    return scope._socket is not None
 
 
 def test_cancel_ends_a_read_blocked_on_a_silent_server(silent_port: int) -> None:

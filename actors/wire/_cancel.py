@@ -21,7 +21,8 @@ import contextvars
 import socket
 import threading
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import httpcore
 import httpx
@@ -33,20 +34,29 @@ if typing.TYPE_CHECKING:
 
 __all__ = ["CancelScope", "CancellableBackend", "cancellable_transport"]
 
+_T = TypeVar("_T")
+
 _current: contextvars.ContextVar[CancelScope | None] = contextvars.ContextVar(
     "routeledger_cancel_scope", default=None
 )
 
 
 class CancelScope:
-    """One request's cancellation: its reason once cancelled, and the socket it is using."""
+    """One request's cancellation: its reason once cancelled, and the socket it is using.
 
-    __slots__ = ("_event", "_lock", "_sockets", "reason")
+    On the request path (every socket read and write) this costs two attribute stores and a
+    check: no lock. The GIL orders them: a reader notes its socket, then checks the reason;
+    :meth:`cancel` sets the reason, then shuts down the socket noted. Whichever comes second
+    sees the other's write, so a read is never left blocked on a cancelled scope.
+    """
+
+    __slots__ = ("_event", "_socket", "reason")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._event = threading.Event()
-        self._sockets: set[socket.socket] = set()
+        # Made by the first pause only: most requests never pause, and an Event costs more
+        # to build than the rest of the scope.
+        self._event: threading.Event | None = None
+        self._socket: socket.socket | None = None
         self.reason: str | None = None
         """``None`` until cancelled; then why (``"cancelled"`` or ``"shutdown"``)."""
 
@@ -57,13 +67,14 @@ class CancelScope:
 
     def cancel(self, reason: str) -> None:
         """Cancel: shut down the socket in use (if any) and end pauses; idempotent."""
-        with self._lock:
-            if self.reason is not None:
-                return
-            self.reason = reason
-            sockets = list(self._sockets)
-        self._event.set()
-        for sock in sockets:
+        if self.reason is not None:
+            return
+        self.reason = reason
+        event = self._event
+        if event is not None:
+            event.set()
+        sock = self._socket
+        if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
@@ -76,6 +87,14 @@ class CancelScope:
         finally:
             _current.reset(token)
 
+    def call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Call ``fn(*args)`` with this scope entered (:meth:`entered`, without its cost)."""
+        token = _current.set(self)
+        try:
+            return fn(*args)
+        finally:
+            _current.reset(token)
+
     def sleep(self, clock: Clock, seconds: float) -> None:
         """Sleep ``seconds`` on ``clock``, ending early if the scope is cancelled.
 
@@ -85,21 +104,11 @@ class CancelScope:
         if seconds <= 0 or self.cancelled:
             return
         if type(clock) is SystemClock:
-            self._event.wait(seconds)
+            event = self._event = self._event or threading.Event()
+            if self.reason is None:  # again: a cancel may have come before the event existed
+                event.wait(seconds)
         else:
             clock.sleep(seconds)
-
-    def _using(self, sock: socket.socket) -> bool:
-        """Note ``sock`` as in use; return ``False`` (noting nothing) once cancelled."""
-        with self._lock:
-            if self.reason is not None:
-                return False
-            self._sockets.add(sock)
-            return True
-
-    def _done(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._sockets.discard(sock)
 
 
 class _Stream(httpcore.NetworkStream):
@@ -110,26 +119,30 @@ class _Stream(httpcore.NetworkStream):
         sock = inner.get_extra_info("socket")
         self._sock: socket.socket | None = sock if isinstance(sock, socket.socket) else None
 
-    @contextlib.contextmanager
-    def _guard(self, error: type[Exception]) -> Iterator[None]:
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         scope = _current.get()
         if scope is None or self._sock is None:
-            yield
-            return
-        if not scope._using(self._sock):
-            raise error("the request was cancelled")
-        try:
-            yield
-        finally:
-            scope._done(self._sock)
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        with self._guard(httpcore.ReadError):
             return self._inner.read(max_bytes, timeout)
+        scope._socket = self._sock
+        try:
+            if scope.reason is not None:
+                raise httpcore.ReadError("the request was cancelled")
+            return self._inner.read(max_bytes, timeout)
+        finally:
+            scope._socket = None
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        with self._guard(httpcore.WriteError):
+        scope = _current.get()
+        if scope is None or self._sock is None:
             self._inner.write(buffer, timeout)
+            return
+        scope._socket = self._sock
+        try:
+            if scope.reason is not None:
+                raise httpcore.WriteError("the request was cancelled")
+            self._inner.write(buffer, timeout)
+        finally:
+            scope._socket = None
 
     def close(self) -> None:
         self._inner.close()

@@ -27,6 +27,13 @@ def _stop_actors() -> Iterator[None]:
 
 
 @pytest.fixture
+def fake() -> Iterator[FakeProvider]:
+    """Run one healthy fake provider (seed 0)."""
+    with FakeProvider(Behaviour(), seed=0) as server:
+        yield server
+
+
+@pytest.fixture
 def fakes() -> Iterator[Callable[..., list[FakeProvider]]]:
     """Return a starter of fake providers: ``fakes(n, behaviour=None)``; all stop at teardown."""
     started: list[FakeProvider] = []

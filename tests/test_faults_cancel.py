@@ -11,7 +11,6 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
-import pykka
 import pytest
 from support import wait_for
 
@@ -29,13 +28,6 @@ from routeledger.store import SQLiteStore, StoredEvent
 from routeledger.testing import Behaviour, FakeProvider, no_backoff
 
 MODEL = "fake-model"
-
-
-@pytest.fixture(autouse=True)
-def _stop_all_actors() -> Iterator[None]:
-    """Stop every actor a test left running."""
-    yield
-    pykka.ActorRegistry.stop_all(block=True, timeout=10)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ problem, and no event log file is created.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,6 @@ from routeledger import (
 
 KEY_VAR = "ROUTELEDGER_TEST_MISSING_KEY"
 CANARY = "sk-canary-config-5a4b3c"
-
-
-@pytest.fixture(autouse=True)
-def _stop_all_actors() -> Iterator[None]:
-    """Stop every actor a test left running."""
-    yield
-    pykka.ActorRegistry.stop_all(block=True, timeout=10)
 
 
 def good(name: str = "a", **kwargs: Any) -> ProviderConfig:

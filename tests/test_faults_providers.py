@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pykka
 import pytest
 from support import wait_for
 
@@ -64,13 +63,6 @@ from routeledger.testing import Behaviour, FakeProvider, no_backoff
 
 MODEL = "fake-model"
 WAIT_S = 10.0
-
-
-@pytest.fixture(autouse=True)
-def _stop_all_actors() -> Iterator[None]:
-    """Stop every actor a test left running."""
-    yield
-    pykka.ActorRegistry.stop_all(block=True, timeout=10)
 
 
 @pytest.fixture

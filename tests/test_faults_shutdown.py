@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pykka
 import pytest
 from support import wait_for
 
@@ -43,20 +41,6 @@ from routeledger.fake_provider import Behaviour, FakeProvider
 from routeledger.store import SQLiteStore, StoredEvent, gaps_path
 
 MODEL = "fake-model"
-
-
-@pytest.fixture(autouse=True)
-def _stop_all_actors() -> Iterator[None]:
-    """Stop every actor a test left running."""
-    yield
-    pykka.ActorRegistry.stop_all(block=True, timeout=10)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeProvider]:
-    """Run one healthy fake provider."""
-    with FakeProvider(Behaviour(), seed=0) as server:
-        yield server
 
 
 def config(fake: FakeProvider, **runtime: Any) -> RuntimeConfig:

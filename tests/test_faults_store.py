@@ -15,7 +15,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,23 +44,9 @@ from routeledger.events import (
     StoreLocked,
 )
 from routeledger.store import SQLiteStore, StoredEvent
-from routeledger.testing import Behaviour, FakeProvider, no_backoff
+from routeledger.testing import FakeProvider, no_backoff
 
 MODEL = "fake-model"
-
-
-@pytest.fixture(autouse=True)
-def _stop_all_actors() -> Iterator[None]:
-    """Stop every actor a test left running."""
-    yield
-    pykka.ActorRegistry.stop_all(block=True, timeout=10)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeProvider]:
-    """Run one healthy fake provider."""
-    with FakeProvider(Behaviour(), seed=0) as server:
-        yield server
 
 
 @pytest.fixture

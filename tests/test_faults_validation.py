@@ -8,11 +8,10 @@ dropped by the log writer as unstorable: the log of every test holds no gap even
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pykka
 import pytest
 
 from routeledger import (
@@ -29,24 +28,10 @@ from routeledger import (
     RuntimeConfig,
 )
 from routeledger.events import EventsDropped, TextPart
-from routeledger.fake_provider import Behaviour, FakeProvider
+from routeledger.fake_provider import FakeProvider
 from routeledger.store import SQLiteStore
 
 MODEL = "fake-model"
-
-
-@pytest.fixture(autouse=True)
-def _stop_all_actors() -> Iterator[None]:
-    """Stop every actor a test left running."""
-    yield
-    pykka.ActorRegistry.stop_all(block=True, timeout=10)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeProvider]:
-    """Run one healthy fake provider."""
-    with FakeProvider(Behaviour(), seed=0) as server:
-        yield server
 
 
 def config(fake: FakeProvider, **provider: Any) -> RuntimeConfig:

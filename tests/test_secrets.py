@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import pykka
 import pytest
 from chaos_support import Answer, ChaosServer, Seen, sse
 
@@ -37,13 +36,6 @@ from routeledger.testing import Behaviour, FakeProvider, no_backoff
 CANARY = "sk-canary-9f8e7d"
 KEY_VAR = "ROUTELEDGER_TEST_CANARY_KEY"
 MODEL = "fake-model"
-
-
-@pytest.fixture(autouse=True)
-def _stop_all_actors() -> Iterator[None]:
-    """Stop every actor a test left running."""
-    yield
-    pykka.ActorRegistry.stop_all(block=True, timeout=10)
 
 
 @pytest.fixture

@@ -129,6 +129,7 @@ class RoutingDesk:
         reserve: bool = True,
         any_model: bool = False,
         not_before: dict[str, float] | None = None,
+        again: bool = False,
     ) -> Decision | Backoff | None:
         """Decide (and reserve a slot for) one attempt; ``first`` also records the arrival.
 
@@ -150,6 +151,7 @@ class RoutingDesk:
                     reserve=reserve,
                     any_model=any_model,
                     not_before=not_before,
+                    again=again,
                 )
             finally:
                 self._flusher.request()

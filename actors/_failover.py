@@ -103,6 +103,9 @@ class Choose(NamedTuple):
     tried: dict[str, int]
     banned: frozenset[str]
     not_before: dict[str, float] = {}
+    waiting: bool = False
+    """The request asks again after waiting for capacity: its first saturated answer is
+    already recorded, so another one is not (a release wakes every waiter)."""
 
 
 class Send(NamedTuple):
@@ -422,7 +425,11 @@ def run_request(
             yield from fail(AllProvidersFailed(errors, request_id=rid))
         try:
             decision: Decision | Backoff | None = yield Choose(
-                attempt + 1, dict(tried), frozenset(banned), dict(not_before)
+                attempt + 1,
+                dict(tried),
+                frozenset(banned),
+                dict(not_before),
+                queue_until is not None,
             )
         except RetryBudgetExhausted:
             yield from fail(

@@ -289,6 +289,7 @@ class Router:
         reserve: bool = True,
         any_model: bool = False,
         not_before: Mapping[str, float] | None = None,
+        again: bool = False,
     ) -> Decision | Backoff | None:
         """Choose and reserve a provider for attempt number ``attempt`` of a request.
 
@@ -298,7 +299,9 @@ class Router:
         whose ``not_before`` (monotonic) time is still ahead is waiting out a backoff: when
         every candidate is, the answer is a :class:`Backoff` to sleep before asking again.
         Raises a :class:`RoutingError` when nothing can serve the request, and records every
-        decision, made or not, as a ``route.decided`` event.
+        decision, made or not, as a ``route.decided`` event, except one: a request asking
+        ``again`` after waiting for capacity that finds every candidate still saturated (each
+        release of a slot wakes every waiter: the log would grow with the queue squared).
         """
         request = query.request
         scope = self._scope(query)
@@ -382,7 +385,8 @@ class Router:
             reason = f"panic routing (every candidate unhealthy); {reason}"
         chosen, probe = self._reserve(order, dropped, now) if reserve else (order[0], False)
         if chosen is None:
-            decided(dropped, scores=ranking.scores)
+            if not again:
+                decided(dropped, scores=ranking.scores)
             return None
 
         if attempt > 1 and reserve:

@@ -296,7 +296,7 @@ class _Run:
             if scope.reason is not None and type(effect) is not Record:
                 return self._stopped(effect, scope.reason)
             match effect:
-                case Choose(attempt, tried, banned, not_before):
+                case Choose(attempt, tried, banned, not_before, waiting):
                     self.seen = it._signal.generation
                     first, self.first = self.first, False
                     decision = it._desk.decide(
@@ -306,6 +306,7 @@ class _Run:
                         banned=banned,
                         first=first,
                         not_before=not_before,
+                        again=waiting,
                     )
                     if self.watch is not None:
                         self.watch.chose(decision)

@@ -298,7 +298,7 @@ class Simulation:
                 return
             send = throw = None
             match effect:
-                case Choose(attempt, tried, banned, not_before):
+                case Choose(attempt, tried, banned, not_before, waiting):
                     try:
                         if task.first:
                             self.router.received(task.query)
@@ -309,6 +309,7 @@ class Simulation:
                             tried=tried,
                             banned=banned,
                             not_before=not_before,
+                            again=waiting,
                         )
                         if isinstance(send, Decision):
                             p = send.route.provider

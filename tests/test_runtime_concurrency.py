@@ -179,3 +179,24 @@ def test_slots_are_released_on_every_exit_path(
         with pytest.raises(StreamInterrupted):
             list(rt.stream(req()))
         assert rt.get_active_requests("a") == 0
+
+
+def test_a_request_waiting_for_capacity_records_its_saturated_decision_once(
+    fakes: Fakes, config_for: Any, req: Any, db: Path, events: Any
+) -> None:
+    """Waiters woken by each release do not record 'every candidate saturated' again."""
+    (a,) = fakes(1, Behaviour(latency_ms=30))
+    cfg = config_for(
+        {"a": a},
+        per_provider={"a": {"max_concurrency": 1}},
+        failover=FailoverConfig(queue_timeout_s=30.0, max_queue=100),
+    )
+    callers = 8
+    with Runtime.start(cfg, event_log=db) as rt, ThreadPoolExecutor(callers) as pool:
+        responses = list(pool.map(lambda _: rt.complete(req()), range(callers)))
+    assert len(responses) == callers
+    saturated = [e for e in events(db, "route.decided") if e.chosen is None]
+    # At most one per request that had to wait: every release used to add one per waiter.
+    assert 0 < len(saturated) <= callers - 1
+    per_request = {e.request_id for e in saturated}
+    assert len(per_request) == len(saturated)

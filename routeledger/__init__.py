@@ -11,7 +11,7 @@ import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from routeledger._replay import replay
-from routeledger._runtime import Runtime
+from routeledger._runtime import Runtime, ShutdownReport
 from routeledger.actors._clock import Clock, SystemClock, VirtualClock
 from routeledger.events import (
     ABAssignment,
@@ -118,6 +118,7 @@ __all__ = [
     "Runtime",
     "RuntimeClosed",
     "RuntimeConfig",
+    "ShutdownReport",
     "StoreError",
     "StreamCancelled",
     "StreamChunk",

@@ -28,6 +28,7 @@ from routeledger import (
     Runtime,
     RuntimeClosed,
     RuntimeConfig,
+    ShutdownReport,
     replay,
 )
 from routeledger.events import (
@@ -115,6 +116,7 @@ def test_close_lets_requests_in_flight_finish_within_the_grace_period(tmp_path: 
         with pytest.raises(RuntimeClosed) as refused:
             rt.complete(request())
         assert isinstance(refused.value, RoutingError)  # what callers caught before
+    assert isinstance(report, ShutdownReport)
     assert report.clean and report.cancelled_requests == 0
     assert len(results) == 10 and all(getattr(r, "provider", None) == "a" for r in results)
     completed = [s for s in read(db) if isinstance(s.event, RequestCompleted)]

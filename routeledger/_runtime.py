@@ -474,8 +474,12 @@ class Runtime:
         requirements: Requirements | None,
         pool: str | None,
         ab_test: str | None,
+        *,
+        stream: bool,
     ) -> RouteQuery:
         self._check_open()
+        if isinstance(request, Request) and request.stream != stream:  # else refused below
+            request = msgspec.structs.replace(request, stream=stream)
         try:
             validate_request(request)
         except RequestError as exc:
@@ -500,28 +504,21 @@ class Runtime:
             BadRequest: A provider rejected the request itself (not retried anywhere).
             RoutingError: No provider could serve it (``AllProvidersFailed`` lists attempts).
         """
-        return self._complete(request, preferred_provider, requirements, pool, ab_test, None)
+        query = self._prepare(
+            request, preferred_provider, requirements, pool, ab_test, stream=False
+        )
+        return self._complete(query, None)
 
-    def _complete(
-        self,
-        request: Request,
-        preferred_provider: str | None,
-        requirements: Requirements | None,
-        pool: str | None,
-        ab_test: str | None,
-        scope: CancelScope | None,
-    ) -> Response:
-        if isinstance(request, Request) and request.stream:  # else _prepare refuses it
-            request = msgspec.structs.replace(request, stream=False)
-        query = self._prepare(request, preferred_provider, requirements, pool, ab_test)
+    def _complete(self, query: RouteQuery, scope: CancelScope | None) -> Response:
+        request = query.request
         key = None
         if self._cache is not None:
             key = cache_key(
                 request,
-                preferred_provider=preferred_provider,
-                requirements=requirements,
-                pool=pool,
-                ab_test=ab_test,
+                preferred_provider=query.preferred_provider,
+                requirements=query.requirements,
+                pool=query.pool,
+                ab_test=query.ab_test,
             )
             hit = self._cache.get(key)
             if hit is not None:
@@ -549,21 +546,8 @@ class Runtime:
         After that, a broken stream raises :class:`StreamInterrupted` (it is never re-run
         silently). Closing the iterator early releases the provider's slot.
         """
-        return self._stream(request, preferred_provider, requirements, pool, ab_test, None)
-
-    def _stream(
-        self,
-        request: Request,
-        preferred_provider: str | None,
-        requirements: Requirements | None,
-        pool: str | None,
-        ab_test: str | None,
-        scope: CancelScope | None,
-    ) -> Iterator[StreamChunk]:
-        if isinstance(request, Request) and not request.stream:  # else _prepare refuses it
-            request = msgspec.structs.replace(request, stream=True)
-        query = self._prepare(request, preferred_provider, requirements, pool, ab_test)
-        return self._requests.stream(query, scope)
+        query = self._prepare(request, preferred_provider, requirements, pool, ab_test, stream=True)
+        return self._requests.stream(query)
 
     async def acomplete(
         self,
@@ -579,10 +563,11 @@ class Runtime:
         Cancelling the awaiting task cancels the request: its HTTP exchange is closed, its
         slot released at once, and it is recorded as cancelled (not against the provider).
         """
-        scope = CancelScope()
-        future = self._submit(
-            self._complete, request, preferred_provider, requirements, pool, ab_test, scope
+        query = self._prepare(
+            request, preferred_provider, requirements, pool, ab_test, stream=False
         )
+        scope = CancelScope()
+        future = self._submit(self._complete, query, scope)
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -605,8 +590,9 @@ class Runtime:
 
         Cancelling the consuming task cancels the stream as :meth:`acomplete` does.
         """
+        query = self._prepare(request, preferred_provider, requirements, pool, ab_test, stream=True)
         scope = CancelScope()
-        it = self._stream(request, preferred_provider, requirements, pool, ab_test, scope)
+        it = self._requests.stream(query, scope)
         future: concurrent.futures.Future[StreamChunk | None] | None = None
         try:
             while True:

@@ -39,7 +39,9 @@ An effect that fails is thrown back into the generator. The policy:
 - a stream may fail over only until its first chunk; once relayed, its end is recorded here
   like a completion's, and a break after the first chunk is a :class:`StreamInterrupted`.
 
-Every :class:`Outcome` and :class:`RequestEnded` is built in this module.
+Every :class:`Outcome` and :class:`RequestEnded` is built in this module, which is why it is
+over 500 lines: the policy, its effect vocabulary and the retry budget it consumes are one
+concept (a request's life), and both interpreters must find all of it in one place.
 """
 
 from __future__ import annotations

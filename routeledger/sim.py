@@ -38,6 +38,9 @@ A scenario is a TOML file::
     outages = [{ start_s = 10, end_s = 25, status = 503 }]
     ttft_ms = 40             # a stream's first chunk (default: a fifth of the latency)
     stream_break_rate = 0.0  # streams that break after their first chunk
+
+The module is just over 500 lines: the event loop performs every effect of the policy, like
+its threaded twin; the scenario format already lives in :mod:`routeledger._scenario`.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@ compression bomb costs about the limit, never its decoded size; every
 failure is mapped to a :class:`~routeledger.events.ProviderError` by
 :mod:`routeledger.actors.wire._errors`. Redirects are never followed, so the API key only ever
 goes to the configured origin.
+
+The module is a little over 500 lines because completion, stream and probe share one sending
+path and one redaction of provider texts; split apart, each would need the other's private
+helpers. The pure pieces already live beside it (decoding, SSE, error mapping, cancellation).
 """
 
 from __future__ import annotations

@@ -187,11 +187,6 @@ class ThreadedInterpreter:
         scope.cancel(reason)
         self._signal.notify()
 
-    @property
-    def in_flight(self) -> int:
-        """Return how many requests are running."""
-        return len(self._live)
-
     def drain(self, grace_s: float, *, settle_s: float = 2.0) -> int:
         """Wait up to ``grace_s`` for the requests in flight, then cancel the rest.
 

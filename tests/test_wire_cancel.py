@@ -45,11 +45,10 @@ def call_in_thread(
     errors: list[BaseException] = []
 
     def run() -> None:
-        with scope.entered():
-            try:
-                client.get(url, timeout=30)
-            except BaseException as exc:
-                errors.append(exc)
+        try:
+            scope.call(lambda: client.get(url, timeout=30))
+        except BaseException as exc:
+            errors.append(exc)
 
     thread = threading.Thread(target=run)
     thread.start()
@@ -96,8 +95,8 @@ def test_a_cancelled_scope_refuses_new_connections() -> None:
     client = httpx.Client(transport=cancellable_transport(httpx.Limits()), trust_env=False)
     scope = CancelScope()
     scope.cancel("shutdown")
-    with scope.entered(), pytest.raises(httpx.ConnectError):
-        client.get("http://127.0.0.1:9/", timeout=5)
+    with pytest.raises(httpx.ConnectError):
+        scope.call(lambda: client.get("http://127.0.0.1:9/", timeout=5))
     assert scope.reason == "shutdown"
     client.close()
 

@@ -3,7 +3,7 @@
 httpx's synchronous client has no way to abort a call in flight: a thread blocked reading a
 stalled provider's answer stays blocked until the read timeout. A :class:`CancelScope`
 gives that power per request. The request's thread enters the scope
-(:meth:`CancelScope.entered`) around its HTTP calls; every socket read and write of the
+(:meth:`CancelScope.call`) around its HTTP calls; every socket read and write of the
 provider's connections (through :class:`CancellableBackend`, the network backend of every
 client :func:`~routeledger.actors.wire.make_client` builds) notes the socket in use in the
 scope of the thread's current request. :meth:`CancelScope.cancel`, from any thread, shuts that
@@ -21,7 +21,7 @@ import contextvars
 import socket
 import threading
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import httpcore
@@ -78,17 +78,8 @@ class CancelScope:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    @contextlib.contextmanager
-    def entered(self) -> Iterator[CancelScope]:
-        """Make this the scope of the current thread's HTTP calls while the block runs."""
-        token = _current.set(self)
-        try:
-            yield self
-        finally:
-            _current.reset(token)
-
     def call(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """Call ``fn(*args)`` with this scope entered (:meth:`entered`, without its cost)."""
+        """Call ``fn(*args)`` with this scope as the current thread's (its HTTP calls' scope)."""
         token = _current.set(self)
         try:
             return fn(*args)

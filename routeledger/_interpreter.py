@@ -395,7 +395,14 @@ class _StreamRelay:
         if self.answer.finish_reason is not None:
             self.end = self._whole()
         else:
-            self.end = StreamEnd(cancelled=True, usage=self.answer.usage, cost=self.answer.cost)
+            # A task cancelled just as its chunk arrived closes the stream here, after the
+            # runtime cancelled its scope: the scope's reason says who stopped it.
+            self.end = StreamEnd(
+                cancelled=True,
+                usage=self.answer.usage,
+                cost=self.answer.cost,
+                reason=self.scope.reason,
+            )
         return self.end
 
     def _whole(self) -> StreamEnd:

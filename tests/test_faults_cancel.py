@@ -23,6 +23,7 @@ from routeledger import (
     RuntimeConfig,
     replay,
 )
+from routeledger.actors.wire import CancelScope
 from routeledger.events import AttemptFailed, RequestCompleted, RequestFailed
 from routeledger.store import SQLiteStore, StoredEvent
 from routeledger.testing import Behaviour, FakeProvider, no_backoff
@@ -182,5 +183,28 @@ def test_an_astream_cancelled_mid_stream_is_recorded_as_cancelled(tmp_path: Path
     stored = [s.event for s in read(db)]
     (attempt,) = [e for e in stored if isinstance(e, AttemptFailed)]
     assert attempt.error == "StreamCancelled"
+    (ended,) = [e for e in stored if isinstance(e, RequestFailed)]
+    assert ended.error == "RequestCancelled"
+
+
+def test_a_cancel_landing_just_as_a_chunk_arrived_is_still_recorded_as_cancelled(
+    tmp_path: Path,
+) -> None:
+    """A stream whose scope is cancelled between two reads ends as RequestCancelled."""
+    # astream meets this when the task is cancelled after the worker delivered a chunk but
+    # before the task resumed: the scope is cancelled, then the generator is closed.
+    slow = Behaviour(output_tokens=50, inter_token_ms=50)
+    with FakeProvider(slow, seed=0) as fake, FakeProvider(Behaviour(), seed=0) as other:
+        db = tmp_path / "events.sqlite"
+        with start(fake, other, db) as rt:
+            query = rt._prepare(request(), "stalled", None, None, None, stream=True)
+            scope = CancelScope()
+            chunks = rt._requests.stream(query, scope)
+            next(chunks)
+            next(chunks)
+            rt._requests.cancel(scope)
+            chunks.close()
+            rt.flush()
+    stored = [s.event for s in read(db)]
     (ended,) = [e for e in stored if isinstance(e, RequestFailed)]
     assert ended.error == "RequestCancelled"

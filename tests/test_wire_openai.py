@@ -274,7 +274,8 @@ def test_parse_completion(adapter: Callable[..., WireAdapter]) -> None:
     resp = adapter(Recorder(lambda: httpx.Response(200, json=COMPLETION))).complete(req(), MODEL)
     assert resp.content == "\n\nHello there, how may I assist you?"
     assert resp.provider == "openai"
-    assert resp.model == "gpt-4o-mini-2024-07-18"
+    assert resp.model == "gpt-4o-mini"  # the configured name: usage is keyed by it
+    assert resp.upstream_model == "gpt-4o-mini-2024-07-18"
     assert resp.request_id == "rid-1"
     assert resp.usage == Usage(input_tokens=9, output_tokens=12)
     assert resp.cost == pytest.approx((9 * 0.15 + 12 * 0.60) / 1e6)
@@ -293,7 +294,8 @@ def test_unpriced_or_no_usage_cost_is_none(adapter: Callable[..., WireAdapter]) 
     resp = b.complete(req(), MODEL)
     assert resp.usage is None
     assert resp.cost is None
-    assert resp.model == "gpt-4o-mini"  # falls back to the spec's name
+    assert resp.model == "gpt-4o-mini"
+    assert resp.upstream_model is None
 
 
 def test_parse_tool_calls(adapter: Callable[..., WireAdapter]) -> None:
@@ -462,8 +464,8 @@ def test_stream_error_object_mid_stream(adapter: Callable[..., WireAdapter]) -> 
 
 
 def test_stream_wrong_content_type(adapter: Callable[..., WireAdapter]) -> None:
-    """A 200 that is not an event stream is a ProtocolError before any chunk."""
-    a = adapter(Recorder(lambda: httpx.Response(200, json=COMPLETION)))
+    """A 200 that is neither an event stream nor JSON is a ProtocolError before any chunk."""
+    a = adapter(Recorder(lambda: httpx.Response(200, text="<html></html>")))
     with pytest.raises(ProtocolError):
         next(iter(a.stream(req(), MODEL)))
 

@@ -342,6 +342,12 @@ class UsageReport(msgspec.Struct, frozen=True, kw_only=True):
     output_tokens: int = 0
     cost: float = 0.0
     by_model: dict[str, Usage] = msgspec.field(default_factory=dict)
+    """Keyed by the configured model name (never the provider's own id)."""
+    cached_input_tokens: int = 0
+    """Parts of ``input_tokens`` read from, and written to, the prompt cache, and the
+    reasoning part of ``output_tokens`` (see :class:`Usage`)."""
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

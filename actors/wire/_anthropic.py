@@ -7,7 +7,7 @@ their results ``tool_result`` blocks in a user turn. Streams are server-sent eve
 ``message_stop`` (the terminator), ``ping``, and ``error``.
 
 Blocks that are not the answer's text or a client tool call (``thinking``,
-``redacted_thinking``, ``server_tool_use`` with its ``input_json_delta``\s,
+``redacted_thinking``, ``server_tool_use`` with its ``input_json_delta`` events,
 ``web_search_tool_result`` and any type newer than this code) are skipped, never fatal, and
 counted: the count and the types are logged at DEBUG (logger ``routeledger.wire``) when the
 answer ends. Cache reads and writes are added to ``input_tokens`` (Anthropic counts them

@@ -70,7 +70,12 @@ __all__ = [
 _T = TypeVar("_T")
 _S = TypeVar("_S", Response, StreamChunk)
 
-_PROVIDED_FIELDS = {"model": False, "finish_reason": False, "refusal": True}
+_PROVIDED_FIELDS = {
+    "model": False,
+    "upstream_model": False,
+    "finish_reason": False,
+    "refusal": True,
+}
 """Text fields of an answer that the provider writes and routeledger stores or prints, each
 with whether it may span lines."""
 

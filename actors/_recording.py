@@ -29,6 +29,7 @@ from routeledger.events import (
 
 if TYPE_CHECKING:
     from routeledger.actors._messages import Outcome, RequestEnded, RouteQuery
+    from routeledger.events import Usage
 
 __all__ = [
     "attempt_event",
@@ -67,6 +68,17 @@ def request_rejected(request_id: str, error: Exception, *, ts: float) -> Request
     )
 
 
+def _cache_counts(usage: Usage | None) -> dict[str, int]:
+    """Return the cache and reasoning counts of ``usage`` an event carries."""
+    if usage is None:
+        return {}
+    return {
+        "cached_input_tokens": usage.cached_input_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+    }
+
+
 def attempt_event(outcome: Outcome, *, ts: float) -> Event:
     """Return the event of one attempt's end: succeeded or failed."""
     if outcome.error is None:
@@ -83,6 +95,7 @@ def attempt_event(outcome: Outcome, *, ts: float) -> Event:
             output_tokens=usage.output_tokens if usage else 0,
             cost=outcome.cost,
             stream=outcome.stream,
+            **_cache_counts(usage),
         )
     err = outcome.error
     return AttemptFailed(
@@ -136,6 +149,7 @@ def request_ended_events(
                 stream=request.stream,
                 cached=resp.cached,
                 response_text=resp.content if include_text else None,
+                **_cache_counts(usage),
             )
         )
         return events

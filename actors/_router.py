@@ -62,6 +62,7 @@ from routeledger.events import (
     RouteDecided,
     RouteResult,
     RuntimeConfig,
+    Usage,
     check_pool,
 )
 from routeledger.events._types import CAPABILITIES
@@ -234,13 +235,17 @@ class Router:
     def estimate_cost(
         self, request: Request, model: ModelSpec, input_tokens: int | None = None
     ) -> float | None:
-        """Estimate a request's cost on ``model``: prompt tokens plus the most it may output."""
+        """Estimate a request's cost on ``model``: prompt tokens plus the most it may output.
+
+        The one price function, :meth:`ModelSpec.cost`, prices it; no cache hit is assumed
+        (a prompt is cached only once a provider says so), so the estimate is an upper bound.
+        """
         out = request.max_tokens or model.max_output or self.config.cost.assumed_output_tokens
-        if model.input_per_mtok is None or model.output_per_mtok is None:
+        if not model.priced:
             return None
         if input_tokens is None:
             input_tokens = request.estimated_input_tokens()
-        return (input_tokens * model.input_per_mtok + out * model.output_per_mtok) / 1_000_000
+        return model.cost(Usage(input_tokens=input_tokens, output_tokens=out))
 
     def estimate_costs(self, request: Request) -> dict[str, CostEstimate]:
         """Return the estimated cost of ``request`` on every provider serving its model."""

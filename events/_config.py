@@ -57,9 +57,13 @@ RETRYABLE_ERROR_NAMES = frozenset(
         "QuotaExceeded",
         "AuthenticationError",
         "ProviderSaturated",
+        "UnsupportedByProvider",
     }
 )
 """Error types that may appear in ``FailoverConfig.retryable_errors``."""
+
+_REASONING_NAME = re.compile(r"^(?:o[1-9]\d*(?:-|$)|gpt-5(?!.*-chat))")
+"""OpenAI reasoning model ids: the o-series and GPT-5 (its ``-chat`` variants excepted)."""
 
 
 class Secret:
@@ -105,11 +109,34 @@ class ModelSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     context_window: int | None = None
     max_output: int | None = None
     capabilities: frozenset[str] = frozenset({"streaming"})
+    reasoning: bool | None = None
+    """A reasoning model: sent ``max_completion_tokens``, never ``temperature`` or ``top_p``.
+    ``None`` decides by name (:meth:`is_reasoning`)."""
+    cached_input_per_mtok: float | None = None
+    """Price of prompt tokens read from the cache; absent, the input price (no discount is
+    assumed: set it from the provider's price list, e.g. a tenth of input for Anthropic)."""
+    cache_write_per_mtok: float | None = None
+    """Price of prompt tokens written to the cache; absent, the input price (Anthropic
+    charges 1.25x input for 5-minute writes: set it to be exact)."""
 
     @property
     def wire_name(self) -> str:
         """Return the model id to send to the provider."""
         return self.upstream or self.name
+
+    def is_reasoning(self, base_url: str) -> bool:
+        """Return whether to treat this model as a reasoning model on ``base_url``.
+
+        ``reasoning`` decides when set. Left ``None``, only api.openai.com model ids of the
+        o-series (``o1``, ``o3-mini``, ``o4-mini``, ...) and the GPT-5 family (but not its
+        ``-chat`` variants, which take sampling parameters) count: elsewhere (a gateway, a
+        compatible server) the same name may be served by anything.
+        """
+        if self.reasoning is not None:
+            return self.reasoning
+        if "://api.openai.com" not in base_url:
+            return False
+        return _REASONING_NAME.match(self.wire_name) is not None
 
     @property
     def priced(self) -> bool:
@@ -117,11 +144,28 @@ class ModelSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return self.input_per_mtok is not None and self.output_per_mtok is not None
 
     def cost(self, usage: Usage | None) -> float | None:
-        """Return the cost of ``usage`` on this model, or ``None`` if unknown."""
+        """Return the cost of ``usage`` on this model, or ``None`` if unknown.
+
+        Cached reads and cache writes (parts of ``input_tokens``) are priced at their own
+        rates; reasoning tokens are output tokens.
+        """
         if usage is None or self.input_per_mtok is None or self.output_per_mtok is None:
             return None
+        cached = usage.cached_input_tokens
+        written = usage.cache_write_tokens
+        if not cached and not written:
+            return (
+                usage.input_tokens * self.input_per_mtok
+                + usage.output_tokens * self.output_per_mtok
+            ) / 1_000_000
+        read_price = self.cached_input_per_mtok
+        write_price = self.cache_write_per_mtok
+        plain = max(0, usage.input_tokens - cached - written)
         return (
-            usage.input_tokens * self.input_per_mtok + usage.output_tokens * self.output_per_mtok
+            plain * self.input_per_mtok
+            + cached * (self.input_per_mtok if read_price is None else read_price)
+            + written * (self.input_per_mtok if write_price is None else write_price)
+            + usage.output_tokens * self.output_per_mtok
         ) / 1_000_000
 
 
@@ -426,6 +470,8 @@ def _validate_provider(
         _check_number(
             problems, f"{mw}.output_per_mtok", m.output_per_mtok, minimum=0, optional=True
         )
+        for price in ("cached_input_per_mtok", "cache_write_per_mtok"):
+            _check_number(problems, f"{mw}.{price}", getattr(m, price), minimum=0, optional=True)
         _check_number(
             problems,
             f"{mw}.context_window",

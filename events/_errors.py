@@ -14,7 +14,9 @@ Every error routeledger raises derives from :class:`RouteledgerError`. Lower-lev
     │   ├── QuotaExceeded               429 quota / spend limit        failover only
     │   ├── AuthenticationError         401 / 403                      failover only
     │   ├── BadRequest                  400 / 404 / 413 / 422          final everywhere
-    │   │   └── ContextLengthExceeded   prompt longer than the window  final everywhere
+    │   │   ├── ContextLengthExceeded   prompt longer than the window  final everywhere
+    │   │   └── UnsupportedByProvider   400 unsupported parameter or value, 404 model not
+    │   │                               found: this provider only      failover only
     │   ├── ProviderUnavailable         408 / 409 / 5xx / 529          retryable
     │   ├── ProviderConnectError        never sent: free to retry      retryable
     │   ├── ProviderTimeout             sent, no answer: maybe billed  retryable
@@ -78,6 +80,7 @@ __all__ = [
     "StreamCancelled",
     "StreamInterrupted",
     "UnknownEventType",
+    "UnsupportedByProvider",
 ]
 
 
@@ -164,6 +167,17 @@ class BadRequest(ProviderError):
 
 class ContextLengthExceeded(BadRequest):
     """The prompt does not fit the model's context window."""
+
+
+class UnsupportedByProvider(BadRequest):
+    """This provider rejected something the request asks for (a parameter or value it does
+    not support, a model it does not serve); another provider may accept it.
+
+    A ``BadRequest`` that allows failover: like every bad request it says nothing against the
+    provider's health, and the same provider is not asked again.
+    """
+
+    failover = True
 
 
 class ProviderUnavailable(ProviderError):

@@ -157,6 +157,9 @@ class AttemptSucceeded(Event, frozen=True, kw_only=True, tag="attempt.succeeded"
     output_tokens: int = 0
     cost: float | None = None
     stream: bool = False
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
     ts: float
 
 
@@ -218,6 +221,11 @@ class RequestCompleted(Event, frozen=True, kw_only=True, tag="request.completed"
     stream: bool = False
     cached: bool = False
     response_text: str | None = None
+    cached_input_tokens: int = 0
+    """Parts of ``input_tokens`` read from, and written to, the prompt cache; reasoning
+    tokens are part of ``output_tokens`` (as in :class:`~routeledger.events.Usage`)."""
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
     ts: float
 
 

@@ -47,10 +47,17 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-class TextPart(msgspec.Struct, frozen=True, tag="text", tag_field="type"):
-    """A piece of text inside a message."""
+class TextPart(msgspec.Struct, frozen=True, tag="text", tag_field="type", omit_defaults=True):
+    """A piece of text inside a message.
+
+    ``cache_control`` marks an Anthropic prompt-cache breakpoint after this part, sent
+    verbatim (``{"type": "ephemeral"}``, optionally with ``"ttl": "1h"``); a system message's
+    marked part keeps it in the system prompt. OpenAI caches prompts by itself and gets no
+    marker.
+    """
 
     text: str
+    cache_control: dict[str, str] | None = None
 
 
 class ImagePart(msgspec.Struct, frozen=True, tag="image", tag_field="type", kw_only=True):
@@ -87,6 +94,8 @@ class Tool(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     description: str = ""
     parameters: dict[str, object] = msgspec.field(default_factory=dict)
+    cache_control: dict[str, str] | None = None
+    """An Anthropic prompt-cache breakpoint after this tool definition (see ``TextPart``)."""
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True):
@@ -130,6 +139,18 @@ class Request(msgspec.Struct, frozen=True, kw_only=True):
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
     request_id: str = msgspec.field(default_factory=new_request_id)
     deadline: float | None = None
+    reasoning_effort: str | None = None
+    """Sent as OpenAI ``reasoning_effort`` (``minimal``, ``low``, ``medium``, ``high``) when
+    set; for Anthropic it becomes an extended-thinking budget (see
+    ``routeledger.actors.wire.THINKING_BUDGETS``)."""
+    response_format: dict[str, object] | None = None
+    """OpenAI ``response_format`` (``{"type": "json_object"}``, a ``json_schema``), passed
+    through; the Anthropic messages API has no such field, so it is refused there."""
+    seed: int | None = None
+    """OpenAI ``seed``, passed through (Anthropic has none: it is left out)."""
+    extra_body: dict[str, object] | None = None
+    """Fields merged into the wire body last, after everything routeledger sets: they can
+    override any of it (the model id included). Must be JSON-encodable."""
 
     def needed_capabilities(self) -> frozenset[str]:
         """Return the capabilities a model must have to serve this request."""
@@ -151,10 +172,20 @@ class Request(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Usage(msgspec.Struct, frozen=True, kw_only=True):
-    """Tokens an answer consumed."""
+    """Tokens an answer consumed.
+
+    ``input_tokens`` is the whole prompt, cached reads and cache writes included (for both
+    formats: Anthropic's own ``input_tokens`` excludes them, so they are added);
+    ``cached_input_tokens`` and ``cache_write_tokens`` are the parts of it read from and
+    written to the prompt cache. ``output_tokens`` is the whole completion, hidden
+    ``reasoning_tokens`` included.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -163,7 +194,12 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Response(msgspec.Struct, frozen=True, kw_only=True):
-    """A completed answer. ``cost`` is ``None`` when the model has no price."""
+    """A completed answer. ``cost`` is ``None`` when the model has no price.
+
+    ``model`` is the configured model name that served the request (what usage is keyed
+    by); ``upstream_model`` is the id the provider reported, when it said one.
+    ``refusal`` is the model's refusal text (then ``finish_reason`` is ``"refusal"``).
+    """
 
     content: str
     provider: str
@@ -176,13 +212,16 @@ class Response(msgspec.Struct, frozen=True, kw_only=True):
     latency_ms: float = 0.0
     attempts: int = 1
     cached: bool = False
+    refusal: str | None = None
+    upstream_model: str | None = None
 
 
 class StreamChunk(msgspec.Struct, frozen=True, kw_only=True):
     """One increment of a streamed answer.
 
     The last chunk of a stream has ``finish_reason`` set and, when the provider reported it,
-    ``usage``; ``cost`` is filled in by the runtime on that chunk.
+    ``usage``; ``cost`` is filled in by the runtime on that chunk. ``model`` is the id the
+    provider reported. ``refusal`` is a piece of the model's refusal text.
     """
 
     delta: str = ""
@@ -192,6 +231,7 @@ class StreamChunk(msgspec.Struct, frozen=True, kw_only=True):
     cost: float | None = None
     provider: str | None = None
     model: str | None = None
+    refusal: str | None = None
 
 
 class CostEstimate(msgspec.Struct, frozen=True, kw_only=True):
@@ -302,6 +342,12 @@ class UsageReport(msgspec.Struct, frozen=True, kw_only=True):
     output_tokens: int = 0
     cost: float = 0.0
     by_model: dict[str, Usage] = msgspec.field(default_factory=dict)
+    """Keyed by the configured model name (never the provider's own id)."""
+    cached_input_tokens: int = 0
+    """Parts of ``input_tokens`` read from, and written to, the prompt cache, and the
+    reasoning part of ``output_tokens`` (see :class:`Usage`)."""
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

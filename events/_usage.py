@@ -34,7 +34,9 @@ class _UsageBucket:
         self.input_tokens = 0
         self.output_tokens = 0
         self.cost = 0.0
-        self.by_model: dict[str, list[int]] = {}  # model -> [input_tokens, output_tokens]
+        # model -> [input, output, cached input, cache write, reasoning] tokens; the bucket's
+        # totals of the last three are the sums over its models.
+        self.by_model: dict[str, list[int]] = {}
 
 
 _HOUR = 3600
@@ -42,7 +44,11 @@ _DAY = 86400
 
 
 class UsageBucketState(msgspec.Struct, frozen=True, array_like=True):
-    """One hourly bucket as plain data; ``by_model`` maps a model to its (input, output)."""
+    """One hourly bucket as plain data; ``by_model`` maps a model to its (input, output).
+
+    ``by_model_cache`` maps a model to its (cached input, cache write, reasoning) tokens, for
+    the models that had any; a snapshot written before those counts existed has none.
+    """
 
     hour: int
     requests: int
@@ -51,6 +57,7 @@ class UsageBucketState(msgspec.Struct, frozen=True, array_like=True):
     output_tokens: int
     cost: float
     by_model: dict[str, tuple[int, int]]
+    by_model_cache: dict[str, tuple[int, int, int]] = {}
 
 
 class UsageState(msgspec.Struct, frozen=True):
@@ -124,13 +131,16 @@ class UsageProjection:
         bucket.requests += 1
         tokens = bucket.by_model.get(event.model)
         if tokens is None:
-            tokens = bucket.by_model[event.model] = [0, 0]
+            tokens = bucket.by_model[event.model] = [0, 0, 0, 0, 0]
         if event.cached:
             return
         bucket.input_tokens += event.input_tokens
         bucket.output_tokens += event.output_tokens
         tokens[0] += event.input_tokens
         tokens[1] += event.output_tokens
+        tokens[2] += event.cached_input_tokens
+        tokens[3] += event.cache_write_tokens
+        tokens[4] += event.reasoning_tokens
         cost = _cost(event.cost)
         if cost is not None:
             bucket.cost += cost
@@ -157,6 +167,9 @@ class UsageProjection:
                     output_tokens=b.output_tokens,
                     cost=b.cost,
                     by_model={m: (t[0], t[1]) for m, t in b.by_model.items()},
+                    by_model_cache={
+                        m: (t[2], t[3], t[4]) for m, t in b.by_model.items() if any(t[2:])
+                    },
                 )
                 for hour, b in self._hours.items()
             ],
@@ -173,7 +186,10 @@ class UsageProjection:
             b.input_tokens = saved.input_tokens
             b.output_tokens = saved.output_tokens
             b.cost = saved.cost
-            b.by_model = {m: [t[0], t[1]] for m, t in saved.by_model.items()}
+            b.by_model = {
+                m: [t[0], t[1], *saved.by_model_cache.get(m, (0, 0, 0))]
+                for m, t in saved.by_model.items()
+            }
         self._hours = hours
         self._latest_ts = state.latest_ts
 
@@ -234,10 +250,11 @@ class UsageProjection:
             input_tokens += bucket.input_tokens
             output_tokens += bucket.output_tokens
             cost += bucket.cost
-            for model, (tokens_in, tokens_out) in bucket.by_model.items():
-                total = by_model.setdefault(model, [0, 0])
-                total[0] += tokens_in
-                total[1] += tokens_out
+            for model, tokens in bucket.by_model.items():
+                total = by_model.setdefault(model, [0, 0, 0, 0, 0])
+                for i, n in enumerate(tokens):
+                    total[i] += n
+        cache = [sum(t[i] for t in by_model.values()) for i in (2, 3, 4)]
         return UsageReport(
             period=period,
             start=start,
@@ -246,9 +263,19 @@ class UsageProjection:
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             cost=cost,
+            cached_input_tokens=cache[0],
+            cache_write_tokens=cache[1],
+            reasoning_tokens=cache[2],
             by_model={
-                model: Usage(input_tokens=by_model[model][0], output_tokens=by_model[model][1])
+                model: Usage(
+                    input_tokens=t[0],
+                    output_tokens=t[1],
+                    cached_input_tokens=t[2],
+                    cache_write_tokens=t[3],
+                    reasoning_tokens=t[4],
+                )
                 for model in sorted(by_model)
+                if (t := by_model[model])
             },
         )
 

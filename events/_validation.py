@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import msgspec
+
 from routeledger.events._errors import RequestError
 from routeledger.events._types import ImagePart, Request, TextPart
 
@@ -75,6 +77,7 @@ def validate_request(request: object) -> Request:
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         problems.append("metadata must be a dict of strings to strings")
+    problems.extend(_wire_field_problems(request))
     if not isinstance(request.request_id, str) or not request.request_id:
         problems.append("request_id must be a non-empty string")
     if problems:
@@ -82,3 +85,27 @@ def validate_request(request: object) -> Request:
             "invalid request: " + "; ".join(problems), request_id=str(request.request_id)
         )
     return request
+
+
+def _wire_field_problems(request: Request) -> list[str]:
+    """Return what is wrong with the fields passed through to the wire as they are."""
+    problems: list[str] = []
+    effort: object = request.reasoning_effort
+    if effort is not None and (not isinstance(effort, str) or not effort.strip()):
+        problems.append(f"reasoning_effort must be a non-empty string, got {effort!r}")
+    fmt: object = request.response_format
+    if fmt is not None and not isinstance(fmt, dict):
+        problems.append(f"response_format must be a dict, got {type(fmt).__name__}")
+    seed: object = request.seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        problems.append(f"seed must be an integer, got {seed!r}")
+    extra: object = request.extra_body
+    if extra is not None:
+        if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
+            problems.append("extra_body must be a dict with string keys")
+        else:
+            try:
+                msgspec.json.encode(extra)
+            except (TypeError, ValueError, OverflowError) as exc:
+                problems.append(f"extra_body must be JSON-encodable ({exc})")
+    return problems

@@ -66,6 +66,7 @@ from routeledger.events import (
     TextPart,
     Tool,
     ToolCall,
+    UnsupportedByProvider,
     Usage,
     UsageReport,
 )
@@ -127,6 +128,7 @@ __all__ = [
     "TextPart",
     "Tool",
     "ToolCall",
+    "UnsupportedByProvider",
     "Usage",
     "UsageReport",
     "VirtualClock",

@@ -13,9 +13,23 @@ __all__ = ["StreamedAnswer"]
 
 
 class StreamedAnswer:
-    """What the chunks of one stream have said so far: text, tool calls, usage, cost."""
+    """What the chunks of one stream have said so far: text, tool calls, refusal, usage, cost.
 
-    __slots__ = ("_model_spec", "_parts", "_tools", "cost", "finish_reason", "model", "usage")
+    The answer's ``model`` is the configured model name (as for a completion, so that usage is
+    keyed alike); the id the chunks report becomes ``upstream_model``.
+    """
+
+    __slots__ = (
+        "_model_spec",
+        "_parts",
+        "_refusal",
+        "_tools",
+        "cost",
+        "finish_reason",
+        "model",
+        "upstream_model",
+        "usage",
+    )
 
     def __init__(self, model: ModelSpec) -> None:
         self._model_spec = model
@@ -23,6 +37,8 @@ class StreamedAnswer:
         # index -> [id, name, arguments so far]; fragments of one call share an index
         self._tools: dict[int, list[str]] = {}
         self.model = model.name
+        self.upstream_model: str | None = None
+        self._refusal: list[str] = []
         self.usage: Usage | None = None
         self.cost: float | None = None
         self.finish_reason: str | None = None
@@ -31,6 +47,8 @@ class StreamedAnswer:
         """Fold one chunk in."""
         if chunk.delta:
             self._parts.append(chunk.delta)
+        if chunk.refusal:
+            self._refusal.append(chunk.refusal)
         for tc in chunk.tool_calls or ():
             slot = self._tools.setdefault(tc.index, ["", "", ""])
             slot[0] = slot[0] or (tc.id or "")
@@ -42,16 +60,21 @@ class StreamedAnswer:
         if chunk.finish_reason is not None:
             self.finish_reason = chunk.finish_reason
         if chunk.model:
-            self.model = chunk.model
+            self.upstream_model = chunk.model
 
     def response(
         self, *, provider: str, request_id: str, latency_ms: float, attempts: int
     ) -> Response:
         """Return the whole answer as a :class:`Response`."""
+        content = "".join(self._parts)
+        refusal = "".join(self._refusal) or None
+        if refusal is None and self.finish_reason == "refusal":
+            refusal = content or "refused"  # Anthropic: what the model said is the refusal
         return Response(
-            content="".join(self._parts),
+            content=content,
             provider=provider,
             model=self.model,
+            upstream_model=self.upstream_model,
             request_id=request_id,
             usage=self.usage,
             cost=self.cost,
@@ -62,4 +85,5 @@ class StreamedAnswer:
             ],
             latency_ms=latency_ms,
             attempts=attempts,
+            refusal=refusal,
         )

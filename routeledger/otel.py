@@ -325,7 +325,7 @@ def _set_usage(span: Span, usage: Usage | None, cost: float | None) -> None:
 
 
 def _set_response(span: Span, response: Response) -> None:
-    span.set_attribute("gen_ai.response.model", response.model)
+    span.set_attribute("gen_ai.response.model", response.upstream_model or response.model)
     if response.finish_reason is not None:
         span.set_attribute("gen_ai.response.finish_reasons", [response.finish_reason])
 

@@ -28,6 +28,7 @@ from routeledger.events import (
     Tool,
     ToolCall,
     ToolCallDelta,
+    UnsupportedByProvider,
     Usage,
 )
 
@@ -378,7 +379,8 @@ def test_parse_message(adapter: Callable[..., WireAdapter]) -> None:
     resp = adapter(ok()).complete(req(), MODEL)
     assert resp.content == "Hi! My name is Claude."
     assert resp.provider == "anthropic"
-    assert resp.model == "claude-sonnet-4-5-20250929"
+    assert resp.model == "claude-sonnet-4-5"  # the configured name: usage is keyed by it
+    assert resp.upstream_model == "claude-sonnet-4-5-20250929"
     assert resp.request_id == "rid-2"
     assert resp.usage == Usage(input_tokens=2095, output_tokens=503)
     assert resp.cost == pytest.approx((2095 * 3.0 + 503 * 15.0) / 1e6)
@@ -392,7 +394,7 @@ def test_parse_message(adapter: Callable[..., WireAdapter]) -> None:
         ("stop_sequence", "stop"),
         ("max_tokens", "length"),
         ("tool_use", "tool_calls"),
-        ("refusal", "content_filter"),
+        ("refusal", "refusal"),
         ("pause_turn", "pause_turn"),
     ],
 )
@@ -411,7 +413,9 @@ def test_cached_prompt_tokens_count_as_input(adapter: Callable[..., WireAdapter]
         "cache_read_input_tokens": 1000,
     }
     resp = adapter(ok({**MESSAGE, "usage": usage})).complete(req(), MODEL)
-    assert resp.usage == Usage(input_tokens=1110, output_tokens=5)
+    assert resp.usage == Usage(
+        input_tokens=1110, output_tokens=5, cached_input_tokens=1000, cache_write_tokens=100
+    )
 
 
 def test_unpriced_cost_is_none(adapter: Callable[..., WireAdapter]) -> None:
@@ -577,10 +581,10 @@ def test_stream_error_event(
 
 
 def test_stream_json_delta_for_unknown_block(adapter: Callable[..., WireAdapter]) -> None:
-    """Tool input for a block that never started as tool_use is a ProtocolError."""
+    """Tool input for a block that never started as a client tool_use is skipped, not fatal."""
     body = sse(message_start(), json_delta(3, "{}"), STOP)
-    with pytest.raises(ProtocolError):
-        list(adapter(Recorder(lambda: event_stream(body))).stream(req(), MODEL))
+    chunks = list(adapter(Recorder(lambda: event_stream(body))).stream(req(), MODEL))
+    assert [(c.delta, c.tool_calls) for c in chunks] == [("", None)]  # just the last chunk
 
 
 def test_stream_malformed_event(adapter: Callable[..., WireAdapter]) -> None:
@@ -598,3 +602,392 @@ def test_probe_gets_models_with_version(adapter: Callable[..., WireAdapter]) -> 
     assert (sent.method, str(sent.url)) == ("GET", f"{BASE}/models")
     assert sent.headers["x-api-key"] == "sk-ant-test"
     assert sent.headers["anthropic-version"] == "2023-06-01"
+
+
+# --- issue 11: cache pricing and breakpoints, thinking, server tools, refusals -------------
+
+CACHED = ModelSpec(
+    name="claude-sonnet-4-5",
+    input_per_mtok=3.0,
+    output_per_mtok=15.0,
+    cached_input_per_mtok=0.30,
+    cache_write_per_mtok=3.75,
+)
+
+
+def sse_stream(*events: tuple[str, Any]) -> Recorder:
+    """Return a recorder answering 200 with the events as a stream."""
+    body = sse(*events)
+    return Recorder(lambda: event_stream(body))
+
+
+def test_cache_reads_and_writes_are_priced_at_their_rates(
+    adapter: Callable[..., WireAdapter],
+) -> None:
+    """Cache reads cost the cached price, writes the write price, the rest the input price."""
+    usage = {
+        "input_tokens": 50,
+        "cache_creation_input_tokens": 1000,
+        "cache_read_input_tokens": 8000,
+        "output_tokens": 200,
+    }
+    resp = adapter(ok({**MESSAGE, "usage": usage})).complete(req(), CACHED)
+    assert resp.usage == Usage(
+        input_tokens=9050, output_tokens=200, cached_input_tokens=8000, cache_write_tokens=1000
+    )
+    assert resp.cost == pytest.approx((50 * 3.0 + 8000 * 0.30 + 1000 * 3.75 + 200 * 15.0) / 1e6)
+
+
+def test_cache_prices_default_to_the_input_price() -> None:
+    """A model without cache prices charges cached and written tokens as plain input."""
+    usage = Usage(input_tokens=100, output_tokens=10, cached_input_tokens=60, cache_write_tokens=30)
+    assert MODEL.cost(usage) == pytest.approx((100 * 3.0 + 10 * 15.0) / 1e6)
+
+
+def test_cache_control_on_text_part_system_and_tool(adapter: Callable[..., WireAdapter]) -> None:
+    """cache_control on a text part, a system part and a tool is sent as a breakpoint."""
+    mark = {"type": "ephemeral"}
+    rec = ok()
+    request = req(
+        messages=[
+            Message(role="system", content=[TextPart("You are terse.", cache_control=mark)]),
+            Message(role="system", content="Answer in French."),
+            Message(role="user", content=[TextPart("Long document", cache_control=mark)]),
+        ],
+        tools=[Tool(name="lookup", cache_control=mark)],
+    )
+    adapter(rec).complete(request, MODEL)
+    body = rec.json
+    assert body["system"] == [
+        {"type": "text", "text": "You are terse.", "cache_control": mark},
+        {"type": "text", "text": "Answer in French."},
+    ]
+    assert body["messages"] == [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Long document", "cache_control": mark}],
+        }
+    ]
+    assert body["tools"][0]["cache_control"] == mark
+
+
+def test_system_without_breakpoint_stays_a_string(adapter: Callable[..., WireAdapter]) -> None:
+    """With no cache_control, the system prompt is one string as before."""
+    rec = ok()
+    adapter(rec).complete(
+        req(
+            messages=[
+                Message(role="system", content="Be terse."),
+                Message(role="user", content="Hi"),
+            ]
+        ),
+        MODEL,
+    )
+    assert rec.json["system"] == "Be terse."
+
+
+def test_reasoning_effort_becomes_a_thinking_budget(adapter: Callable[..., WireAdapter]) -> None:
+    """reasoning_effort turns thinking on with its budget added to max_tokens, no sampling."""
+    rec = ok()
+    adapter(rec).complete(req(max_tokens=500, temperature=0.2, reasoning_effort="low"), MODEL)
+    body = rec.json
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert body["max_tokens"] == 2548
+    assert "temperature" not in body
+
+
+def test_unknown_reasoning_effort_and_response_format_allow_failover(
+    adapter: Callable[..., WireAdapter],
+) -> None:
+    """What Anthropic cannot express is UnsupportedByProvider, raised before sending."""
+    rec = ok()
+    a = adapter(rec)
+    for request in (req(reasoning_effort="extreme"), req(response_format={"type": "json_object"})):
+        with pytest.raises(UnsupportedByProvider) as info:
+            a.complete(request, MODEL)
+        assert info.value.failover and info.value.provider == "anthropic"
+    assert rec.requests == []
+
+
+def test_extra_body_is_merged_last_and_seed_left_out(adapter: Callable[..., WireAdapter]) -> None:
+    """extra_body fields reach the wire (overriding ours); seed has no Anthropic field."""
+    rec = ok()
+    adapter(rec).complete(req(seed=3, extra_body={"max_tokens": 77, "top_k": 5}), MODEL)
+    body = rec.json
+    assert (body["max_tokens"], body["top_k"]) == (77, 5)
+    assert "seed" not in body
+
+
+def test_message_with_thinking_and_server_tool_blocks(adapter: Callable[..., WireAdapter]) -> None:
+    """Thinking, server_tool_use and web_search_tool_result blocks are not the answer's text."""
+    body = {
+        **MESSAGE,
+        "content": [
+            {"type": "thinking", "thinking": "Let me search.", "signature": "EqQBCgIYAhIM1g"},
+            {
+                "type": "server_tool_use",
+                "id": "srvtoolu_01WYG3ziw53XMcoyKL4XcZmE",
+                "name": "web_search",
+                "input": {"query": "claude shannon birth date"},
+            },
+            {
+                "type": "web_search_tool_result",
+                "tool_use_id": "srvtoolu_01WYG3ziw53XMcoyKL4XcZmE",
+                "content": [
+                    {
+                        "type": "web_search_result",
+                        "title": "Claude Shannon - Wikipedia",
+                        "url": "https://en.wikipedia.org/wiki/Claude_Shannon",
+                        "encrypted_content": "EqgfCioIARgBIiQ3YTAwMjY1Mi1mZjM5",
+                        "page_age": None,
+                    }
+                ],
+            },
+            {
+                "type": "text",
+                "text": "Claude Shannon was born on April 30, 1916.",
+                "citations": [
+                    {
+                        "type": "web_search_result_location",
+                        "cited_text": "born April 30",
+                        "url": "https://en.wikipedia.org/wiki/Claude_Shannon",
+                        "title": "Claude Shannon - Wikipedia",
+                        "encrypted_index": "Eo8BCioIAhgBIiQ",
+                    }
+                ],
+            },
+        ],
+        "usage": {
+            "input_tokens": 6039,
+            "output_tokens": 931,
+            "server_tool_use": {"web_search_requests": 1},
+        },
+    }
+    resp = adapter(ok(body)).complete(req(), MODEL)
+    assert resp.content == "Claude Shannon was born on April 30, 1916."
+    assert resp.tool_calls == []
+    assert resp.usage == Usage(input_tokens=6039, output_tokens=931)
+
+
+def test_stream_with_thinking_server_tools_and_client_tool(
+    adapter: Callable[..., WireAdapter], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Skipped blocks and deltas are counted at DEBUG; text and client tool calls assemble."""
+    events = (
+        message_start(),
+        block_start(0, {"type": "thinking", "thinking": "", "signature": ""}),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "thinking_delta", "thinking": "Search it."},
+            },
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "signature_delta", "signature": "EqQBCgIY"},
+            },
+        ),
+        block_stop(0),
+        block_start(
+            1,
+            {
+                "type": "server_tool_use",
+                "id": "srvtoolu_014hJH82Qum7Td6UV8gDXThB",
+                "name": "web_search",
+                "input": {},
+            },
+        ),
+        json_delta(1, '{"query": "weather '),
+        json_delta(1, 'NYC today"}'),
+        block_stop(1),
+        block_start(
+            2,
+            {
+                "type": "web_search_tool_result",
+                "tool_use_id": "srvtoolu_014hJH82Qum7Td6UV8gDXThB",
+                "content": [
+                    {
+                        "type": "web_search_result",
+                        "title": "Weather in NYC",
+                        "url": "https://weather.example/nyc",
+                        "encrypted_content": "Ev0DCioIAxgCIiQ",
+                        "page_age": None,
+                    }
+                ],
+            },
+        ),
+        block_stop(2),
+        block_start(3, {"type": "text", "text": ""}),
+        text_delta(3, "It is sunny. "),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 3,
+                "delta": {
+                    "type": "citations_delta",
+                    "citation": {
+                        "type": "web_search_result_location",
+                        "cited_text": "sunny",
+                        "url": "https://weather.example/nyc",
+                        "title": "Weather",
+                        "encrypted_index": "EpMBCioIAhgB",
+                    },
+                },
+            },
+        ),
+        block_stop(3),
+        block_start(
+            4,
+            {
+                "type": "tool_use",
+                "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
+                "name": "get_umbrella",
+                "input": {},
+            },
+        ),
+        json_delta(4, '{"size": '),
+        json_delta(4, '"large"}'),
+        block_stop(4),
+        block_start(5, {"type": "brand_new_block", "whatever": 1}),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 5,
+                "delta": {"type": "brand_new_delta", "x": 2},
+            },
+        ),
+        block_stop(5),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                "usage": {
+                    "input_tokens": 10682,
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0,
+                    "output_tokens": 510,
+                    "server_tool_use": {"web_search_requests": 1},
+                },
+            },
+        ),
+        STOP,
+    )
+    with caplog.at_level("DEBUG", logger="routeledger.wire"):
+        chunks = list(adapter(sse_stream(*events)).stream(req(), MODEL))
+    assert "".join(c.delta for c in chunks) == "It is sunny. "
+    deltas = [tc for c in chunks for tc in c.tool_calls or ()]
+    assert deltas[0] == ToolCallDelta(
+        index=0, id="toolu_01T1x1fJ34qAmk2tNTrN7Up6", name="get_umbrella"
+    )
+    assert "".join(d.arguments for d in deltas) == '{"size": "large"}'
+    assert chunks[-1].finish_reason == "tool_calls"
+    assert chunks[-1].usage == Usage(input_tokens=10682, output_tokens=510)
+    (record,) = [r for r in caplog.records if "skipped" in r.getMessage()]
+    text = record.getMessage()
+    assert "skipped 10 " in text
+    for kind in (
+        "thinking x1",
+        "thinking_delta x1",
+        "signature_delta x1",
+        "server_tool_use x1",
+        "input_json_delta x2",
+        "web_search_tool_result x1",
+        "citations_delta x1",
+        "brand_new_block x1",
+        "brand_new_delta x1",
+    ):
+        assert kind in text
+
+
+def test_stream_cache_usage_from_message_start(adapter: Callable[..., WireAdapter]) -> None:
+    """A stream's cache reads and writes (in message_start) reach the last chunk's usage."""
+    start = message_start()
+    start[1]["message"]["usage"] = {
+        "input_tokens": 20,
+        "cache_creation_input_tokens": 400,
+        "cache_read_input_tokens": 3000,
+        "output_tokens": 1,
+    }
+    events = (
+        start,
+        block_start(0, {"type": "text", "text": ""}),
+        text_delta(0, "Hi"),
+        block_stop(0),
+        message_delta("end_turn", 12),
+        STOP,
+    )
+    chunks = list(adapter(sse_stream(*events)).stream(req(), CACHED))
+    usage = chunks[-1].usage
+    assert usage == Usage(
+        input_tokens=3420, output_tokens=12, cached_input_tokens=3000, cache_write_tokens=400
+    )
+    assert chunks[-1].cost == CACHED.cost(usage)
+
+
+def test_refusal_stop_reason(adapter: Callable[..., WireAdapter]) -> None:
+    """stop_reason "refusal" is finish reason "refusal" with the model's words as refusal."""
+    body = {
+        **MESSAGE,
+        "content": [{"type": "text", "text": "I can't help with that."}],
+        "stop_reason": "refusal",
+    }
+    resp = adapter(ok(body)).complete(req(), MODEL)
+    assert (resp.finish_reason, resp.refusal) == ("refusal", "I can't help with that.")
+    chunks = list(
+        adapter(sse_stream(message_start(), message_delta("refusal", 3), STOP)).stream(req(), MODEL)
+    )
+    assert chunks[-1].finish_reason == "refusal"
+
+
+def test_overloaded_error_mid_stream(adapter: Callable[..., WireAdapter]) -> None:
+    """Anthropic's documented overloaded_error event after a chunk interrupts the stream."""
+    error = (
+        "error",
+        {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+    )
+    events = (
+        message_start(),
+        block_start(0, {"type": "text", "text": ""}),
+        text_delta(0, "Hel"),
+        error,
+    )
+    stream = adapter(sse_stream(*events)).stream(req(), MODEL)
+    assert next(iter(stream)).delta == "Hel"
+    with pytest.raises(ProviderUnavailable):
+        list(stream)
+
+
+def test_not_found_error_json_allows_failover(adapter: Callable[..., WireAdapter]) -> None:
+    """Anthropic's 404 not_found_error body (a model it does not serve) allows failover."""
+    body = {
+        "type": "error",
+        "error": {"type": "not_found_error", "message": "model: claude-9"},
+        "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy",
+    }
+    a = adapter(Recorder(lambda: httpx.Response(404, json=body)))
+    with pytest.raises(UnsupportedByProvider):
+        a.complete(req(), MODEL)
+
+
+def test_invalid_request_error_json_stays_final(adapter: Callable[..., WireAdapter]) -> None:
+    """Anthropic's 400 invalid_request_error about the messages is a final BadRequest."""
+    body = {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": 'messages: roles must alternate between "user" and "assistant"',
+        },
+        "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy",
+    }
+    a = adapter(Recorder(lambda: httpx.Response(400, json=body)))
+    with pytest.raises(BadRequest) as info:
+        a.complete(req(), MODEL)
+    assert type(info.value) is BadRequest

@@ -36,6 +36,7 @@ from routeledger.events import (
     QuotaExceeded,
     RateLimited,
     Secret,
+    UnsupportedByProvider,
 )
 
 
@@ -126,7 +127,7 @@ STATUS_CASES: list[tuple[int, Any, type[ProviderError]]] = [
         ),
         QuotaExceeded,
     ),
-    (404, anthropic_error("not_found_error", "model: claude-nope"), BadRequest),
+    (404, anthropic_error("not_found_error", "model: claude-nope"), UnsupportedByProvider),
     (413, anthropic_error("request_too_large", "Request exceeds the maximum size"), BadRequest),
     (422, {"detail": [{"msg": "field required"}]}, BadRequest),
     (408, None, ProviderUnavailable),

@@ -13,7 +13,6 @@ import pytest
 from routeledger.actors.wire import make_adapter
 from routeledger.events import (
     AuthenticationError,
-    BadRequest,
     ContextLengthExceeded,
     Message,
     ModelSpec,
@@ -29,6 +28,7 @@ from routeledger.events import (
     Secret,
     StreamChunk,
     StreamInterrupted,
+    UnsupportedByProvider,
     Usage,
 )
 from routeledger.testing import Behaviour, FakeProvider
@@ -134,7 +134,7 @@ def test_keep_alive_reuses_connections(adapter: Any, fake: FakeProvider) -> None
         ("context_length_exceeded", ContextLengthExceeded),
         ("invalid_api_key", AuthenticationError),
         ("permission_denied", AuthenticationError),
-        ("model_not_found", BadRequest),
+        ("model_not_found", UnsupportedByProvider),
         ("server_error", ProviderUnavailable),
         ("overloaded", ProviderUnavailable),
     ],

@@ -27,6 +27,7 @@ from routeledger.events import (
     Tool,
     ToolCall,
     ToolCallDelta,
+    UnsupportedByProvider,
     Usage,
 )
 
@@ -274,7 +275,8 @@ def test_parse_completion(adapter: Callable[..., WireAdapter]) -> None:
     resp = adapter(Recorder(lambda: httpx.Response(200, json=COMPLETION))).complete(req(), MODEL)
     assert resp.content == "\n\nHello there, how may I assist you?"
     assert resp.provider == "openai"
-    assert resp.model == "gpt-4o-mini-2024-07-18"
+    assert resp.model == "gpt-4o-mini"  # the configured name: usage is keyed by it
+    assert resp.upstream_model == "gpt-4o-mini-2024-07-18"
     assert resp.request_id == "rid-1"
     assert resp.usage == Usage(input_tokens=9, output_tokens=12)
     assert resp.cost == pytest.approx((9 * 0.15 + 12 * 0.60) / 1e6)
@@ -293,7 +295,8 @@ def test_unpriced_or_no_usage_cost_is_none(adapter: Callable[..., WireAdapter]) 
     resp = b.complete(req(), MODEL)
     assert resp.usage is None
     assert resp.cost is None
-    assert resp.model == "gpt-4o-mini"  # falls back to the spec's name
+    assert resp.model == "gpt-4o-mini"
+    assert resp.upstream_model is None
 
 
 def test_parse_tool_calls(adapter: Callable[..., WireAdapter]) -> None:
@@ -462,8 +465,8 @@ def test_stream_error_object_mid_stream(adapter: Callable[..., WireAdapter]) -> 
 
 
 def test_stream_wrong_content_type(adapter: Callable[..., WireAdapter]) -> None:
-    """A 200 that is not an event stream is a ProtocolError before any chunk."""
-    a = adapter(Recorder(lambda: httpx.Response(200, json=COMPLETION)))
+    """A 200 that is neither an event stream nor JSON is a ProtocolError before any chunk."""
+    a = adapter(Recorder(lambda: httpx.Response(200, text="<html></html>")))
     with pytest.raises(ProtocolError):
         next(iter(a.stream(req(), MODEL)))
 
@@ -533,3 +536,238 @@ def test_probe_gets_models(adapter: Callable[..., WireAdapter]) -> None:
     assert (sent.method, str(sent.url)) == ("GET", f"{BASE}/models")
     assert sent.headers["authorization"] == "Bearer sk-test"
     assert sent.content == b""
+
+
+# --- issue 11: reasoning models, cached and reasoning usage, refusals, pass-through ---------
+
+REASONING = ModelSpec(
+    name="o4-mini",
+    reasoning=True,
+    input_per_mtok=1.10,
+    output_per_mtok=4.40,
+    cached_input_per_mtok=0.275,
+)
+
+# The usage object of OpenAI's chat completion reference, with both detail objects.
+DETAILED_USAGE = {
+    "prompt_tokens": 2006,
+    "completion_tokens": 300,
+    "total_tokens": 2306,
+    "prompt_tokens_details": {"cached_tokens": 1920, "audio_tokens": 0},
+    "completion_tokens_details": {
+        "reasoning_tokens": 192,
+        "audio_tokens": 0,
+        "accepted_prediction_tokens": 0,
+        "rejected_prediction_tokens": 0,
+    },
+}
+
+# A structured-outputs refusal as OpenAI documents it: content null, refusal text, "stop".
+REFUSAL = {
+    **COMPLETION,
+    "choices": [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": None,
+                "refusal": "I'm sorry, I cannot assist with that request.",
+            },
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "base_url", "expected"),
+    [
+        ("o1", "https://api.openai.com/v1", True),
+        ("o3-mini", "https://api.openai.com/v1", True),
+        ("o4-mini-2025-04-16", "https://api.openai.com/v1", True),
+        ("gpt-5", "https://api.openai.com/v1", True),
+        ("gpt-5-mini", "https://api.openai.com/v1", True),
+        ("gpt-5-chat-latest", "https://api.openai.com/v1", False),
+        ("gpt-4o-mini", "https://api.openai.com/v1", False),
+        ("omni-moderation-latest", "https://api.openai.com/v1", False),
+        ("o3-mini", "http://127.0.0.1:4000/v1", False),
+    ],
+)
+def test_reasoning_defaults_to_openai_reasoning_names(
+    name: str, base_url: str, expected: bool
+) -> None:
+    """Unset, ``reasoning`` is true only for o-series and GPT-5 ids on api.openai.com."""
+    assert ModelSpec(name=name).is_reasoning(base_url) is expected
+    assert ModelSpec(name=name, reasoning=not expected).is_reasoning(base_url) is not expected
+
+
+def test_reasoning_model_gets_max_completion_tokens_and_no_sampling(
+    adapter: Callable[..., WireAdapter],
+) -> None:
+    """A reasoning model is sent max_completion_tokens and reasoning_effort, never sampling."""
+    rec = Recorder(lambda: httpx.Response(200, json=COMPLETION))
+    request = req(max_tokens=64, temperature=0.3, top_p=0.9, reasoning_effort="low")
+    adapter(rec).complete(request, REASONING)
+    assert rec.json == {
+        "model": "o4-mini",
+        "messages": [{"role": "user", "content": "Hello!"}],
+        "max_completion_tokens": 64,
+        "reasoning_effort": "low",
+    }
+
+
+def test_ordinary_model_keeps_max_tokens_and_sampling(
+    adapter: Callable[..., WireAdapter],
+) -> None:
+    """A model that is not a reasoning model still gets max_tokens, temperature and top_p."""
+    rec = Recorder(lambda: httpx.Response(200, json=COMPLETION))
+    adapter(rec).complete(req(max_tokens=64, temperature=0.3, top_p=0.9), MODEL)
+    body = rec.json
+    assert (body["max_tokens"], body["temperature"], body["top_p"]) == (64, 0.3, 0.9)
+    assert "max_completion_tokens" not in body
+
+
+def test_response_format_seed_and_extra_body_are_passed_through_extra_last(
+    adapter: Callable[..., WireAdapter],
+) -> None:
+    """response_format and seed are sent; extra_body is merged last and may override."""
+    rec = Recorder(lambda: httpx.Response(200, json=COMPLETION))
+    request = req(
+        response_format={"type": "json_object"},
+        seed=7,
+        extra_body={"service_tier": "flex", "model": "gpt-4o-mini-2024-07-18"},
+    )
+    adapter(rec).complete(request, MODEL)
+    body = rec.json
+    assert body["response_format"] == {"type": "json_object"}
+    assert body["seed"] == 7
+    assert body["service_tier"] == "flex"
+    assert body["model"] == "gpt-4o-mini-2024-07-18"  # overridden, as documented
+    assert list(body)[-1] == "service_tier"
+
+
+def test_cached_and_reasoning_tokens_are_read_and_priced(
+    adapter: Callable[..., WireAdapter],
+) -> None:
+    """prompt/completion token details become cached and reasoning counts; cost uses them."""
+    body = {**COMPLETION, "usage": DETAILED_USAGE}
+    resp = adapter(Recorder(lambda: httpx.Response(200, json=body))).complete(req(), REASONING)
+    assert resp.usage == Usage(
+        input_tokens=2006, output_tokens=300, cached_input_tokens=1920, reasoning_tokens=192
+    )
+    expected = ((2006 - 1920) * 1.10 + 1920 * 0.275 + 300 * 4.40) / 1e6
+    assert resp.cost == pytest.approx(expected)
+
+
+def test_refusal_is_kept_with_finish_reason_refusal(adapter: Callable[..., WireAdapter]) -> None:
+    """message.refusal becomes Response.refusal and finish reason "refusal", not success."""
+    resp = adapter(Recorder(lambda: httpx.Response(200, json=REFUSAL))).complete(req(), MODEL)
+    assert resp.refusal == "I'm sorry, I cannot assist with that request."
+    assert resp.finish_reason == "refusal"
+    assert resp.content == ""
+
+
+def test_stream_refusal_deltas_and_finish_reason(adapter: Callable[..., WireAdapter]) -> None:
+    """Refusal deltas reach the caller as chunk.refusal; the last chunk says "refusal"."""
+    body = sse(
+        chunk({"role": "assistant", "content": None, "refusal": ""}),
+        chunk({"refusal": "I'm sorry, "}),
+        chunk({"refusal": "I cannot help."}),
+        chunk({}, "stop"),
+        USAGE_CHUNK,
+    )
+    chunks = list(adapter(Recorder(lambda: event_stream(body))).stream(req(), MODEL))
+    assert [c.refusal for c in chunks] == ["I'm sorry, ", "I cannot help.", None]
+    assert chunks[-1].finish_reason == "refusal"
+
+
+def test_stream_usage_chunk_with_details(adapter: Callable[..., WireAdapter]) -> None:
+    """The include_usage chunk's token details reach the last chunk's usage and cost."""
+    usage_chunk = {**USAGE_CHUNK, "usage": DETAILED_USAGE}
+    body = sse(
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"content": "Hi"}),
+        chunk({}, "stop"),
+        usage_chunk,
+    )
+    chunks = list(adapter(Recorder(lambda: event_stream(body))).stream(req(), REASONING))
+    last = chunks[-1]
+    assert last.usage == Usage(
+        input_tokens=2006, output_tokens=300, cached_input_tokens=1920, reasoning_tokens=192
+    )
+    assert last.cost == REASONING.cost(last.usage)
+
+
+def test_stream_tool_call_deltas_as_documented(adapter: Callable[..., WireAdapter]) -> None:
+    """Tool-call deltas (id and name first, then argument fragments) join by index."""
+    body = sse(
+        chunk(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_abc",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": ""},
+                    }
+                ],
+            }
+        ),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"loc'}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'ation": "Paris"}'}}]}),
+        chunk({}, "tool_calls"),
+        USAGE_CHUNK,
+    )
+    chunks = list(adapter(Recorder(lambda: event_stream(body))).stream(req(), MODEL))
+    deltas = [tc for c in chunks for tc in c.tool_calls or ()]
+    assert deltas[0] == ToolCallDelta(index=0, id="call_abc", name="get_weather", arguments="")
+    assert "".join(d.arguments for d in deltas) == '{"location": "Paris"}'
+    assert chunks[-1].finish_reason == "tool_calls"
+
+
+def test_stream_answered_with_json_is_one_chunk(adapter: Callable[..., WireAdapter]) -> None:
+    """A server that ignores "stream" and answers JSON gives one last chunk, not an error."""
+    a = adapter(Recorder(lambda: httpx.Response(200, json=COMPLETION)))
+    chunks = list(a.stream(req(), MODEL))
+    assert len(chunks) == 1
+    (only,) = chunks
+    assert only.delta == "\n\nHello there, how may I assist you?"
+    assert only.finish_reason == "stop"
+    assert only.usage == Usage(input_tokens=9, output_tokens=12)
+    assert only.cost == MODEL.cost(only.usage)
+
+
+def test_unsupported_parameter_400_allows_failover(adapter: Callable[..., WireAdapter]) -> None:
+    """OpenAI's 400 unsupported_parameter is UnsupportedByProvider: failover, no retry."""
+    error = {
+        "error": {
+            "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            "type": "invalid_request_error",
+            "param": "max_tokens",
+            "code": "unsupported_parameter",
+        }
+    }
+    a = adapter(Recorder(lambda: httpx.Response(400, json=error)))
+    with pytest.raises(UnsupportedByProvider) as info:
+        a.complete(req(max_tokens=5), MODEL)
+    assert info.value.failover and not info.value.retryable
+
+
+def test_malformed_messages_400_stays_final(adapter: Callable[..., WireAdapter]) -> None:
+    """A 400 about the messages themselves is a plain BadRequest: no provider will take it."""
+    error = {
+        "error": {
+            "message": "Invalid value for 'content': expected a string, got null.",
+            "type": "invalid_request_error",
+            "param": "messages.[0].content",
+            "code": None,
+        }
+    }
+    a = adapter(Recorder(lambda: httpx.Response(400, json=error)))
+    with pytest.raises(BadRequest) as info:
+        a.complete(req(), MODEL)
+    assert type(info.value) is BadRequest and not info.value.failover

@@ -1,14 +1,31 @@
-"""The Anthropic messages wire format.
+r"""The Anthropic messages wire format.
 
 ``POST {base_url}/messages`` with ``x-api-key`` and ``anthropic-version``. System messages go
 to the top-level ``system``; ``max_tokens`` is required; tool calls are ``tool_use`` blocks and
 their results ``tool_result`` blocks in a user turn. Streams are server-sent events:
 ``message_start``, ``content_block_start`` / ``_delta`` / ``_stop``, ``message_delta``,
 ``message_stop`` (the terminator), ``ping``, and ``error``.
+
+Blocks that are not the answer's text or a client tool call (``thinking``,
+``redacted_thinking``, ``server_tool_use`` with its ``input_json_delta`` events,
+``web_search_tool_result`` and any type newer than this code) are skipped, never fatal, and
+counted: the count and the types are logged at DEBUG (logger ``routeledger.wire``) when the
+answer ends. Cache reads and writes are added to ``input_tokens`` (Anthropic counts them
+apart) and kept as ``cached_input_tokens`` / ``cache_write_tokens``. ``cache_control`` on a
+text part (a system message's included), or on a tool, is sent as a cache breakpoint.
+
+``Request.reasoning_effort`` turns on extended thinking with a budget from
+:data:`THINKING_BUDGETS` (``none`` leaves it off; other values are refused as
+:class:`UnsupportedByProvider`, so another provider may serve the request); the budget is
+added to ``max_tokens`` (Anthropic counts thinking in it), and ``temperature`` / ``top_p``
+are left out, which thinking does not allow. ``response_format`` has no Anthropic equivalent
+and is refused the same way; ``seed`` is left out; ``extra_body`` is merged in last.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from typing import Annotated, Any
 
 import msgspec
@@ -19,6 +36,7 @@ from routeledger.actors.wire._sse import SSEEvent
 from routeledger.events import (
     BadRequest,
     ImagePart,
+    Message,
     ModelSpec,
     ProtocolError,
     Request,
@@ -28,10 +46,22 @@ from routeledger.events import (
     TextPart,
     ToolCall,
     ToolCallDelta,
+    UnsupportedByProvider,
     Usage,
 )
 
-__all__ = ["DEFAULT_MAX_TOKENS", "AnthropicAdapter", "build_payload", "parse_response"]
+__all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "THINKING_BUDGETS",
+    "AnthropicAdapter",
+    "build_payload",
+    "parse_response",
+]
+
+_LOG = logging.getLogger("routeledger.wire")
+
+THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384}
+"""``thinking.budget_tokens`` for each ``Request.reasoning_effort`` (1024 is Anthropic's least)."""
 
 DEFAULT_MAX_TOKENS = 1024
 """``max_tokens`` sent when neither the request nor the model sets one (Anthropic needs it)."""
@@ -42,7 +72,7 @@ FINISH_REASONS = {
     "max_tokens": "length",
     "model_context_window_exceeded": "length",
     "tool_use": "tool_calls",
-    "refusal": "content_filter",
+    "refusal": "refusal",
 }
 """Anthropic's stop reasons in routeledger's vocabulary; unknown ones pass through."""
 
@@ -140,12 +170,44 @@ def _image(part: ImagePart) -> dict[str, Any]:
     raise BadRequest("an image part needs a url, or data with its media_type")
 
 
+def _text_block(part: TextPart) -> dict[str, Any]:
+    if part.cache_control is None:
+        return {"type": "text", "text": part.text}
+    return {"type": "text", "text": part.text, "cache_control": part.cache_control}
+
+
 def _blocks(content: str | list[TextPart | ImagePart]) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
-    return [
-        {"type": "text", "text": p.text} if isinstance(p, TextPart) else _image(p) for p in content
+    return [_text_block(p) if isinstance(p, TextPart) else _image(p) for p in content]
+
+
+def _system(messages: list[Message]) -> str | list[dict[str, Any]] | None:
+    """Return the top-level ``system``: one string, or text blocks when one is a breakpoint."""
+    parts = [
+        p
+        for m in messages
+        if m.role == "system" and not isinstance(m.content, str)
+        for p in m.content
+        if isinstance(p, TextPart) and p.cache_control is not None
     ]
+    texts = [t for m in messages if m.role == "system" and (t := m.text())]
+    if not parts:
+        return "\n\n".join(texts) if texts else None
+    blocks: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role != "system":
+            continue
+        if isinstance(m.content, str):
+            if m.content:
+                blocks.append({"type": "text", "text": m.content})
+        else:
+            blocks.extend(_text_block(p) for p in m.content if isinstance(p, TextPart) and p.text)
+    return blocks
+
+
+def _unsupported(what: str) -> UnsupportedByProvider:
+    return UnsupportedByProvider(f"not supported by the Anthropic messages API: {what}")
 
 
 def _tool_input(arguments: str) -> Any:
@@ -180,7 +242,6 @@ def build_payload(request: Request, model: ModelSpec, *, stream: bool) -> dict[s
         BadRequest: The request cannot be expressed (a tool message without its call id,
             tool arguments that are not a JSON object, an image without data or URL).
     """
-    system: list[str] = []
     messages: list[dict[str, Any]] = []
     # The content list of the user turn holding the latest tool results: consecutive tool
     # messages answer one assistant turn, so they share one user turn.
@@ -188,9 +249,6 @@ def build_payload(request: Request, model: ModelSpec, *, stream: bool) -> dict[s
     for m in request.messages:
         role = m.role
         if role == "system":
-            text = m.text()
-            if text:
-                system.append(text)
             continue
         if role == "tool":
             if m.tool_call_id is None:
@@ -229,14 +287,28 @@ def build_payload(request: Request, model: ModelSpec, *, stream: bool) -> dict[s
         max_tokens = model.max_output
     else:
         max_tokens = DEFAULT_MAX_TOKENS
+    thinking = None
+    effort = request.reasoning_effort
+    if effort is not None and effort != "none":
+        budget = THINKING_BUDGETS.get(effort)
+        if budget is None:
+            raise _unsupported(f"reasoning_effort {effort!r}")
+        thinking = {"type": "enabled", "budget_tokens": budget}
+        max_tokens += budget  # thinking counts in max_tokens; the answer keeps its room
+    if request.response_format is not None:
+        raise _unsupported("response_format")
     payload: dict[str, Any] = {"model": model.wire_name, "max_tokens": max_tokens}
-    if system:
-        payload["system"] = "\n\n".join(system)
+    system = _system(request.messages)
+    if system is not None:
+        payload["system"] = system
     payload["messages"] = messages
-    if request.temperature is not None:
-        payload["temperature"] = request.temperature
-    if request.top_p is not None:
-        payload["top_p"] = request.top_p
+    if thinking is not None:
+        payload["thinking"] = thinking
+    else:
+        if request.temperature is not None:
+            payload["temperature"] = request.temperature
+        if request.top_p is not None:
+            payload["top_p"] = request.top_p
     if request.stop:
         payload["stop_sequences"] = request.stop
     if request.tools:
@@ -246,17 +318,47 @@ def build_payload(request: Request, model: ModelSpec, *, stream: bool) -> dict[s
             if t.description:
                 tool["description"] = t.description
             tool["input_schema"] = t.parameters or {"type": "object", "properties": {}}
+            if t.cache_control is not None:
+                tool["cache_control"] = t.cache_control
             tools.append(tool)
         payload["tools"] = tools
     if request.tool_choice is not None:
         payload["tool_choice"] = _tool_choice(request.tool_choice)
     if stream:
         payload["stream"] = True
+    if request.extra_body:
+        payload.update(request.extra_body)
     return payload
 
 
 def _finish(reason: str | None) -> str | None:
     return None if reason is None else FINISH_REASONS.get(reason, reason)
+
+
+def _to_usage(usage: _Usage | None) -> Usage | None:
+    if usage is None:
+        return None
+    input_tokens = _input_tokens(usage)
+    if input_tokens is None and usage.output_tokens is None:
+        return None
+    return Usage(
+        input_tokens=input_tokens or 0,
+        output_tokens=usage.output_tokens or 0,
+        cached_input_tokens=usage.cache_read_input_tokens or 0,
+        cache_write_tokens=usage.cache_creation_input_tokens or 0,
+    )
+
+
+def _log_skipped(skipped: Counter[str], provider: str, request_id: str) -> None:
+    if skipped:
+        _LOG.debug(
+            "skipped %d content block(s) or delta(s) not part of the answer (%s); "
+            "provider=%s request_id=%s",
+            skipped.total(),
+            ", ".join(f"{k} x{v}" for k, v in sorted(skipped.items())),
+            provider,
+            request_id,
+        )
 
 
 def _input_tokens(usage: _Usage) -> int | None:
@@ -283,6 +385,7 @@ def parse_response(body: bytes, request: Request, model: ModelSpec, *, provider:
     )
     texts: list[str] = []
     tool_calls: list[ToolCall] = []
+    skipped: Counter[str] = Counter()
     for block in message.content:
         if block.type == "text":
             texts.append(block.text or "")
@@ -296,27 +399,29 @@ def parse_response(body: bytes, request: Request, model: ModelSpec, *, provider:
                 )
             arguments = "{}" if block.input is None else msgspec.json.encode(block.input).decode()
             tool_calls.append(ToolCall(id=block.id, name=block.name, arguments=arguments))
-    usage = None
-    if message.usage is not None:
-        input_tokens = _input_tokens(message.usage)
-        if input_tokens is not None or message.usage.output_tokens is not None:
-            usage = Usage(
-                input_tokens=input_tokens or 0, output_tokens=message.usage.output_tokens or 0
-            )
+        else:
+            skipped[block.type] += 1  # thinking, server tools and their results, newer types
+    _log_skipped(skipped, provider, request.request_id)
+    usage = _to_usage(message.usage)
+    content = texts[0] if len(texts) == 1 else "".join(texts)
+    finish = _finish(message.stop_reason)
     return Response(
-        content=texts[0] if len(texts) == 1 else "".join(texts),
+        content=content,
         provider=provider,
-        model=message.model or model.name,
+        model=model.name,
+        upstream_model=message.model or None,
         request_id=request.request_id,
         usage=usage,
         cost=model.cost(usage),
-        finish_reason=_finish(message.stop_reason),
+        finish_reason=finish,
         tool_calls=tool_calls,
+        # Anthropic has no refusal text of its own: what the model said is the refusal.
+        refusal=(content or "refused") if finish == "refusal" else None,
     )
 
 
 class _AnthropicStream(StreamState):
-    __slots__ = ("_provider", "_request_id", "_tools")
+    __slots__ = ("_cache_read", "_cache_write", "_provider", "_request_id", "_skipped", "_tools")
 
     def __init__(self, model: str, provider: str, request_id: str) -> None:
         super().__init__(model)
@@ -325,6 +430,28 @@ class _AnthropicStream(StreamState):
         # Content block index -> tool call index: tool calls are numbered 0, 1, ... as in
         # OpenAI streams, whatever text blocks come between them.
         self._tools: dict[int, int] = {}
+        self._cache_read = 0
+        self._cache_write = 0
+        self._skipped: Counter[str] = Counter()
+
+    def usage(self) -> Usage | None:
+        if self.usage_in is None and self.usage_out is None:
+            return None
+        return Usage(
+            input_tokens=self.usage_in or 0,
+            output_tokens=self.usage_out or 0,
+            cached_input_tokens=self._cache_read,
+            cache_write_tokens=self._cache_write,
+        )
+
+    def _take_usage(self, usage: _Usage) -> None:
+        # Cumulative counts: the latest report wins.
+        if usage.output_tokens is not None:
+            self.usage_out = usage.output_tokens
+        if usage.input_tokens is not None:
+            self.usage_in = _input_tokens(usage)
+            self._cache_read = usage.cache_read_input_tokens or 0
+            self._cache_write = usage.cache_creation_input_tokens or 0
 
     def _chunk(self, text: str, tool: ToolCallDelta | None) -> StreamChunk:
         return StreamChunk(
@@ -344,49 +471,41 @@ class _AnthropicStream(StreamState):
             delta = block_delta.delta
             if delta.type == "text_delta":
                 return self._chunk(delta.text, None) if delta.text else None
-            if delta.type == "input_json_delta":
-                index = self._tools.get(block_delta.index)
-                if index is None:
-                    raise ProtocolError(
-                        "input_json_delta for a block that is not a tool_use",
-                        provider=self._provider,
-                        request_id=self._request_id,
-                    )
+            index = self._tools.get(block_delta.index)
+            if delta.type == "input_json_delta" and index is not None:
                 if not delta.partial_json:
                     return None
                 return self._chunk("", ToolCallDelta(index=index, arguments=delta.partial_json))
-            return None  # thinking and other deltas are not part of the answer's text
+            # A server tool's input, thinking, signatures, and delta types newer than this code.
+            self._skipped[delta.type] += 1
+            return None
         if name == "content_block_start":
             start = _BLOCK_START.decode(data)
             block = start.content_block
             if block.type == "tool_use":
                 index = self._tools[start.index] = len(self._tools)
                 return self._chunk("", ToolCallDelta(index=index, id=block.id, name=block.name))
-            if block.type == "text" and block.text:
-                return self._chunk(block.text, None)
+            if block.type == "text":
+                return self._chunk(block.text, None) if block.text else None
+            self._skipped[block.type] += 1
             return None
         if name == "message_start":
             message = _MESSAGE_START.decode(data).message
             if message.model:
                 self.model = message.model
             if message.usage is not None:
-                self.usage_in = _input_tokens(message.usage)
-                self.usage_out = message.usage.output_tokens
+                self._take_usage(message.usage)
             return None
         if name == "message_delta":
             message_delta = _MESSAGE_DELTA.decode(data)
             if message_delta.delta is not None and message_delta.delta.stop_reason is not None:
                 self.finish_reason = _finish(message_delta.delta.stop_reason)
-            usage = message_delta.usage
-            if usage is not None:
-                # Cumulative counts: the latest report wins.
-                if usage.output_tokens is not None:
-                    self.usage_out = usage.output_tokens
-                if usage.input_tokens is not None:
-                    self.usage_in = _input_tokens(usage)
+            if message_delta.usage is not None:
+                self._take_usage(message_delta.usage)
             return None
         if name == "message_stop":
             self.done = True
+            _log_skipped(self._skipped, self._provider, self._request_id)
             return None
         if name == "error":
             raise error_from_payload(

@@ -12,7 +12,11 @@ escapes. The mapping, by status and body:
 401, 403                    ``AuthenticationError``
 400, 404, 413, 422          ``BadRequest``; ``ContextLengthExceeded`` for an over-long
                             prompt; ``QuotaExceeded`` for a 400 about credit or spend limits
-                            (Anthropic reports an exhausted credit balance that way)
+                            (Anthropic reports an exhausted credit balance that way);
+                            ``UnsupportedByProvider`` (failover allowed) for a 404, and for a
+                            400 / 422 that names an unsupported parameter or value or an
+                            unknown model (OpenAI codes ``unsupported_parameter``,
+                            ``unsupported_value``, ``model_not_found``)
 408, 409, 5xx, 529          ``ProviderUnavailable``
 3xx                         ``ProtocolError``: redirects are never followed, so the API key
                             only ever goes to the configured origin
@@ -53,6 +57,7 @@ from routeledger.events import (
     ProviderUnavailable,
     QuotaExceeded,
     RateLimited,
+    UnsupportedByProvider,
     escape_controls,
 )
 
@@ -81,6 +86,12 @@ _CONTEXT = re.compile(
     r"|input is too long|too many (?:input )?tokens",
     re.IGNORECASE,
 )
+_UNSUPPORTED_CODES = frozenset({"unsupported_parameter", "unsupported_value", "model_not_found"})
+_UNSUPPORTED = re.compile(
+    r"unsupported (?:parameter|value)|(?:is|are) not supported|does not support"
+    r"|not supported (?:with|by|for|on) this model|model[^.]{0,80}(?:does not exist|not found)",
+    re.IGNORECASE,
+)
 _SECONDS = re.compile(r"\d+(?:\.\d+)?")
 
 # The HTTP status each provider's error ``type`` (or OpenAI ``code``) stands for, so that an
@@ -100,6 +111,9 @@ _TYPE_STATUS = {
     # OpenAI
     "invalid_api_key": 401,
     "context_length_exceeded": 400,
+    "unsupported_parameter": 400,
+    "unsupported_value": 400,
+    "model_not_found": 404,
     "insufficient_quota": 429,
     "rate_limit_exceeded": 429,
     "requests": 429,
@@ -226,6 +240,11 @@ def classify(
             return ContextLengthExceeded(f"context length exceeded: {detail}", **kw)
         if status == 400 and _QUOTA.search(text):
             return QuotaExceeded(f"quota exhausted: {detail}", **kw)
+        if status == 404 or (
+            status != 413 and (code in _UNSUPPORTED_CODES or _UNSUPPORTED.search(text))
+        ):
+            # Specific to this provider (its models, its parameters): another may accept it.
+            return UnsupportedByProvider(f"not supported by this provider: {detail}", **kw)
         return BadRequest(f"bad request: {detail}", **kw)
     if status in (408, 409) or 500 <= status <= 599:
         return ProviderUnavailable(

@@ -36,6 +36,7 @@ from routeledger.actors.wire._errors import (
     error_from_status,
     redact,
 )
+from routeledger.actors.wire._oneshot import last_chunk
 from routeledger.actors.wire._sse import SSEEvent, SSEParser
 from routeledger.events import (
     BadRequest,
@@ -69,7 +70,12 @@ __all__ = [
 _T = TypeVar("_T")
 _S = TypeVar("_S", Response, StreamChunk)
 
-_PROVIDED_FIELDS = {"model": False, "finish_reason": False, "refusal": True}
+_PROVIDED_FIELDS = {
+    "model": False,
+    "upstream_model": False,
+    "finish_reason": False,
+    "refusal": True,
+}
 """Text fields of an answer that the provider writes and routeledger stores or prints, each
 with whether it may span lines."""
 
@@ -279,6 +285,10 @@ class StreamState(abc.ABC):
     def on_event(self, event: SSEEvent) -> StreamChunk | None:
         """Consume one event; return a chunk for the caller, or ``None``."""
 
+    def usage(self) -> Usage | None:
+        """Return the usage the stream reported, or ``None``; formats add cache counts."""
+        return _usage(self)
+
 
 class HTTPAdapter(abc.ABC):
     """The HTTP half of an adapter: sending, bounded reading, mapping every failure.
@@ -390,6 +400,10 @@ class HTTPAdapter(abc.ABC):
         yielded = False
         try:
             ctype = response.headers.get("content-type", "")
+            if "application/json" in ctype:
+                # A server that ignores "stream": the whole answer is the stream's one chunk.
+                yield self._clean(self._json_as_stream(response, request, model, timeout_s), [])
+                return
             if "text/event-stream" not in ctype:
                 raise ProtocolError(
                     f"expected an event stream, got content-type {clip(ctype)!r}",
@@ -408,7 +422,7 @@ class HTTPAdapter(abc.ABC):
                             delta=chunk.delta if chunk is not None else "",
                             tool_calls=chunk.tool_calls if chunk is not None else None,
                             finish_reason=state.finish_reason,
-                            usage=(usage := _usage(state)),
+                            usage=(usage := state.usage()),
                             cost=model.cost(usage),
                             provider=self._provider,
                             model=state.model,
@@ -454,6 +468,24 @@ class HTTPAdapter(abc.ABC):
             _close(response)
 
     # -- plumbing ----------------------------------------------------------------------------
+
+    def _json_as_stream(
+        self,
+        response: httpx.Response,
+        request: Request,
+        model: ModelSpec,
+        timeout_s: float | None,
+    ) -> StreamChunk:
+        """Read a JSON answer to a stream request and return it as the stream's last chunk."""
+        budget = self.config.timeout_s if timeout_s is None else timeout_s
+        raw = read_body(
+            response,
+            limit=self.config.max_response_bytes,
+            provider=self._provider,
+            request_id=request.request_id,
+            deadline=time.monotonic() + budget,
+        )
+        return last_chunk(self._clean(self._parse(raw, request, model), self._redactions(request)))
 
     def _encode(self, request: Request, model: ModelSpec, *, stream: bool) -> bytes:
         try:

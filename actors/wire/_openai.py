@@ -4,6 +4,13 @@
 exists). Streams are server-sent events of ``chat.completion.chunk`` objects ending with
 ``data: [DONE]``; with ``stream_options.include_usage`` the usage arrives in a last chunk
 whose ``choices`` is empty.
+
+Reasoning models (``ModelSpec.is_reasoning``: the o-series and GPT-5 on api.openai.com by
+default) get ``max_completion_tokens`` instead of ``max_tokens`` and never ``temperature`` or
+``top_p``, which they refuse. A refusal (``message.refusal``, or ``refusal`` deltas in a stream)
+is kept as ``Response.refusal`` with finish reason ``"refusal"``, never an empty success.
+Cached prompt tokens (``prompt_tokens_details.cached_tokens``) and reasoning tokens
+(``completion_tokens_details.reasoning_tokens``) are read into :class:`Usage`.
 """
 
 from __future__ import annotations
@@ -45,9 +52,19 @@ FINISH_REASONS = {
 """OpenAI's finish reasons in routeledger's vocabulary; unknown ones pass through."""
 
 
+class _PromptDetails(msgspec.Struct):
+    cached_tokens: _Count | None = None
+
+
+class _CompletionDetails(msgspec.Struct):
+    reasoning_tokens: _Count | None = None
+
+
 class _Usage(msgspec.Struct):
     prompt_tokens: _Count | None = None
     completion_tokens: _Count | None = None
+    prompt_tokens_details: _PromptDetails | None = None
+    completion_tokens_details: _CompletionDetails | None = None
 
 
 class _Function(msgspec.Struct):
@@ -166,8 +183,20 @@ def _tool_choice(choice: str | dict[str, object]) -> str | dict[str, object]:
     return {"type": "function", "function": {"name": choice}}
 
 
-def build_payload(request: Request, model: ModelSpec, *, stream: bool) -> dict[str, Any]:
+def build_payload(
+    request: Request, model: ModelSpec, *, stream: bool, reasoning: bool = False
+) -> dict[str, Any]:
     """Return the chat completions request body for ``request`` on ``model``.
+
+    Args:
+        request: The request.
+        model: The model it goes to.
+        stream: Ask for a stream (with usage in its last chunk).
+        reasoning: The model is a reasoning model: ``max_completion_tokens``, no sampling
+            parameters.
+
+    ``reasoning_effort``, ``response_format`` and ``seed`` are passed through when set;
+    ``extra_body`` is merged in last and may override anything.
 
     Raises:
         BadRequest: The request cannot be expressed (an image without data or URL).
@@ -177,11 +206,17 @@ def build_payload(request: Request, model: ModelSpec, *, stream: bool) -> dict[s
         "messages": [_message(m) for m in request.messages],
     }
     if request.max_tokens is not None:
-        payload["max_tokens"] = request.max_tokens
-    if request.temperature is not None:
+        payload["max_completion_tokens" if reasoning else "max_tokens"] = request.max_tokens
+    if request.temperature is not None and not reasoning:
         payload["temperature"] = request.temperature
-    if request.top_p is not None:
+    if request.top_p is not None and not reasoning:
         payload["top_p"] = request.top_p
+    if request.reasoning_effort is not None:
+        payload["reasoning_effort"] = request.reasoning_effort
+    if request.response_format is not None:
+        payload["response_format"] = request.response_format
+    if request.seed is not None:
+        payload["seed"] = request.seed
     if request.stop:
         payload["stop"] = request.stop
     if request.tools:
@@ -199,6 +234,8 @@ def build_payload(request: Request, model: ModelSpec, *, stream: bool) -> dict[s
     if stream:
         payload["stream"] = True
         payload["stream_options"] = {"include_usage": True}
+    if request.extra_body:
+        payload.update(request.extra_body)
     return payload
 
 
@@ -209,7 +246,14 @@ def _finish(reason: str | None) -> str | None:
 def _to_usage(usage: _Usage | None) -> Usage | None:
     if usage is None or (usage.prompt_tokens is None and usage.completion_tokens is None):
         return None
-    return Usage(input_tokens=usage.prompt_tokens or 0, output_tokens=usage.completion_tokens or 0)
+    prompt, completion = usage.prompt_tokens_details, usage.completion_tokens_details
+    return Usage(
+        input_tokens=usage.prompt_tokens or 0,
+        output_tokens=usage.completion_tokens or 0,
+        # prompt_tokens and completion_tokens already include these: no sum to make.
+        cached_input_tokens=(prompt.cached_tokens or 0) if prompt is not None else 0,
+        reasoning_tokens=(completion.reasoning_tokens or 0) if completion is not None else 0,
+    )
 
 
 def parse_response(body: bytes, request: Request, model: ModelSpec, *, provider: str) -> Response:
@@ -236,14 +280,18 @@ def parse_response(body: bytes, request: Request, model: ModelSpec, *, provider:
     choice = completion.choices[0]
     message = choice.message
     usage = _to_usage(completion.usage)
+    refusal = message.refusal or None
     return Response(
         content=message.content or "",
         provider=provider,
-        model=completion.model or model.name,
+        model=model.name,
+        upstream_model=completion.model or None,
         request_id=request.request_id,
         usage=usage,
         cost=model.cost(usage),
-        finish_reason=_finish(choice.finish_reason),
+        # OpenAI says "stop" for a refusal: the answer is no success, so say so.
+        finish_reason="refusal" if refusal else _finish(choice.finish_reason),
+        refusal=refusal,
         tool_calls=[
             ToolCall(id=tc.id, name=tc.function.name, arguments=tc.function.arguments or "{}")
             for tc in message.tool_calls
@@ -254,12 +302,17 @@ def parse_response(body: bytes, request: Request, model: ModelSpec, *, provider:
 
 
 class _OpenAIStream(StreamState):
-    __slots__ = ("_provider", "_request_id")
+    __slots__ = ("_provider", "_refused", "_request_id", "_usage")
 
     def __init__(self, model: str, provider: str, request_id: str) -> None:
         super().__init__(model)
         self._provider = provider
         self._request_id = request_id
+        self._refused = False
+        self._usage: Usage | None = None
+
+    def usage(self) -> Usage | None:
+        return self._usage
 
     def on_event(self, event: SSEEvent) -> StreamChunk | None:
         data = event.data
@@ -276,12 +329,16 @@ class _OpenAIStream(StreamState):
         if chunk.usage is not None:
             self.usage_in = chunk.usage.prompt_tokens
             self.usage_out = chunk.usage.completion_tokens
+            self._usage = _to_usage(chunk.usage)
         if not chunk.choices:
             return None
         choice = chunk.choices[0]
-        if choice.finish_reason is not None:
-            self.finish_reason = _finish(choice.finish_reason)
         delta = choice.delta
+        refusal = delta.refusal if delta is not None else None
+        if refusal:
+            self._refused = True
+        if choice.finish_reason is not None:
+            self.finish_reason = "refusal" if self._refused else _finish(choice.finish_reason)
         if delta is None:
             return None
         tool_calls = None
@@ -296,10 +353,14 @@ class _OpenAIStream(StreamState):
                 for tc in delta.tool_calls
             ]
         text = delta.content
-        if not text and tool_calls is None:
+        if not text and tool_calls is None and not refusal:
             return None
         return StreamChunk(
-            delta=text or "", tool_calls=tool_calls, provider=self._provider, model=self.model
+            delta=text or "",
+            tool_calls=tool_calls,
+            provider=self._provider,
+            model=self.model,
+            refusal=refusal or None,
         )
 
 
@@ -319,7 +380,9 @@ class OpenAIAdapter(HTTPAdapter):
         return f"{self._base_url}/chat/completions"
 
     def _payload(self, request: Request, model: ModelSpec, *, stream: bool) -> dict[str, Any]:
-        return build_payload(request, model, stream=stream)
+        return build_payload(
+            request, model, stream=stream, reasoning=model.is_reasoning(self._base_url)
+        )
 
     def _parse(self, body: bytes, request: Request, model: ModelSpec) -> Response:
         return parse_response(body, request, model, provider=self._provider)

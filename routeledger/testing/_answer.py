@@ -3,7 +3,7 @@
 The order of decisions is part of the contract the tests rely on: unknown path (404), wrong
 method (405), the status (forced, random failure, or the error code's usual one), the delay,
 a reset before the response, an error answer, the model listing, an invalid body (400),
-malformed bodies, then a stream or a JSON answer.
+a parameter a reasoning model refuses (400), malformed bodies, then a stream or a JSON answer.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import msgspec
 
 from routeledger.testing._anthropic import ANTHROPIC
 from routeledger.testing._behaviour import ERROR_CODES, reply_texts
-from routeledger.testing._format import ENCODER, input_tokens
+from routeledger.testing._format import ENCODER, extras_of, input_tokens
 from routeledger.testing._http import CHUNK_END, chunk, head, reset, reset_soon
 from routeledger.testing._openai import OPENAI
 
@@ -74,7 +74,12 @@ async def answer(ex: Exchange, kind: str) -> bool:
         status = 400 if shape is None else ex.fmt.error_status(shape)
     parsed = ex.parsed
     problem = ex.fmt.validate(ex.request.body, parsed) if kind == "chat" else None
-    stream = kind == "chat" and problem is None and parsed.get("stream") is True
+    stream = (
+        kind == "chat"
+        and problem is None
+        and parsed.get("stream") is True
+        and not beh.ignore_stream
+    )
     ok = status is None or status < 400
     # A successful stream waits before its first chunk (in _stream); all else waits here.
     deferred = stream and ok and beh.malformed is None and beh.reset != "before_response"
@@ -104,6 +109,9 @@ async def answer(ex: Exchange, kind: str) -> bool:
 
     if problem is not None:
         return await ex.send_error(400, None, problem, mid_body=mid_body)
+    refused = _refused_by_reasoning_model(ex.fmt, beh.reasoning_models, parsed)
+    if refused is not None:
+        return await ex.send_error(400, refused[0], refused[1], mid_body=mid_body)
 
     texts = reply_texts(beh)
     if beh.malformed == "not_utf8" and texts:
@@ -114,9 +122,38 @@ async def answer(ex: Exchange, kind: str) -> bool:
     if stream:
         return await _stream(ex, reply, delay_ms, status)
     payload = ENCODER.encode(
-        ex.fmt.completion(ex.n, reply.model, "".join(texts), reply.input_tokens, beh.output_tokens)
+        ex.fmt.completion(
+            ex.n,
+            reply.model,
+            "".join(texts),
+            reply.input_tokens,
+            beh.output_tokens,
+            extras_of(beh),
+        )
     )
     return await ex.send(status, b"application/json", payload, mid_body=mid_body)
+
+
+def _refused_by_reasoning_model(
+    fmt: WireFormat, models: list[str], parsed: dict[str, Any]
+) -> tuple[str, str] | None:
+    """Return the (code, message) an OpenAI reasoning model answers a request with, or None."""
+    if fmt is not OPENAI or parsed.get("model") not in models:
+        return None
+    if "max_tokens" in parsed:
+        return (
+            "unsupported_parameter",
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+        )
+    for name in ("temperature", "top_p"):
+        if name in parsed:
+            return (
+                "unsupported_value",
+                f"Unsupported value: '{name}' does not support {parsed[name]!r} with this "
+                "model. Only the default (1) value is supported.",
+            )
+    return None
 
 
 async def _models(ex: Exchange, status: int) -> bool:
@@ -129,6 +166,7 @@ async def _models(ex: Exchange, status: int) -> bool:
             "type": "model",
             "display_name": name,
             "created_at": "2023-11-14T22:13:20Z",
+            "lifecycle": "active",
         }
         for name in ex.behaviour.models
     ]
@@ -193,7 +231,13 @@ async def _malformed(ex: Exchange, stream: bool, reply: _Reply) -> bool:
 async def _stream(ex: Exchange, reply: _Reply, delay_ms: float, status: int) -> bool:
     beh = ex.behaviour
     pre, chunks, post, error_event = ex.fmt.stream(
-        ex.n, reply.model, reply.texts, reply.input_tokens, beh.output_tokens, ex.parsed
+        ex.n,
+        reply.model,
+        reply.texts,
+        reply.input_tokens,
+        beh.output_tokens,
+        ex.parsed,
+        extras_of(beh),
     )
     if beh.malformed == "not_utf8":
         mark = _NOT_UTF8_MARK.encode()

@@ -52,6 +52,27 @@ class Behaviour(msgspec.Struct, kw_only=True, frozen=True):
         reset: ``"before_response"`` (read the request, then close with RST, SO_LINGER 0) or
             ``"mid_body"`` (send the head and part of the body, then RST).
         models: Model ids served by ``GET /v1/models``.
+        tool_call: The reply calls this function (``tool_arguments`` as its JSON arguments),
+            after its text: OpenAI ``tool_calls`` (and their deltas), Anthropic ``tool_use``.
+        tool_arguments: The tool call's arguments, a JSON object.
+        refusal: The model refuses with this text: OpenAI ``message.refusal`` (refusal deltas
+            in a stream, no content), Anthropic ``stop_reason: "refusal"`` with it as text.
+        cached_input_tokens: Prompt tokens reported as read from the cache (added to the
+            prompt): OpenAI ``prompt_tokens_details.cached_tokens``, Anthropic
+            ``cache_read_input_tokens``.
+        cache_write_tokens: Prompt tokens reported as written to the cache (Anthropic
+            ``cache_creation_input_tokens``; OpenAI reports none, so they are plain prompt).
+        reasoning_tokens: Hidden reasoning tokens (added to the output): OpenAI
+            ``completion_tokens_details.reasoning_tokens``; Anthropic counts them in
+            ``output_tokens``.
+        server_tools: Anthropic answers carry a ``thinking`` block, a ``server_tool_use``
+            block (with ``input_json_delta`` events in a stream) and a ``web_search_tool_result``
+            block before the text, as a web-search turn does.
+        reasoning_models: Models treated as OpenAI reasoning models: a chat completions
+            request for one with ``max_tokens`` is refused (400 ``unsupported_parameter``), and
+            one with ``temperature`` or ``top_p`` too (400 ``unsupported_value``).
+        ignore_stream: Answer a stream request with the whole JSON answer, as a server
+            that ignores ``"stream": true`` does.
     """
 
     latency_ms: float = 0
@@ -74,9 +95,27 @@ class Behaviour(msgspec.Struct, kw_only=True, frozen=True):
     stall_ms: float = 0
     reset: str | None = None
     models: list[str] = msgspec.field(default_factory=lambda: ["fake-model"])
+    tool_call: str | None = None
+    tool_arguments: str = "{}"
+    refusal: str | None = None
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    server_tools: bool = False
+    reasoning_models: list[str] = msgspec.field(default_factory=list)
+    ignore_stream: bool = False
 
     def __post_init__(self) -> None:
         """Reject values the server could not honour, at construction time."""
+        for name in ("cached_input_tokens", "cache_write_tokens", "reasoning_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        try:
+            arguments = msgspec.json.decode(self.tool_arguments)
+        except msgspec.DecodeError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            raise ValueError("tool_arguments must be a JSON object")
         if not 0 <= self.fail_rate <= 1:
             raise ValueError(f"fail_rate must be within [0, 1], got {self.fail_rate}")
         if self.malformed is not None and self.malformed not in MALFORMED:

@@ -11,11 +11,63 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 if TYPE_CHECKING:
-    from routeledger.testing._behaviour import ErrorShape
+    from routeledger.testing._behaviour import Behaviour, ErrorShape
 
-__all__ = ["ENCODER", "StreamParts", "WireFormat", "input_tokens", "validate_common"]
+__all__ = [
+    "ENCODER",
+    "NO_EXTRAS",
+    "Extras",
+    "StreamParts",
+    "WireFormat",
+    "extras_of",
+    "input_tokens",
+    "split_in_two",
+    "validate_common",
+]
 
 ENCODER = msgspec.json.Encoder()
+
+
+class Extras(msgspec.Struct, frozen=True, kw_only=True):
+    """What an answer carries besides text (see the same-named ``Behaviour`` fields)."""
+
+    tool_call: str | None = None
+    tool_arguments: str = "{}"
+    refusal: str | None = None
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    server_tools: bool = False
+
+    @property
+    def counts(self) -> bool:
+        """Return whether any cache or reasoning count is to be reported."""
+        return bool(self.cached_input_tokens or self.cache_write_tokens or self.reasoning_tokens)
+
+
+NO_EXTRAS = Extras()
+
+
+def extras_of(behaviour: Behaviour) -> Extras:
+    """Return the extras ``behaviour`` asks answers to carry."""
+    return Extras(
+        tool_call=behaviour.tool_call,
+        tool_arguments=behaviour.tool_arguments,
+        refusal=behaviour.refusal,
+        cached_input_tokens=behaviour.cached_input_tokens,
+        cache_write_tokens=behaviour.cache_write_tokens,
+        reasoning_tokens=behaviour.reasoning_tokens,
+        server_tools=behaviour.server_tools,
+    )
+
+
+def split_in_two(text: str) -> list[str]:
+    """Return ``text`` as two stream fragments (one when it is shorter than two)."""
+    if len(text) < 2:
+        return [text]
+    half = len(text) // 2
+    return [text[:half], text[half:]]
+
 
 # (preamble, one event per text chunk, epilogue, error event) of a stream.
 StreamParts = tuple[bytes, list[bytes], bytes, bytes]
@@ -47,7 +99,13 @@ class WireFormat(Protocol):
         ...
 
     def completion(
-        self, n: int, model: str, text: str, input_tokens: int, output_tokens: int
+        self,
+        n: int,
+        model: str,
+        text: str,
+        input_tokens: int,
+        output_tokens: int,
+        extras: Extras = NO_EXTRAS,
     ) -> dict[str, Any]:
         """Return the JSON answer of request number ``n``."""
         ...
@@ -60,6 +118,7 @@ class WireFormat(Protocol):
         input_tokens: int,
         output_tokens: int,
         parsed: dict[str, Any],
+        extras: Extras = NO_EXTRAS,
     ) -> StreamParts:
         """Return the encoded events of a streamed answer to request number ``n``."""
         ...

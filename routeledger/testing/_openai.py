@@ -6,7 +6,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from routeledger.testing._behaviour import ERROR_CODES
-from routeledger.testing._format import ENCODER, StreamParts, validate_common
+from routeledger.testing._format import (
+    ENCODER,
+    NO_EXTRAS,
+    Extras,
+    StreamParts,
+    split_in_two,
+    validate_common,
+)
 from routeledger.testing._http import reason
 
 if TYPE_CHECKING:
@@ -27,6 +34,33 @@ def _sse(obj: Any) -> bytes:
 
 def _id(n: int) -> str:
     return f"chatcmpl-fake{n:020x}"
+
+
+def _usage(input_tokens: int, output_tokens: int, extras: Extras) -> dict[str, Any]:
+    """Return a usage object; cache and reasoning counts add to the totals, as OpenAI's do."""
+    prompt = input_tokens + extras.cached_input_tokens + extras.cache_write_tokens
+    completion = output_tokens + extras.reasoning_tokens
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    if extras.counts:
+        usage["prompt_tokens_details"] = {
+            "cached_tokens": extras.cached_input_tokens,
+            "audio_tokens": 0,
+        }
+        usage["completion_tokens_details"] = {
+            "reasoning_tokens": extras.reasoning_tokens,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        }
+    return usage
+
+
+def _call_id(n: int) -> str:
+    return f"call_fake{n:012x}"
 
 
 class OpenAIFormat:
@@ -61,9 +95,30 @@ class OpenAIFormat:
         )
 
     def completion(
-        self, n: int, model: str, text: str, input_tokens: int, output_tokens: int
+        self,
+        n: int,
+        model: str,
+        text: str,
+        input_tokens: int,
+        output_tokens: int,
+        extras: Extras = NO_EXTRAS,
     ) -> dict[str, Any]:
         """Return a ``chat.completion`` object."""
+        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+        finish = "stop"
+        if extras.refusal is not None:
+            # OpenAI: no content, the refusal text, and (sic) finish_reason "stop".
+            message = {"role": "assistant", "content": None, "refusal": extras.refusal}
+        elif extras.tool_call is not None:
+            message["content"] = text or None
+            message["tool_calls"] = [
+                {
+                    "id": _call_id(n),
+                    "type": "function",
+                    "function": {"name": extras.tool_call, "arguments": extras.tool_arguments},
+                }
+            ]
+            finish = "tool_calls"
         return {
             "id": _id(n),
             "object": "chat.completion",
@@ -71,18 +126,9 @@ class OpenAIFormat:
             "model": model,
             "system_fingerprint": "fp_routeledger_fake",
             "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": "stop",
-                }
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
             ],
-            "usage": {
-                "prompt_tokens": input_tokens,
-                "completion_tokens": output_tokens,
-                "total_tokens": input_tokens + output_tokens,
-            },
+            "usage": _usage(input_tokens, output_tokens, extras),
         }
 
     def stream(
@@ -93,8 +139,13 @@ class OpenAIFormat:
         input_tokens: int,
         output_tokens: int,
         parsed: dict[str, Any],
+        extras: Extras = NO_EXTRAS,
     ) -> StreamParts:
-        """Return the chunks of a stream, with a usage chunk if the request asks for one."""
+        """Return the chunks of a stream, with a usage chunk if the request asks for one.
+
+        A refusal streams as ``refusal`` deltas instead of text; a tool call follows the
+        text as tool-call deltas (id and name, then the arguments in two fragments).
+        """
         options = parsed.get("stream_options")
         usage = isinstance(options, dict) and options.get("include_usage") is True
         base: dict[str, Any] = {
@@ -112,14 +163,27 @@ class OpenAIFormat:
             return _sse({**base, "choices": [choice]})
 
         pre = event({"role": "assistant", "content": "", "refusal": None}, None)
-        chunks = [event({"content": text}, None) for text in texts]
-        post = event({}, "stop")
-        if usage:
-            totals = {
-                "prompt_tokens": input_tokens,
-                "completion_tokens": output_tokens,
-                "total_tokens": input_tokens + output_tokens,
+        finish = "stop"
+        if extras.refusal is not None:
+            pre = event({"role": "assistant", "content": None, "refusal": ""}, None)
+            chunks = [event({"refusal": part}, None) for part in split_in_two(extras.refusal)]
+        else:
+            chunks = [event({"content": text}, None) for text in texts]
+        post = b""
+        if extras.tool_call is not None and extras.refusal is None:
+            first = {
+                "index": 0,
+                "id": _call_id(n),
+                "type": "function",
+                "function": {"name": extras.tool_call, "arguments": ""},
             }
+            post += event({"tool_calls": [first]}, None)
+            for part in split_in_two(extras.tool_arguments):
+                post += event({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}, None)
+            finish = "tool_calls"
+        post += event({}, finish)
+        if usage:
+            totals = _usage(input_tokens, output_tokens, extras)
             post += _sse({**base, "choices": [], "usage": totals})
         post += b"data: [DONE]\n\n"
         error = _sse(

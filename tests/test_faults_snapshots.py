@@ -49,6 +49,9 @@ CHILD = textwrap.dedent(
             rt.complete(req)
             rt.flush()
         sys.exit(3)
+    # No later snapshot: one could land on the last event and leave no tail to fold.
+    from routeledger.actors import _writer
+    _writer.write_snapshot = lambda store, projections: False
     for _ in range(3):
         rt.complete(req)
     rt.flush()

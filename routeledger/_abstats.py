@@ -17,7 +17,8 @@ the interval reported with the difference.
 Figures per variant carry ordinary (fixed-horizon) intervals: Wilson for rates, Student's t for
 means, order-statistic ranks for percentiles. Everything is streaming (running moments and a
 log-binned histogram), so memory stays flat whatever the log's length. Pure Python: the
-normal quantiles come from :class:`statistics.NormalDist`, the t quantiles from a series.
+normal quantiles come from :class:`statistics.NormalDist`, the t quantiles from the
+incomplete beta function (a continued fraction) and bisection.
 
 Metrics (:data:`METRICS`) are defined after the fact from the logged outcome of each request:
 each maps an :class:`Observation` to a ``(numerator, denominator)`` pair, and the metric's
@@ -49,6 +50,7 @@ __all__ = [
     "always_valid_interval",
     "mean_interval",
     "msprt_log_lambda",
+    "t_cdf",
     "t_quantile",
     "wilson_interval",
 ]
@@ -78,27 +80,60 @@ def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> Inte
     return Interval(max(0.0, centre - half), min(1.0, centre + half))
 
 
-def t_quantile(p: float, df: float) -> float:
-    """Return the ``p`` quantile of Student's t with ``df`` degrees of freedom.
+def _beta_fraction(a: float, b: float, x: float) -> float:
+    """Return the continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    result = d
+    for m in range(1, 300):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            result *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return result
 
-    Exact for one and two degrees of freedom; otherwise the Cornish-Fisher series in ``1/df``
-    (Abramowitz and Stegun 26.7.5), within 1e-3 of the exact value from three degrees up.
-    """
+
+def _incomplete_beta(a: float, b: float, x: float) -> float:
+    """Return the regularised incomplete beta function ``I_x(a, b)``."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x < (a + 1) / (a + b + 2):
+        return math.exp(log_front) * _beta_fraction(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _beta_fraction(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """Return ``P(T <= t)`` for Student's t with ``df`` degrees of freedom."""
+    tail = 0.5 * _incomplete_beta(df / 2, 0.5, df / (df + t * t))
+    return 1.0 - tail if t > 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """Return the ``p`` quantile of Student's t with ``df`` degrees of freedom (bisection)."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"p must be in (0, 1), got {p}")
-    if df <= 1.0:
-        return math.tan(math.pi * (p - 0.5))
-    if df <= 2.0:
-        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
-    z = _NORMAL.inv_cdf(p)
-    z3, z5, z7, z9 = z**3, z**5, z**7, z**9
-    return (
-        z
-        + (z3 + z) / (4 * df)
-        + (5 * z5 + 16 * z3 + 3 * z) / (96 * df**2)
-        + (3 * z7 + 19 * z5 + 17 * z3 - 15 * z) / (384 * df**3)
-        + (79 * z9 + 776 * z7 + 1482 * z5 - 1920 * z3 - 945 * z) / (92160 * df**4)
-    )
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    low, high = 0.0, 1.0
+    while t_cdf(high, df) < p:
+        low, high = high, high * 2
+    for _ in range(80):
+        mid = (low + high) / 2
+        low, high = (mid, high) if t_cdf(mid, df) < p else (low, mid)
+    return (low + high) / 2
 
 
 def mean_interval(n: int, mean: float, variance: float, *, confidence: float = 0.95) -> Interval:
@@ -289,7 +324,7 @@ METRICS: dict[str, Metric] = {
 
 
 def msprt_log_lambda(delta: float, variance: float, tau2: float) -> float:
-    """Return ``log Lambda`` of the normal-mixture SPRT for an estimate ``delta`` of ``variance``."""
+    """Return ``log Lambda`` of the normal-mixture SPRT for an estimate ``delta`` (``variance``)."""
     total = variance + tau2
     return 0.5 * math.log(variance / total) + tau2 * delta * delta / (2 * variance * total)
 
@@ -297,7 +332,9 @@ def msprt_log_lambda(delta: float, variance: float, tau2: float) -> float:
 def always_valid_interval(delta: float, variance: float, tau2: float, alpha: float) -> Interval:
     """Return the differences the mSPRT does not reject at ``alpha`` (its confidence sequence)."""
     total = variance + tau2
-    half = math.sqrt(variance * total / tau2 * (2 * math.log(1 / alpha) + math.log(total / variance)))
+    half = math.sqrt(
+        variance * total / tau2 * (2 * math.log(1 / alpha) + math.log(total / variance))
+    )
     return Interval(delta - half, delta + half)
 
 
@@ -335,7 +372,7 @@ class SequentialTest:
         self.decided_sign = 0
 
     def estimate(self, a: Moments, b: Moments) -> tuple[float, float, float] | None:
-        """Return ``(difference B - A, its variance, tau2)``, or ``None`` before it can be judged."""
+        """Return ``(difference B - A, its variance, tau2)``; ``None`` before it can be judged."""
         if min(a.n, b.n) < max(self.min_requests, 2) or not (a.mean_y and b.mean_y):
             return None
         delta = b.ratio() - a.ratio()
@@ -383,6 +420,12 @@ class SequentialTest:
         """
         if self.decided_at is not None:
             return 0
+        if min(a.n, b.n) < self.min_requests and a.n + b.n > 0:
+            # Too early to judge: the requests until the smaller variant has enough.
+            share = min(a.n, b.n) / (a.n + b.n)
+            if share == 0:
+                return None
+            return math.ceil(self.min_requests / share) - (a.n + b.n)
         est = self.estimate(a, b)
         if est is None:
             return None
@@ -447,7 +490,11 @@ class ABComparison(msgspec.Struct, frozen=True, kw_only=True):
     """``"A better"``, ``"B better"`` or ``"not yet significant"``."""
     winner: str | None
     requests_needed: int | None
-    """Further requests a verdict needs if the current difference holds (``None``: unknown)."""
+    """Further requests a verdict needs if the current difference holds (``None``: unknown);
+    while ``judged`` is false, the requests until each variant has ``min_requests``."""
+    judged: bool
+    """Each variant has enough measured requests (``min_requests``) for the test to judge."""
+    min_requests: int
     method: str
 
 
@@ -545,6 +592,8 @@ class ABTestStats:
             verdict="not yet significant" if winner is None else f"{winner} better",
             winner=winner,
             requests_needed=seq.requests_needed(a, b),
+            judged=min(a.n, b.n) >= seq.min_requests,
+            min_requests=seq.min_requests,
             method=(
                 f"mSPRT, normal mixture (Johari et al. 2017), always-valid at alpha={seq.alpha}; "
                 f"variant figures: 95% Wilson (rates), t (means), binomial ranks (percentiles)"

@@ -18,6 +18,7 @@ __all__ = ["main"]
 
 COMMAND_MODULES: tuple[str, ...] = (
     # one line per command module; keep sorted
+    "routeledger._cmd_ab",
     "routeledger._cmd_audit",
     "routeledger._cmd_complete",
     "routeledger._cmd_demo",

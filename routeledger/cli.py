@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "routeledger._cmd_audit",
     "routeledger._cmd_complete",
     "routeledger._cmd_demo",
+    "routeledger._cmd_export",
     "routeledger._cmd_fake",
     "routeledger._cmd_metrics",
     "routeledger._cmd_replay",

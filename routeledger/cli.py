@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "routeledger._cmd_fake",
     "routeledger._cmd_metrics",
     "routeledger._cmd_replay",
+    "routeledger._cmd_report",
     "routeledger._cmd_sim",
 )
 

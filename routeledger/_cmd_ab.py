@@ -22,7 +22,7 @@ from routeledger._abstats import METRICS, ABComparison, ABTestStats, Observation
 if TYPE_CHECKING:
     from routeledger.events import Event
 
-__all__ = ["ABStatsFold", "comparison_lines", "register", "run"]
+__all__ = ["ABStatsFold", "comparison_lines", "register", "run", "verdict_text"]
 
 _MAX_PENDING = 65_536
 """Requests assigned a variant whose outcome is not logged yet, at most (the oldest is
@@ -207,17 +207,21 @@ def comparison_lines(c: ABComparison) -> list[str]:
         f"  difference B - A: {_num(c.difference, unit)}{_ci(c.difference_ci, unit)} "
         f"(always-valid {1 - c.alpha:.0%} interval)"
     )
-    if c.winner is not None:
-        lines.append(f"  verdict: {c.verdict} on {c.metric} (always-valid p = {c.p_value:.2g})")
-    else:
-        if not c.judged:
-            more = f"each variant needs {c.min_requests} measured requests first"
-            if c.requests_needed is not None:
-                more += f" (about {c.requests_needed} more at the current split)"
-        elif c.requests_needed is not None:
-            more = f"about {c.requests_needed} more requests if the difference holds"
-        else:
-            more = "no difference seen yet to estimate the requests needed"
-        lines.append(f"  verdict: not yet significant (p = {c.p_value:.2g}); {more}")
+    lines.append(f"  verdict: {verdict_text(c)}")
     lines.append(f"  method: {c.method}")
     return lines
+
+
+def verdict_text(c: ABComparison) -> str:
+    """Return the verdict of ``c`` as a sentence, with the evidence it rests on."""
+    if c.winner is not None:
+        return f"{c.verdict} on {c.metric} (always-valid p = {c.p_value:.2g})"
+    if not c.judged:
+        more = f"each variant needs {c.min_requests} measured requests first"
+        if c.requests_needed is not None:
+            more += f" (about {c.requests_needed} more at the current split)"
+    elif c.requests_needed is not None:
+        more = f"about {c.requests_needed} more requests if the difference holds"
+    else:
+        more = "no difference seen yet to estimate the requests needed"
+    return f"not yet significant (p = {c.p_value:.2g}); {more}"

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from routeledger._abstats import QuantileHistogram
-from routeledger._cmd_ab import ABStatsFold
+from routeledger._cmd_ab import ABStatsFold, verdict_text
 from routeledger._svg import bar_chart, interval_chart, line_chart, timeline
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ class ReportFold:
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #111827; background: #f9fafb; }
-h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; }
+h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; } h3 { font-size: 14px; }
 section { background: #fff; border: 1px solid #e5e7eb; border-radius: 6px; padding: 12px;
           margin-bottom: 16px; }
 table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
@@ -329,12 +329,7 @@ def render_html(fold: ReportFold, *, source: str) -> str:
             )
         )
         out.append("</div>")
-        if c.winner is not None:
-            verdict = f"{c.verdict} (always-valid p = {c.p_value:.2g})"
-        elif c.requests_needed is not None:
-            verdict = f"not yet significant: about {c.requests_needed} more requests needed"
-        else:
-            verdict = "not yet significant"
+        verdict = verdict_text(c)
         out.append(f'<p class="verdict">verdict: {_e(verdict)}</p>')
         out.append(f'<p class="muted">{_e(c.method)}</p>')
     out.append("</section></body></html>")

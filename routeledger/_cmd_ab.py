@@ -215,7 +215,7 @@ def comparison_lines(c: ABComparison) -> list[str]:
 def verdict_text(c: ABComparison) -> str:
     """Return the verdict of ``c`` as a sentence, with the evidence it rests on."""
     if c.winner is not None:
-        return f"{c.verdict} on {c.metric} (always-valid p = {c.p_value:.2g})"
+        return f"{c.verdict} on {c.metric} (always-valid p {_p(c.p_value)})"
     if not c.judged:
         more = f"each variant needs {c.min_requests} measured requests first"
         if c.requests_needed is not None:
@@ -224,4 +224,8 @@ def verdict_text(c: ABComparison) -> str:
         more = f"about {c.requests_needed} more requests if the difference holds"
     else:
         more = "no difference seen yet to estimate the requests needed"
-    return f"not yet significant (p = {c.p_value:.2g}); {more}"
+    return f"not yet significant (always-valid p {_p(c.p_value)}); {more}"
+
+
+def _p(p: float) -> str:
+    return "< 0.0001" if p < 1e-4 else f"= {p:.2g}"

@@ -98,7 +98,7 @@ def test_ab_prints_each_variant_with_intervals_and_the_verdict(
     assert "A/B test good-vs-bad: metric error_rate" in out
     assert "  A good: " in out and "  B bad: " in out
     assert "difference B - A:" in out and "always-valid 95% interval" in out
-    assert "verdict: A better on error_rate (always-valid p = " in out
+    assert "verdict: A better on error_rate (always-valid p " in out
 
 
 def make_test_log(path: Path, *, provider_b: str = "b", ttfts: tuple[float, float]) -> None:

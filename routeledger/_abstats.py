@@ -608,19 +608,23 @@ class ABTestStats:
             requests=s.requests,
             errors=s.errors,
             error_rate=s.errors / s.requests if s.requests else 0.0,
-            error_rate_ci=tuple(wilson_interval(s.errors, s.requests)),
+            error_rate_ci=_bounds(wilson_interval(s.errors, s.requests)),
             latency_mean_ms=lat.mean_x if lat.n else None,
             latency_mean_ci=_pair(mean_interval(lat.n, lat.mean_x, _var(lat))) if lat.n else None,
             latency_p50_ms=hist.quantile(0.5) if hist.n else None,
-            latency_p50_ci=tuple(hist.quantile_interval(0.5)) if hist.n else None,
+            latency_p50_ci=_bounds(hist.quantile_interval(0.5)) if hist.n else None,
             latency_p95_ms=hist.quantile(0.95) if hist.n else None,
-            latency_p95_ci=tuple(hist.quantile_interval(0.95)) if hist.n else None,
+            latency_p95_ci=_bounds(hist.quantile_interval(0.95)) if hist.n else None,
             cost_mean=cost.mean_x if cost.n else None,
             cost_mean_ci=_pair(mean_interval(cost.n, cost.mean_x, _var(cost))) if cost.n else None,
             metric=_finite(metric.ratio()) if metric.n else None,
             metric_ci=_metric_interval(metric),
             metric_requests=metric.n,
         )
+
+
+def _bounds(interval: Interval) -> tuple[float, float]:
+    return (interval.low, interval.high)
 
 
 def _var(m: Moments) -> float:

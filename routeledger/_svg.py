@@ -38,7 +38,7 @@ def _nice_max(value: float) -> float:
     """Return a round axis maximum at or above ``value``."""
     if not value > 0 or not math.isfinite(value):
         return 1.0
-    magnitude = 10 ** math.floor(math.log10(value))
+    magnitude = 10.0 ** math.floor(math.log10(value))
     for step in (1, 2, 2.5, 5, 10):
         if value <= step * magnitude:
             return step * magnitude
@@ -121,16 +121,16 @@ def line_chart(
         dash = _DASHES[n % len(_DASHES)]
         run: list[str] = []
         runs: list[list[str]] = [run]
-        for i, v in enumerate(series[name]):
-            if v is None or not math.isfinite(v):
+        for i, value in enumerate(series[name]):
+            if value is None or not math.isfinite(value):
                 run = []
                 runs.append(run)
                 continue
-            run.append(f"{x_of(i):.1f},{y_of(v):.1f}")
+            run.append(f"{x_of(i):.1f},{y_of(value):.1f}")
         for points in runs:
             if len(points) == 1:
-                x, y = points[0].split(",")
-                parts.append(f'<circle cx="{x}" cy="{y}" r="2.5" fill="{colour}"/>')
+                cx, cy = points[0].split(",")
+                parts.append(f'<circle cx="{cx}" cy="{cy}" r="2.5" fill="{colour}"/>')
             elif points:
                 parts.append(
                     f'<polyline fill="none" stroke="{colour}" stroke-width="2" {dash}'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from routeledger.events import (
     Event,
     RouteledgerError,
 )
+from routeledger.sim import Simulation, scenario_from_dict
 from routeledger.store import SQLiteStore
 from routeledger.testing import Behaviour, FakeProvider
 
@@ -192,3 +194,61 @@ def test_a_missing_log_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFi
     assert status == 2
     assert "no event log" in err
     assert not (tmp_path / "none.sqlite").exists()
+
+
+def simulated_ab_log(path: Path, *, slow_ms: float, requests: int = 800) -> None:
+    """Simulate ``requests`` requests under an A/B test of "fast" (50 ms) against "slow"."""
+    scenario = scenario_from_dict(
+        {
+            "simulation": {"requests": 1, "rate_per_s": 40.0, "model": "m"},
+            "failover": {"max_attempts": 1},
+            "ab_tests": [{"name": "t", "variant_a": "fast", "variant_b": "slow"}],
+            "providers": [
+                {
+                    "name": name,
+                    "models": [{"name": "m", "input_per_mtok": 0.5, "output_per_mtok": 1.5}],
+                    "sim": {"latency_ms": latency, "fail_rate": 0.02},
+                }
+                for name, latency in (("fast", 50.0), ("slow", slow_ms))
+            ],
+        }
+    )
+    store = SQLiteStore(path)
+    try:
+        sim = Simulation(scenario, seed=1, store=store)
+        for i in range(requests):
+            request = sim.make_request(1000 + i)
+            sim.at(1.0 + i / 40, functools.partial(sim.submit, request, ab_test="t"))
+        sim.run()
+    finally:
+        store.close()
+
+
+def test_ab_on_a_simulated_log_finds_the_slower_variant(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In a simulation where B is 60 % slower, --metric latency declares A better."""
+    simulated_ab_log(db, slow_ms=80.0)
+    status, out, _ = run_ab(capsys, "--db", str(db), "--metric", "latency", "--json")
+    assert status == 0
+    (comparison,) = json.loads(out)
+    replayed = replay(db).ab_results["t"]
+    assert [v["requests"] for v in comparison["variants"]] == [
+        replayed["A"].requests,
+        replayed["B"].requests,
+    ]
+    assert comparison["winner"] == "A"
+    assert 20 < comparison["difference"] < 40
+
+
+def test_ab_on_a_simulated_aa_log_declares_no_winner(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """When both variants behave alike, neither latency nor errors get a verdict."""
+    simulated_ab_log(db, slow_ms=50.0)
+    for metric in ("latency", "error_rate"):
+        status, out, _ = run_ab(capsys, "--db", str(db), "--metric", metric, "--json")
+        assert status == 0
+        (comparison,) = json.loads(out)
+        assert comparison["verdict"] == "not yet significant", metric
+        assert comparison["winner"] is None

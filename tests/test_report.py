@@ -351,3 +351,16 @@ def test_the_report_renders_in_headless_chromium_with_drawn_charts(
     # Exact palette colours: the health timeline's closed bands, the first series' ink.
     assert sum(row.count(closed) for row in rows) > 2000
     assert sum(row.count(series) for row in rows) > 200
+
+
+def test_the_report_command_draws_the_bar_with_progress_and_not_without(
+    sim_log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``report --progress`` draws on stderr; ``--no-progress`` (and a pipe) draws nothing."""
+    out = tmp_path / "r.html"
+    assert main(["report", "--db", str(sim_log), "-o", str(out), "--progress"]) == 0
+    assert "reading log [" in capsys.readouterr().err
+    assert main(["report", "--db", str(sim_log), "-o", str(out), "--no-progress"]) == 0
+    assert main(["report", "--db", str(sim_log), "-o", str(out)]) == 0
+    assert capsys.readouterr().err == ""
+    assert not (tmp_path / "r.html.partial").exists()

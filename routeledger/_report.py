@@ -16,8 +16,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from routeledger._abstats import QuantileHistogram
 from routeledger._cmd_ab import ABStatsFold, verdict_text
+from routeledger._estimates import QuantileHistogram
 from routeledger._svg import bar_chart, interval_chart, line_chart, timeline
 
 if TYPE_CHECKING:

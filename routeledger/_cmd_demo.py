@@ -2,7 +2,7 @@
 
 Four fake providers with distinct behaviours (fast, slow, flaky, rate-limited) serve a few
 hundred requests under two strategies and an A/B test; then the figures are replayed from
-the event log the runtime wrote and printed.
+the event log the runtime wrote and printed, and an HTML report is written next to the log.
 """
 
 from __future__ import annotations
@@ -197,4 +197,8 @@ def run(args: argparse.Namespace) -> int:
     example = examples[0] if examples else "REQUEST_ID"
     print(f"\naudit a request that failed over: routeledger audit --db {db} {example}")
     print(f"replay it again:   routeledger replay --db {db} all")
+    from routeledger._cmd_report import write_report
+
+    report = write_report(db, db.with_suffix(".html"), progress=False)
+    print(f"report (charts, open in a browser): {report.resolve()}")
     return 0

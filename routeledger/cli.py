@@ -18,12 +18,15 @@ __all__ = ["main"]
 
 COMMAND_MODULES: tuple[str, ...] = (
     # one line per command module; keep sorted
+    "routeledger._cmd_ab",
     "routeledger._cmd_audit",
     "routeledger._cmd_complete",
     "routeledger._cmd_demo",
+    "routeledger._cmd_export",
     "routeledger._cmd_fake",
     "routeledger._cmd_metrics",
     "routeledger._cmd_replay",
+    "routeledger._cmd_report",
     "routeledger._cmd_sim",
 )
 

@@ -19,5 +19,9 @@ rm -rf .mypy-site
 MYPYPATH=.mypy-site "$VENV/bin/mypy" -p routeledger
 rm -rf .mypy-site build
 
+if [ -n "${CI:-}" ]; then
+    bash scripts/ensure-chromium.sh  # the report tests render HTML in headless Chromium
+fi
+
 echo "== pytest"
 "$VENV/bin/pytest" "$@"

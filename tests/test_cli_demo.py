@@ -33,6 +33,9 @@ def test_demo_routes_a_workload_and_prints_replayed_figures(
     assert set(figures.ab.results("fast-vs-slow")) == {"A", "B"}
     match = re.search(r"routeledger audit --db \S+ (\w+)", out)
     assert match is not None
+    report = db.with_suffix(".html")
+    assert out.rstrip().endswith(f"report (charts, open in a browser): {report.resolve()}")
+    assert report.read_text().startswith("<!DOCTYPE html>")
 
 
 def test_audit_prints_a_requests_decision_trail(

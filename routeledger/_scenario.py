@@ -60,6 +60,9 @@ class Phase(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     fail_latency_ms: float = 20.0
     output_tokens: int = 32
     errors: list[PhaseError] = []
+    rate_limit_per_s: float | None = None
+    """Calls admitted per second; beyond, 429 with the phase's ``retry_after_s``."""
+    retry_after_s: float = 1.0
 
 
 class Arrival(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -127,7 +130,8 @@ def behaviour_at(behaviour: SimBehaviour, t: float, draw: float) -> SimBehaviour
         latency_sigma=phase.latency_sigma,
         fail_latency_ms=phase.fail_latency_ms,
         output_tokens=phase.output_tokens,
-        rate_limit_per_s=None,
+        rate_limit_per_s=phase.rate_limit_per_s,
+        retry_after_s=phase.retry_after_s,
         fail_rate=1.0 if failing is not None else 0.0,
         fail_status=failing.status if failing is not None else behaviour.fail_status,
         fail_retry_after_s=failing.retry_after_s if failing is not None else None,

@@ -258,6 +258,8 @@ class ProviderTrace:
                 )
             if not phase.errors:
                 healthy = phase
+            if phases and msgspec.structs.replace(phases[-1], start_s=start) == phase:
+                continue  # nothing new: the phase before carries on
             phases.append(phase)
         return phases
 

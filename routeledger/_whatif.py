@@ -30,11 +30,12 @@ from routeledger._trace import (
     read_trace,
 )
 from routeledger.events import ConfigError, Event, Projections, RuntimeConfig
+from routeledger.sim import Simulation
 
 if TYPE_CHECKING:
     from routeledger.store import StoredEvent
 
-__all__ = ["WhatIf", "scenario_config", "whatif"]
+__all__ = ["WhatIf", "config_data", "scenario_config", "whatif", "whatif_lines", "whatif_scenario"]
 
 
 class WhatIf(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,6 +56,8 @@ class WhatIf(msgspec.Struct, frozen=True, kw_only=True):
     """Providers of the what-if configuration the log never tried: they have no trace."""
     method: str
     limits: list[str]
+    baseline: str = "recorded"
+    """What ``recorded`` holds: ``"recorded"`` (a log's figures) or ``"scenario"``."""
 
 
 _SECRET_FIELDS = ("api_key", "api_key_env", "api_keys", "api_key_envs", "headers")
@@ -119,9 +122,10 @@ class _FoldingStore:
         pass
 
 
-def _config_data(
+def config_data(
     trace: Trace, config: str | os.PathLike[str] | RuntimeConfig | None
 ) -> tuple[dict[str, Any], str]:
+    """Return the configuration to simulate as plain data, and where it came from."""
     if config is None:
         if trace.summary is None:
             raise ConfigError(
@@ -166,14 +170,13 @@ def whatif(
         StoreError: ``db`` is not a readable event log.
     """
     from routeledger._replay import open_readonly
-    from routeledger.sim import Simulation
 
     if strategy is None and config is None:
         raise ConfigError(["give a strategy or a configuration to compare with"])
     store = open_readonly(db)
     try:
         trace = read_trace(store, window=window, bucket_s=bucket_s)
-        data, source = _config_data(trace, config)
+        data, source = config_data(trace, config)
         if strategy is not None:
             data["strategy"] = strategy
         scenario = scenario_config(data)
@@ -221,13 +224,74 @@ def whatif(
     )
 
 
+def whatif_scenario(
+    path: str | os.PathLike[str],
+    *,
+    strategy: str | None = None,
+    config: str | os.PathLike[str] | RuntimeConfig | None = None,
+    seed: int = 0,
+) -> WhatIf:
+    """Compare a scenario file (an extracted incident, say) with itself under other settings.
+
+    The scenario as written is the baseline ("recorded" in the result); the what-if keeps
+    its workload and its providers' behaviours and changes the strategy or configuration.
+    """
+    from routeledger._startup import config_summary
+    from routeledger.sim import load_scenario
+
+    if strategy is None and config is None:
+        raise ConfigError(["give a strategy or a configuration to compare with"])
+    base = load_scenario(path)
+    if isinstance(config, RuntimeConfig):
+        data, source = config_summary(config), "given"
+    elif config is not None:
+        data, source = dict(read_toml(config)), os.fspath(config)
+    else:
+        data, source = config_summary(base.config), "recorded"
+    if strategy is not None:
+        data["strategy"] = strategy
+    other = scenario_config(data)
+    names = [p.name for p in other.config.providers]
+    explicit = {n for n, b in other.behaviours.items() if b != SimBehaviour()}
+    behaviours = {n: base.behaviours[n] for n in names if n in base.behaviours}
+    untraced = [n for n in names if n not in base.behaviours]
+    other = msgspec.structs.replace(
+        base, config=other.config, behaviours={**other.behaviours, **behaviours}
+    )
+    figures = []
+    for scenario in (base, other):
+        fold = Figures()
+        Simulation(scenario, seed=seed, store=_FoldingStore(fold)).run()  # type: ignore[arg-type]
+        figures.append(fold.result())
+    limits = ["the baseline is the scenario simulated as written, not a recorded log"]
+    for name in untraced:
+        how = "its [providers.sim] table" if name in explicit else "a default (100 ms, no errors)"
+        limits.append(f"provider {name!r} has no behaviour in the scenario ({how})")
+    n = len(base.arrivals) or base.requests
+    return WhatIf(
+        recorded=figures[0],
+        whatif=figures[1],
+        recorded_strategy=base.config.strategy,
+        strategy=other.config.strategy,
+        config=source,
+        seed=seed,
+        bucket_s=0.0,
+        window_s=base.arrivals[-1].at_s if base.arrivals else 0.0,
+        traced=sorted(behaviours),
+        untraced=untraced,
+        method=f"the scenario {os.fspath(path)} ({n} request(s)) simulated under both settings",
+        limits=limits,
+        baseline="scenario",
+    )
+
+
 def whatif_lines(result: WhatIf) -> list[str]:
     """Return the what-if as text: recorded and simulated figures side by side."""
     r, w = result.recorded, result.whatif
     header = f"what-if: strategy {result.strategy}"
     if result.config != "recorded":
         header += f", configuration {result.config}"
-    header += f" (recorded: {result.recorded_strategy or '?'}), seed {result.seed}"
+    header += f" ({result.baseline}: {result.recorded_strategy or '?'}), seed {result.seed}"
     rows: list[tuple[str, str, str]] = [
         ("requests", str(r.requests), str(w.requests)),
         ("success rate", _pct(r.success_rate), _pct(w.success_rate)),
@@ -241,7 +305,7 @@ def whatif_lines(result: WhatIf) -> list[str]:
         rows.append((f"share {name}", _pct(r.share.get(name, 0.0)), _pct(w.share.get(name, 0.0))))
     width = max(len(label) for label, _, _ in rows)
     lines = [header, f"method: {result.method}", ""]
-    lines.append(f"{'':<{width}}  {'recorded':>10}  {'what-if':>10}")
+    lines.append(f"{'':<{width}}  {result.baseline:>10}  {'what-if':>10}")
     lines.extend(f"{label:<{width}}  {a:>10}  {b:>10}" for label, a, b in rows)
     lines.append("")
     lines.append("limits:")

@@ -24,7 +24,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "routeledger._cmd_fake",
     "routeledger._cmd_metrics",
     "routeledger._cmd_replay",
+    "routeledger._cmd_scenario",
     "routeledger._cmd_sim",
+    "routeledger._cmd_whatif",
 )
 
 

@@ -23,9 +23,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--db", help="the event log (SQLite file)")
     source.add_argument("--scenario", help="a scenario file (from `routeledger scenario`)")
-    other = p.add_mutually_exclusive_group(required=True)
-    other.add_argument("--strategy", help="simulate with this routing strategy")
-    other.add_argument("--config", help="simulate with this configuration (TOML)")
+    p.add_argument("--strategy", help="simulate with this routing strategy")
+    p.add_argument(
+        "--config",
+        help="simulate with this configuration (TOML; with --strategy too: its strategy "
+        "replaced; needed for a log that recorded none, such as a simulated one)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the simulation")
     p.add_argument("--bucket-s", type=float, default=10.0, help="trace resolution (default 10)")
     p.add_argument("--from", dest="start", help="replay from this time (ISO 8601 or seconds)")

@@ -63,15 +63,19 @@ class WhatIf(msgspec.Struct, frozen=True, kw_only=True):
 _SECRET_FIELDS = ("api_key", "api_key_env", "api_keys", "api_key_envs", "headers")
 
 
-def scenario_config(data: Mapping[str, Any]) -> Scenario:
-    """Return a scenario (no workload) for a configuration given as plain data.
+def scenario_config(
+    data: Mapping[str, Any], *, simulation: Mapping[str, Any] | None = None
+) -> Scenario:
+    """Return a scenario for a configuration given as plain data.
 
     Secrets and the names of their environment variables are dropped (simulated providers
-    need none), and so is a ``[simulation]`` table; each provider's ``sim`` table, if any,
-    stays: it describes a provider that has no trace.
+    need none), and so is a ``[simulation]`` table, replaced by ``simulation`` if given; each
+    provider's ``sim`` table, if any, stays: it describes a provider that has no trace.
     """
     data = dict(data)
     data.pop("simulation", None)
+    if simulation is not None:
+        data["simulation"] = dict(simulation)
     providers = []
     for raw in data.get("providers", []):
         raw = dict(raw) if isinstance(raw, Mapping) else raw

@@ -127,6 +127,7 @@ class _Bucket:
         "probes_bad",
         "probes_ok",
         "retry_after",
+        "seconds",
     )
 
     def __init__(self) -> None:
@@ -139,6 +140,8 @@ class _Bucket:
         self.fail_ms = 0.0
         self.probes_ok = 0
         self.probes_bad = 0
+        self.seconds: dict[int, int] = {}
+        """Calls admitted (not refused with 429) in each whole second: at most bucket_s."""
 
     @property
     def calls(self) -> int:
@@ -169,6 +172,8 @@ class ProviderTrace:
         b.log_sum += log_ms
         b.log_sq += log_ms * log_ms
         b.output += output_tokens
+        second = int(t)
+        b.seconds[second] = b.seconds.get(second, 0) + 1
         self.calls += 1
 
     def failed(self, t: float, status: int, latency_ms: float, retry_after: float | None) -> None:
@@ -179,6 +184,9 @@ class ProviderTrace:
         if retry_after is not None:
             total, n = b.retry_after.get(status, (0.0, 0))
             b.retry_after[status] = (total + retry_after, n + 1)
+        if status != 429:
+            second = int(t)
+            b.seconds[second] = b.seconds.get(second, 0) + 1
         self.calls += 1
 
     def probed(self, t: float, healthy: bool) -> None:
@@ -199,14 +207,11 @@ class ProviderTrace:
         overall_sigma = _sd(log_sum, log_sq, ok)
         overall_output = round(sum(b.output for b in self.buckets.values()) / ok) if ok else 32
         # 429s are a rate limit, not a share of failures: under another strategy the load,
-        # and with it the share refused, changes. The limit is the highest rate the provider
-        # admitted in a bucket in which it also refused calls.
+        # and with it the share refused, changes. The limit is the most calls the provider
+        # admitted in one second of a bucket in which it also refused calls.
         limited = [b for b in self.buckets.values() if b.fails.get(429)]
-        rate_limit = (
-            round(max((b.calls - b.fails[429]) / self.bucket_s for b in limited), 3) or None
-            if limited
-            else None
-        )
+        peaks = [max(b.seconds.values(), default=0) for b in limited]
+        rate_limit = float(max(peaks)) if peaks and max(peaks) > 0 else None
         retry = [b.retry_after[429] for b in limited if 429 in b.retry_after]
         retry_after = (
             round(sum(t for t, _ in retry) / sum(n for _, n in retry), 3) if retry else 1.0

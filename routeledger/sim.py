@@ -39,8 +39,13 @@ A scenario is a TOML file::
     ttft_ms = 40             # a stream's first chunk (default: a fifth of the latency)
     stream_break_rate = 0.0  # streams that break after their first chunk
 
-The module is just over 500 lines: the event loop performs every effect of the policy, like
-its threaded twin; the scenario format already lives in :mod:`routeledger._scenario`.
+A scenario may also carry a recorded trace (``routeledger scenario`` writes one):
+``[simulation] arrivals`` (the requests, by arrival time; ``requests`` and ``rate_per_s``
+are then unused) and ``[providers.sim] phases`` (piecewise behaviour over time: from each
+phase's ``start_s`` on, its latency, its error shares by status and its rate limit).
+
+The module is over 500 lines: the event loop performs every effect of the policy, like its
+threaded twin; the scenario format already lives in :mod:`routeledger._scenario`.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ once in one ``ConfigError``, and unknown keys are refused.
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 from collections.abc import Mapping
@@ -112,11 +113,9 @@ def behaviour_at(behaviour: SimBehaviour, t: float, draw: float) -> SimBehaviour
     """
     if not behaviour.phases:
         return behaviour
-    phase = behaviour.phases[0]
-    for candidate in behaviour.phases:
-        if candidate.start_s > t:
-            break
-        phase = candidate
+    # A long trace has thousands of phases: find the one in force by bisection.
+    index = bisect.bisect_right(behaviour.phases, t, key=_phase_start)
+    phase = behaviour.phases[max(0, index - 1)]
     failing: PhaseError | None = None
     edge = 0.0
     for error in phase.errors:
@@ -137,6 +136,10 @@ def behaviour_at(behaviour: SimBehaviour, t: float, draw: float) -> SimBehaviour
         fail_retry_after_s=failing.retry_after_s if failing is not None else None,
         phases=[],
     )
+
+
+def _phase_start(phase: Phase) -> float:
+    return phase.start_s
 
 
 class Scenario(msgspec.Struct, kw_only=True):

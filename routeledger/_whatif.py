@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -29,11 +29,13 @@ from routeledger._trace import (
     read_arrivals,
     read_trace,
 )
-from routeledger.events import ConfigError, Event, Projections, RuntimeConfig
+from routeledger.events import ConfigError, Event, RuntimeConfig
 from routeledger.sim import Simulation
 
 if TYPE_CHECKING:
-    from routeledger.store import StoredEvent
+    from routeledger.store import Projection, StoredEvent
+
+P = TypeVar("P", bound="Projection")
 
 __all__ = ["WhatIf", "config_data", "scenario_config", "whatif", "whatif_lines", "whatif_scenario"]
 
@@ -114,9 +116,7 @@ class _FoldingStore:
     def read_request(self, request_id: str, *, strict: bool = True) -> Iterator[StoredEvent]:
         return iter(())
 
-    def replay(
-        self, projection: Projections, *, from_position: int = 1, strict: bool = True
-    ) -> Projections:
+    def replay(self, projection: P, *, from_position: int = 1, strict: bool = True) -> P:
         return projection
 
     def last_position(self) -> int:
@@ -192,7 +192,7 @@ def whatif(
             if name in behaviours:
                 scenario.behaviours[name] = behaviours[name]
         figures = Figures()
-        sim = Simulation(scenario, seed=seed, store=_FoldingStore(figures))  # type: ignore[arg-type]
+        sim = Simulation(scenario, seed=seed, store=_FoldingStore(figures))
         origin = trace.origin or 0.0
         sim.schedule_trace(read_arrivals(store, origin=origin, window=window))
         sim.run()
@@ -265,7 +265,7 @@ def whatif_scenario(
     figures = []
     for scenario in (base, other):
         fold = Figures()
-        Simulation(scenario, seed=seed, store=_FoldingStore(fold)).run()  # type: ignore[arg-type]
+        Simulation(scenario, seed=seed, store=_FoldingStore(fold)).run()
         figures.append(fold.result())
     limits = ["the baseline is the scenario simulated as written, not a recorded log"]
     for name in untraced:

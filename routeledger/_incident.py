@@ -16,7 +16,7 @@ import msgspec
 
 from routeledger._tomlwrite import dumps
 from routeledger._trace import DEFAULT_BUCKET_S, Window, read_arrivals, read_trace
-from routeledger._whatif import config_data, scenario_config
+from routeledger._whatif import SECRET_FIELDS, config_data, scenario_config
 
 __all__ = ["extract_scenario", "scenario_toml"]
 
@@ -52,10 +52,8 @@ def extract_scenario(
     behaviours = trace.behaviours()
     providers = []
     for raw in data.get("providers", []):
-        raw = {k: v for k, v in raw.items() if k not in ("api_key", "api_key_env", "headers")}
-        raw.pop("api_keys", None)
-        raw.pop("api_key_envs", None)
-        raw.pop("sim", None)
+        # Never a secret in a file meant to be shared, nor a variable a simulation cannot use.
+        raw = {k: v for k, v in raw.items() if k not in (*SECRET_FIELDS, "sim")}
         name = raw.get("name")
         if name in behaviours:
             raw["sim"] = msgspec.to_builtins(behaviours[name])

@@ -37,7 +37,15 @@ if TYPE_CHECKING:
 
 P = TypeVar("P", bound="Projection")
 
-__all__ = ["WhatIf", "config_data", "scenario_config", "whatif", "whatif_lines", "whatif_scenario"]
+__all__ = [
+    "SECRET_FIELDS",
+    "WhatIf",
+    "config_data",
+    "scenario_config",
+    "whatif",
+    "whatif_lines",
+    "whatif_scenario",
+]
 
 
 class WhatIf(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,7 +70,7 @@ class WhatIf(msgspec.Struct, frozen=True, kw_only=True):
     """What ``recorded`` holds: ``"recorded"`` (a log's figures) or ``"scenario"``."""
 
 
-_SECRET_FIELDS = ("api_key", "api_key_env", "api_keys", "api_key_envs", "headers")
+SECRET_FIELDS = ("api_key", "api_key_env", "api_keys", "api_key_envs", "headers")
 
 
 def scenario_config(
@@ -82,7 +90,7 @@ def scenario_config(
     for raw in data.get("providers", []):
         raw = dict(raw) if isinstance(raw, Mapping) else raw
         if isinstance(raw, dict):
-            for key in _SECRET_FIELDS:
+            for key in SECRET_FIELDS:
                 raw.pop(key, None)
         providers.append(raw)
     data["providers"] = providers

@@ -122,3 +122,22 @@ def test_recorded_arrivals_are_read_one_ahead_of_simulated_time() -> None:
     sim.run(until=10.5)
     assert len(taken) <= 13
     assert sim.completed + sim.failed >= 10
+
+
+def test_a_window_replays_only_its_requests(
+    sim_log: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--from/--to select the requests received in the window, on both sides."""
+    args = ["whatif", "--db", str(sim_log), "--config", str(EXAMPLE), "--json"]
+    assert main([*args, "--from", "2", "--to", "6"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert 50 < data["whatif"]["requests"] < 150
+    assert abs(data["recorded"]["requests"] - data["whatif"]["requests"]) <= 5
+
+
+def test_the_entry_point_is_public() -> None:
+    """routeledger.whatif and routeledger.WhatIf are the package's own names."""
+    import routeledger
+
+    assert routeledger.whatif is whatif
+    assert "WhatIf" in routeledger.__all__ and "whatif" in routeledger.__all__

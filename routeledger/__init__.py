@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from routeledger._replay import replay
 from routeledger._runtime import Runtime, ShutdownReport
+from routeledger._whatif import WhatIf, whatif
 from routeledger.actors._clock import Clock, SystemClock, VirtualClock
 from routeledger.events import (
     ABAssignment,
@@ -132,8 +133,10 @@ __all__ = [
     "Usage",
     "UsageReport",
     "VirtualClock",
+    "WhatIf",
     "__version__",
     "replay",
+    "whatif",
 ]
 
 try:

@@ -6,6 +6,7 @@ once in one ``ConfigError``, and unknown keys are refused.
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 from collections.abc import Mapping
@@ -16,7 +17,17 @@ import msgspec
 from routeledger._toml import read_toml
 from routeledger.events import ConfigError, RuntimeConfig
 
-__all__ = ["Outage", "Scenario", "SimBehaviour", "load_scenario", "scenario_from_dict"]
+__all__ = [
+    "Arrival",
+    "Outage",
+    "Phase",
+    "PhaseError",
+    "Scenario",
+    "SimBehaviour",
+    "behaviour_at",
+    "load_scenario",
+    "scenario_from_dict",
+]
 
 
 class Outage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -26,6 +37,46 @@ class Outage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     start_s: float
     end_s: float
     status: int = 503
+
+
+class PhaseError(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A share of a phase's calls that fail with ``status`` (0: cannot connect)."""
+
+    status: int
+    rate: float
+    retry_after_s: float | None = None
+    """Sent as ``Retry-After`` (a 429's, say): what the log recorded."""
+
+
+class Phase(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How a provider answered from ``start_s`` on, until the next phase (a recorded trace).
+
+    A phase replaces the behaviour's latency, failures and output size; a call's error is
+    drawn from ``errors`` (their rates add up to at most 1).
+    """
+
+    start_s: float
+    latency_ms: float
+    latency_sigma: float = 0.0
+    fail_latency_ms: float = 20.0
+    output_tokens: int = 32
+    errors: list[PhaseError] = []
+    rate_limit_per_s: float | None = None
+    """Calls admitted per second; beyond, 429 with the phase's ``retry_after_s``."""
+    retry_after_s: float = 1.0
+
+
+class Arrival(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One recorded request: when it arrived (simulated seconds) and what it asked for."""
+
+    at_s: float
+    model: str
+    input_tokens: int = 100
+    max_tokens: int | None = None
+    stream: bool = False
+    capabilities: list[str] = []
+    deadline_s: float | None = None
+    preferred_provider: str | None = None
 
 
 class SimBehaviour(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -47,6 +98,48 @@ class SimBehaviour(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """When a stream's first chunk arrives (``None``: after a fifth of its latency)."""
     stream_break_rate: float = 0.0
     """The share of streams that break after their first chunk."""
+    fail_retry_after_s: float | None = None
+    """``Retry-After`` of a ``fail_status`` failure (a 429's)."""
+    phases: list[Phase] = []
+    """A recorded trace: piecewise behaviour over time (see :func:`behaviour_at`)."""
+
+
+def behaviour_at(behaviour: SimBehaviour, t: float, draw: float) -> SimBehaviour:
+    """Return how ``behaviour`` answers a call at ``t`` (simulated seconds).
+
+    Without phases that is ``behaviour`` itself. With phases, the one in force at ``t`` (the
+    first before it starts) gives the latency and output size, and ``draw`` (uniform in
+    [0, 1)) picks the call's error, if any, from the phase's error rates. Outages still apply.
+    """
+    if not behaviour.phases:
+        return behaviour
+    # A long trace has thousands of phases: find the one in force by bisection.
+    index = bisect.bisect_right(behaviour.phases, t, key=_phase_start)
+    phase = behaviour.phases[max(0, index - 1)]
+    failing: PhaseError | None = None
+    edge = 0.0
+    for error in phase.errors:
+        edge += error.rate
+        if draw < edge:
+            failing = error
+            break
+    return msgspec.structs.replace(
+        behaviour,
+        latency_ms=phase.latency_ms,
+        latency_sigma=phase.latency_sigma,
+        fail_latency_ms=phase.fail_latency_ms,
+        output_tokens=phase.output_tokens,
+        rate_limit_per_s=phase.rate_limit_per_s,
+        retry_after_s=phase.retry_after_s,
+        fail_rate=1.0 if failing is not None else 0.0,
+        fail_status=failing.status if failing is not None else behaviour.fail_status,
+        fail_retry_after_s=failing.retry_after_s if failing is not None else None,
+        phases=[],
+    )
+
+
+def _phase_start(phase: Phase) -> float:
+    return phase.start_s
 
 
 class Scenario(msgspec.Struct, kw_only=True):
@@ -62,6 +155,8 @@ class Scenario(msgspec.Struct, kw_only=True):
     deadline_s: float | None = None
     stream_share: float = 0.0
     """The share of requests that stream."""
+    arrivals: list[Arrival] = []
+    """A recorded arrival process; when given, ``requests`` and ``rate_per_s`` are unused."""
 
 
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:
@@ -130,6 +225,11 @@ def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
         problems.append("[simulation]: rate_per_s must be a finite number > 0")
     if scenario.deadline_s is not None and not scenario.deadline_s > 0:
         problems.append("[simulation]: deadline_s must be > 0")
+    for i, a in enumerate(scenario.arrivals):
+        if not (a.at_s >= 0 and math.isfinite(a.at_s)) or a.input_tokens < 1:
+            problems.append(f"[simulation]: arrivals[{i}]: need at_s >= 0 and input_tokens >= 1")
+        if i and a.at_s < scenario.arrivals[i - 1].at_s:
+            problems.append(f"[simulation]: arrivals[{i}]: arrivals must be in time order")
     if not 0.0 <= scenario.stream_share <= 1.0:
         problems.append("[simulation]: stream_share must be between 0 and 1")
     if scenario.prompt_chars < 0 or scenario.max_tokens < 1:
@@ -161,6 +261,17 @@ def _check_behaviour(b: SimBehaviour) -> list[str]:
         problems.append("output_tokens must be >= 0")
     if not (b.fail_status == 0 or 400 <= b.fail_status <= 599):
         problems.append("fail_status must be 0 (cannot connect) or an HTTP error status")
+    for j, ph in enumerate(b.phases):
+        if not (ph.start_s >= 0 and ph.latency_ms >= 0 and ph.latency_sigma >= 0):
+            problems.append(f"phases[{j}]: need start_s, latency_ms and latency_sigma >= 0")
+        if j and ph.start_s < b.phases[j - 1].start_s:
+            problems.append(f"phases[{j}]: phases must be in time order")
+        rates = [e.rate for e in ph.errors]
+        if not (all(r >= 0 for r in rates) and sum(rates) <= 1.0 + 1e-9):
+            problems.append(f"phases[{j}]: error rates must be >= 0 and add up to at most 1")
+        for e in ph.errors:
+            if not (e.status == 0 or 400 <= e.status <= 599):
+                problems.append(f"phases[{j}]: status must be 0 (cannot connect) or 400-599")
     for j, o in enumerate(b.outages):
         if not 0 <= o.start_s < o.end_s:
             problems.append(f"outages[{j}]: need 0 <= start_s < end_s")

@@ -27,7 +27,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "routeledger._cmd_metrics",
     "routeledger._cmd_replay",
     "routeledger._cmd_report",
+    "routeledger._cmd_scenario",
     "routeledger._cmd_sim",
+    "routeledger._cmd_whatif",
 )
 
 

@@ -39,8 +39,13 @@ A scenario is a TOML file::
     ttft_ms = 40             # a stream's first chunk (default: a fifth of the latency)
     stream_break_rate = 0.0  # streams that break after their first chunk
 
-The module is just over 500 lines: the event loop performs every effect of the policy, like
-its threaded twin; the scenario format already lives in :mod:`routeledger._scenario`.
+A scenario may also carry a recorded trace (``routeledger scenario`` writes one):
+``[simulation] arrivals`` (the requests, by arrival time; ``requests`` and ``rate_per_s``
+are then unused) and ``[providers.sim] phases`` (piecewise behaviour over time: from each
+phase's ``start_s`` on, its latency, its error shares by status and its rate limit).
+
+The module is over 500 lines: the event loop performs every effect of the policy, like its
+threaded twin; the scenario format already lives in :mod:`routeledger._scenario`.
 """
 
 from __future__ import annotations
@@ -52,15 +57,19 @@ import math
 import os
 import random
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import msgspec
 
 from routeledger._scenario import (
+    Arrival,
     Outage,
+    Phase,
+    PhaseError,
     Scenario,
     SimBehaviour,
+    behaviour_at,
     load_scenario,
     scenario_from_dict,
 )
@@ -95,6 +104,7 @@ from routeledger.events import (
     ProviderUnavailable,
     RateLimited,
     Request,
+    Requirements,
     Response,
     RouteledgerError,
     StreamChunk,
@@ -105,7 +115,10 @@ from routeledger.events._projections import Projections
 from routeledger.store import EventStore, MemoryStore, SQLiteStore
 
 __all__ = [
+    "Arrival",
     "Outage",
+    "Phase",
+    "PhaseError",
     "Scenario",
     "SimBehaviour",
     "SimResult",
@@ -253,10 +266,56 @@ class Simulation:
 
     def _schedule_arrivals(self) -> None:
         s = self.scenario
+        if s.arrivals:
+            self.schedule_trace(iter(s.arrivals))
+            return
         t = 0.0
         for i in range(s.requests):
             t += self._arrival_rng.expovariate(s.rate_per_s)
             self.at(t, functools.partial(self._arrive, i))
+
+    def schedule_trace(self, arrivals: Iterator[Arrival]) -> None:
+        """Take the workload from recorded ``arrivals`` (in time order) instead of the scenario.
+
+        The iterator is read one arrival ahead of simulated time, so a long trace streamed
+        from a log never sits in memory whole. Call it before :meth:`run`.
+        """
+        self._arrivals_scheduled = True
+        counter = itertools.count()
+
+        def next_arrival() -> None:
+            arrival = next(arrivals, None)
+            if arrival is not None:
+                i = next(counter)
+                self.at(max(arrival.at_s, self.clock.monotonic()), lambda: arrive(i, arrival))
+
+        def arrive(i: int, arrival: Arrival) -> None:
+            next_arrival()
+            self.submit_arrival(i, arrival)
+
+        next_arrival()
+
+    def submit_arrival(self, i: int, arrival: Arrival) -> None:
+        """Start the ``i``-th request of a recorded trace now."""
+        request = Request(
+            model=arrival.model,
+            # About four characters a token (Request.estimated_input_tokens), so the
+            # simulated request is as large as the recorded one.
+            messages=[Message(role="user", content="x" * (4 * arrival.input_tokens - 4))],
+            max_tokens=arrival.max_tokens,
+            request_id=f"sim-{i:07d}",
+            deadline=arrival.deadline_s,
+            stream=arrival.stream,
+        )
+        requirements = (
+            Requirements(require_capabilities=frozenset(arrival.capabilities))
+            if arrival.capabilities
+            else None
+        )
+        preferred = arrival.preferred_provider
+        if preferred is not None and preferred not in self.budgets:
+            preferred = None
+        self.submit(request, requirements=requirements, preferred_provider=preferred)
 
     def _arrive(self, i: int) -> None:
         self.submit(self.make_request(i))
@@ -390,6 +449,8 @@ class Simulation:
         behaviour = self.scenario.behaviours.get(name, SimBehaviour())
         now = self.clock.monotonic()
         rng = self._provider_rng
+        if behaviour.phases:
+            behaviour = behaviour_at(behaviour, now, rng.random())
         request = task.query.request
         error: ProviderError | None = None
         latency_s = behaviour.latency_ms / 1000.0
@@ -412,7 +473,9 @@ class Simulation:
             # so a client that keeps knocking is still served at the advertised rate.
             calls.append(now)
             if rng.random() < behaviour.fail_rate:
-                error = _error_for(behaviour.fail_status, name, retry_after=None)
+                error = _error_for(
+                    behaviour.fail_status, name, retry_after=behaviour.fail_retry_after_s
+                )
                 latency_s = behaviour.fail_latency_ms / 1000.0
         answer_s = latency_s
         if request.stream and error is None:
@@ -444,6 +507,8 @@ class Simulation:
         """Let an opened stream run to its end, or break after its first chunk."""
         name = decision.route.provider
         behaviour = self.scenario.behaviours.get(name, SimBehaviour())
+        if behaviour.phases:  # the phase's output size; no error is drawn for a relay
+            behaviour = behaviour_at(behaviour, self.clock.monotonic(), 1.0)
         rng = self._provider_rng
         broken = behaviour.stream_break_rate > 0 and rng.random() < behaviour.stream_break_rate
         request = task.query.request

@@ -26,6 +26,9 @@ Sections (each one a key of the JSON written to ``--json-out``):
   fresh subprocess: without a snapshot (a fold of the whole log), with the snapshot its close
   wrote, and with one ``log.snapshot_every`` - 1 events behind; and ``replay`` rates with and
   without snapshots. The log has this size at ``--quick`` too (``--tiny``: 5,000 events).
+- ``whatif_1m`` (only with ``--only``: about a minute): ``routeledger.whatif`` on logs of
+  50,000 and 1,000,000 synthetic events in a fresh subprocess: time and peak RSS, which
+  should stay flat.
 
 Usage::
 
@@ -1175,6 +1178,49 @@ def bench_start_1m(scale: Scale, url: str, bad_url: str, work: Path) -> dict[str
     return result
 
 
+WHATIF_CHILD = """
+import json, sys, time
+import msgspec
+from routeledger import RuntimeConfig, whatif
+def hwm_kib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+cfg = msgspec.json.decode(open(sys.argv[2], "rb").read(), type=RuntimeConfig)
+base = hwm_kib()
+start = time.perf_counter()
+result = whatif(sys.argv[1], config=cfg, strategy="least-loaded")
+print(json.dumps({"seconds": time.perf_counter() - start, "base_kib": base,
+                  "peak_kib": hwm_kib(), "requests": result.recorded.requests}))
+"""
+
+
+def bench_whatif_1m(scale: Scale, url: str, bad_url: str, work: Path) -> dict[str, Any]:
+    """Measure ``whatif`` on a short and a long log in fresh processes: time and peak RSS."""
+    templates = capture_templates(url, bad_url, work)
+    config = RuntimeConfig(
+        providers=[provider("failing", bad_url, priority=10), provider("healthy", url)],
+        health=HealthConfig(enabled=False),
+    )
+    cfg = work / "whatif.json"
+    cfg.write_bytes(msgspec.json.encode(config))
+    result: dict[str, Any] = {}
+    for label, n in (("small", scale.start_log_events // 20), ("large", scale.start_log_events)):
+        path = work / f"whatif-{label}.sqlite"
+        build_log(path, templates, n, batch=10_000)
+        out = subprocess.run(
+            [sys.executable, "-c", WHATIF_CHILD, str(path), str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=CHILD_TIMEOUT_S,
+            check=True,
+        )
+        result[label] = {"events": n, **json.loads(out.stdout.strip().splitlines()[-1])}
+        path.unlink()
+    return result
+
+
 # --- the report -----------------------------------------------------------------------------
 
 
@@ -1316,6 +1362,12 @@ def build_rows(results: dict[str, Any], scale: Scale) -> list[Row]:
         add(f"replay, snapshot {s1['snapshot_every'] - 1:,} events behind",
             s1["replay_with_full_tail_s"], "s")  # fmt: skip
         add("close after a start without snapshot", s1["close_after_first_start_s"], "s")
+    w = results.get("whatif_1m")
+    if isinstance(w, dict) and "large" in w:
+        for run in (w["small"], w["large"]):
+            size = f"{run['events']:,}-event log"
+            add(f"whatif, {size}", summary([run["seconds"]]), "s")
+            add(f"whatif peak RSS, {size}", summary([run["peak_kib"] / 1024]), "MB")
     return rows
 
 
@@ -1403,7 +1455,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         default="",
         help="comma-separated sections to run (overhead, overhead_5ms, throughput, streaming, "
-        "failover, event_log, footprint, start_1m); default all",
+        "failover, event_log, footprint, start_1m, whatif_1m); default all but whatif_1m",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     parser.add_argument(
@@ -1459,6 +1511,7 @@ def main(argv: list[str] | None = None) -> int:
             "event_log": lambda: bench_event_log(scale, url, bad_url, work),
             "footprint": lambda: bench_footprint(scale, url, work),
             "start_1m": lambda: bench_start_1m(scale, url, bad_url, work),
+            "whatif_1m": lambda: bench_whatif_1m(scale, url, bad_url, work),
         }
         for name in sections:
             t0 = time.perf_counter()

@@ -15,9 +15,18 @@ Both formats live under ``url + "/v1"``:
 - ``GET /v1/models`` (and ``GET /v1/models/{id}``): the configured models, in a shape both
   clients accept (OpenAI ``object``/``owned_by`` plus Anthropic ``type``/``display_name``).
 
+Property-based simulation tests of your own configuration: `simulate` runs a configuration
+(a ``RuntimeConfig`` or a ``routeledger.toml``) against simulated providers (`SimBehaviour`,
+`Outage`, `Phase`) and a `Workload` on virtual time and returns a `SimRun`; the ``assert_*``
+helpers check the invariants (no request lost, budgets held, success while a provider is
+healthy, cost under a cap, live equals replay); `fault_scenarios` and its parts (`outages`,
+`latency_spikes`, `rate_limits`, `flapping`, `slow_streams`, `behaviours`) are Hypothesis
+strategies that draw faults (they need Hypothesis, imported only when one is used).
+
 Modules: ``_behaviour`` (what to do), ``_answer`` (doing it for one request), ``_exchange``
 (the per-request object), ``_server`` (lifecycle, connections), ``_http`` (h11 parsing, raw
-response bytes, resets), ``_openai`` and ``_anthropic`` (the formats), ``_config``.
+response bytes, resets), ``_openai`` and ``_anthropic`` (the formats), ``_config``; ``_sim``,
+``_invariants`` and ``_strategies`` for simulation tests.
 
 Example:
     >>> with FakeProvider(Behaviour(latency_ms=5)) as fake:  # doctest: +SKIP
@@ -26,9 +35,80 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from routeledger._scenario import Arrival, Outage, Phase, PhaseError, SimBehaviour
 from routeledger.testing._behaviour import ERROR_CODES, Behaviour
 from routeledger.testing._config import no_backoff
+from routeledger.testing._invariants import (
+    InvariantViolated,
+    assert_budgets_held,
+    assert_cost_under,
+    assert_live_equals_replay,
+    assert_no_request_lost,
+    assert_success_while_healthy,
+)
 from routeledger.testing._server import FakeProvider
+from routeledger.testing._sim import SimRun, Workload, simulate
 from routeledger.testing._stats import FakeStats
 
-__all__ = ["ERROR_CODES", "Behaviour", "FakeProvider", "FakeStats", "no_backoff"]
+if TYPE_CHECKING:
+    from routeledger.testing._strategies import (
+        behaviours,
+        fault_scenarios,
+        flapping,
+        latency_spikes,
+        outages,
+        rate_limits,
+        slow_streams,
+    )
+
+__all__ = [
+    "ERROR_CODES",
+    "Arrival",
+    "Behaviour",
+    "FakeProvider",
+    "FakeStats",
+    "InvariantViolated",
+    "Outage",
+    "Phase",
+    "PhaseError",
+    "SimBehaviour",
+    "SimRun",
+    "Workload",
+    "assert_budgets_held",
+    "assert_cost_under",
+    "assert_live_equals_replay",
+    "assert_no_request_lost",
+    "assert_success_while_healthy",
+    "behaviours",
+    "fault_scenarios",
+    "flapping",
+    "latency_spikes",
+    "no_backoff",
+    "outages",
+    "rate_limits",
+    "simulate",
+    "slow_streams",
+]
+
+_STRATEGIES = frozenset(
+    {
+        "behaviours",
+        "fault_scenarios",
+        "flapping",
+        "latency_spikes",
+        "outages",
+        "rate_limits",
+        "slow_streams",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    # The strategies import Hypothesis, which a user of the fake provider may not have.
+    if name in _STRATEGIES:
+        from routeledger.testing import _strategies
+
+        return getattr(_strategies, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

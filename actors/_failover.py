@@ -466,6 +466,15 @@ def run_request(
                 )
             continue
         if isinstance(decision, Backoff):
+            if decision.rate_limited and clock.monotonic() + decision.seconds >= deadline_at:
+                yield from fail(
+                    AllProvidersSaturated(
+                        "every candidate provider is at its rate limit (rpm/tpm) until after "
+                        f"the deadline ({decision.provider!r} has headroom in "
+                        f"{decision.seconds:.3g} s)",
+                        request_id=rid,
+                    )
+                )
             # No slot is held while waiting: the provider's budget serves others meanwhile.
             yield Pause(decision.seconds)
             continue

@@ -75,6 +75,8 @@ class Backoff(NamedTuple):
 
     seconds: float
     provider: str
+    rate_limited: bool = False
+    """Every candidate is at its rpm/tpm limit: the wait must fit the request's deadline."""
 
 
 class Decision(NamedTuple):

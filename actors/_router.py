@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from routeledger.actors import _recording
 from routeledger.actors._abtests import ABTests
+from routeledger.actors._buckets import RateLimits
 from routeledger.actors._circuit import CircuitMirror, Transition, counts_against_health
 from routeledger.actors._failover import RetryBudget, RetryBudgetExhausted
 from routeledger.actors._messages import (
@@ -185,6 +186,10 @@ class Router:
             for p in config.providers
         }
         """Each provider's :class:`RetryBudget`: a retry *to* a provider spends its own."""
+        self.rate_limits = RateLimits(config.providers, clock.monotonic())
+        """The rpm/tpm buckets (consulted only when some limit is configured)."""
+        self._limited = self.rate_limits.active
+        self._headroom: dict[str, float] = {}
         self._include_text = config.log.include_text
         self.ab = ABTests(providers=lambda: set(self.providers), clock=clock, rng=rng, emit=emit)
         self._resume(resume)
@@ -370,6 +375,17 @@ class Router:
                     f"{waiting[first]:.3g} s",
                 )
                 return Backoff(waiting[first], first)
+        if self._limited:
+            kept, limited = self._within_rate_limits(request, kept, dropped, snap, now)
+            if not kept:
+                waits = {**limited, **waiting}
+                first = min(waits, key=lambda n: (waits[n], n))
+                decided(
+                    dropped,
+                    reason=f"every candidate is at its rate limit; {first!r} has headroom in "
+                    f"{waits[first]:.3g} s",
+                )
+                return Backoff(waits[first], first, rate_limited=first in limited)
 
         rot_key = (scope.pool_name, scope.strategy)
         ranking, new_current = rank(
@@ -389,6 +405,9 @@ class Router:
                 decided(dropped, scores=ranking.scores)
             return None
 
+        if self._limited and reserve:
+            model = snap.specs[chosen]
+            self.rate_limits.take(chosen, model, self._tokens(request, model), now)
         if attempt > 1 and reserve:
             # Spent only once a slot is held: a retry that waits for capacity and asks again
             # must not pay once per wake-up.
@@ -454,6 +473,37 @@ class Router:
                     f"{budget.allowance(now):g} retries spent)"
                 )
         return within
+
+    def _tokens(self, request: Request, spec: ModelSpec) -> int:
+        """Return the tokens a request counts against a tpm limit on ``spec``: its prompt
+        estimate plus the most it may output (as providers count it)."""
+        out = request.max_tokens or spec.max_output or self.config.cost.assumed_output_tokens
+        return request.estimated_input_tokens() + out
+
+    def _within_rate_limits(
+        self,
+        request: Request,
+        kept: list[str],
+        dropped: dict[str, str],
+        snap: _ProviderViews,
+        now: float,
+    ) -> tuple[list[str], dict[str, float]]:
+        """Keep the candidates with rpm/tpm headroom for the request; return the others'
+        waits until they have it."""
+        within: list[str] = []
+        limited: dict[str, float] = {}
+        headroom = self._headroom
+        headroom.clear()
+        for name in kept:
+            spec = snap.specs[name]
+            room = self.rate_limits.headroom(name, spec, self._tokens(request, spec), now)
+            if room.wait_s > 0:
+                limited[name] = room.wait_s
+                dropped[name] = f"rate limit: {room.reason}"
+            else:
+                within.append(name)
+                headroom[name] = room.share
+        return within, limited
 
     def _scope(self, query: RouteQuery) -> _Scope:
         """Resolve and check what constrains a request's routing."""
@@ -558,6 +608,7 @@ class Router:
             limit=p.budget.limit,
             latency_ms=snap.latencies[name],
             cost=snap.costs[name],
+            headroom=self._headroom.get(name, 1.0) if self._limited else 1.0,
         )
 
     def _reserve(
@@ -621,6 +672,8 @@ class Router:
         ts = self._now()
         if outcome is not None:
             self._settle_retry(outcome)
+            if self._limited and outcome.usage is not None:
+                self._settle_tokens(outcome, query)
             events.append(_recording.attempt_event(outcome, ts=ts))
         if ended is not None:
             events.extend(
@@ -642,6 +695,16 @@ class Router:
                     events.append(ab_outcome)
         if events:
             self.emit(events)
+
+    def _settle_tokens(self, outcome: Outcome, query: RouteQuery) -> None:
+        """Give back what the attempt's token estimate charged over what it used."""
+        p = self.providers.get(outcome.provider)
+        spec = p.config.model(outcome.model) if p is not None else None
+        if spec is None or outcome.usage is None:
+            return
+        estimated = self._tokens(query.request, spec)
+        used = outcome.usage.input_tokens + outcome.usage.output_tokens
+        self.rate_limits.settle(outcome.provider, spec, estimated, used, self.clock.monotonic())
 
     def _settle_retry(self, outcome: Outcome) -> None:
         """Let an attempt's outcome earn its provider retry budget, or settle a retry's cost."""

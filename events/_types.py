@@ -116,6 +116,8 @@ class Request(msgspec.Struct, frozen=True, kw_only=True):
 
     ``deadline`` is the total time in seconds the request may take, all attempts included,
     counted from when routeledger receives it. ``request_id`` is generated when not given.
+    ``priority`` orders the requests waiting for capacity: a higher number is served first
+    (then arrival order), and a full queue refuses the lowest first.
     """
 
     model: str
@@ -130,6 +132,7 @@ class Request(msgspec.Struct, frozen=True, kw_only=True):
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
     request_id: str = msgspec.field(default_factory=new_request_id)
     deadline: float | None = None
+    priority: int = 0
 
     def needed_capabilities(self) -> frozenset[str]:
         """Return the capabilities a model must have to serve this request."""

@@ -34,7 +34,7 @@ import pykka
 from routeledger._cache import ResponseCache, cache_key
 from routeledger._interpreter import ThreadedInterpreter
 from routeledger._startup import config_digest, config_summary, fold_log
-from routeledger.actors._budget import Budget, CapacitySignal
+from routeledger.actors._budget import Budget
 from routeledger.actors._bus import EventBus
 from routeledger.actors._clock import Clock, SystemClock
 from routeledger.actors._desk import BufferedEmitter, RoutingDesk
@@ -77,6 +77,7 @@ from routeledger.actors._provider import (
 from routeledger.actors._resume import plan_resume
 from routeledger.actors._router import Router
 from routeledger.actors._supervisor import SupervisorActor
+from routeledger.actors._waitqueue import WaitQueue
 from routeledger.actors._writer import EventWriter, LogWriterActor, Unwritten
 from routeledger.actors.wire import CancelScope
 from routeledger.events import (
@@ -261,7 +262,7 @@ class Runtime:
             else None
         )
         self._bus = EventBus()
-        self._signal = CapacitySignal()
+        self._signal = WaitQueue()
 
         # The log is the source of truth: live figures and routing state continue from it.
         projections = fold_log(self._store)

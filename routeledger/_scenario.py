@@ -47,6 +47,11 @@ class SimBehaviour(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """When a stream's first chunk arrives (``None``: after a fifth of its latency)."""
     stream_break_rate: float = 0.0
     """The share of streams that break after their first chunk."""
+    rpm: int | None = None
+    """The provider's own requests-per-minute limit (a token bucket, refilled continuously,
+    as real providers state theirs); beyond it, 429 with ``Retry-After: retry_after_s``."""
+    tpm: int | None = None
+    """The provider's own tokens-per-minute limit (prompt estimate plus ``max_tokens``)."""
 
 
 class Scenario(msgspec.Struct, kw_only=True):

@@ -64,6 +64,7 @@ from routeledger._scenario import (
     load_scenario,
     scenario_from_dict,
 )
+from routeledger.actors._buckets import TokenBucket
 from routeledger.actors._budget import Budget
 from routeledger.actors._clock import VirtualClock
 from routeledger.actors._failover import (
@@ -175,6 +176,10 @@ class Simulation:
         self._timeouts = {p.name: p.timeout_s for p in self.config.providers}
         self.streams_broken = 0
         self._calls: dict[str, deque[float]] = {p.name: deque() for p in self.config.providers}
+        # Each simulated provider's own rpm/tpm buckets, made at its first call.
+        self._own_limits: dict[str, tuple[TokenBucket | None, TokenBucket | None]] = {}
+        self.over_limit = 0
+        """Calls a simulated provider refused for its own rpm/tpm limit."""
         self.writer.add(
             [
                 ConfigurationApplied(
@@ -357,9 +362,13 @@ class Simulation:
             self.at(self.clock.monotonic(), self._drain)
 
     def _drain(self) -> None:
-        """Wake waiting requests, oldest first, while some provider has a free slot."""
+        """Wake waiting requests, highest priority first and then oldest first, while some
+        provider has a free slot (as the threaded runtime's wait queue serves them)."""
         self._draining = False
-        for task in list(self._parked):
+        parked = self._parked
+        if any(t.query.request.priority for t in parked):
+            parked = sorted(parked, key=lambda t: -t.query.request.priority)  # stable: FIFO
+        for task in list(parked):
             if all(b.in_flight >= b.limit for b in self.budgets.values()):
                 break
             self._wake(task, True)
@@ -402,7 +411,9 @@ class Simulation:
         if outage is not None:
             error = _error_for(outage.status, name, retry_after=None)
             latency_s = behaviour.fail_latency_ms / 1000.0
-        elif behaviour.rate_limit_per_s is not None and len(calls) >= behaviour.rate_limit_per_s:
+        elif (
+            behaviour.rate_limit_per_s is not None and len(calls) >= behaviour.rate_limit_per_s
+        ) or self._over_own_limit(name, behaviour, request, now):
             error = RateLimited(
                 "rate limited", provider=name, status=429, retry_after_s=behaviour.retry_after_s
             )
@@ -439,6 +450,32 @@ class Simulation:
                 self._step(task, response, None)
 
         self.at(now + answer_s, done)
+
+    def _over_own_limit(
+        self, name: str, behaviour: SimBehaviour, request: Request, now: float
+    ) -> bool:
+        """Charge a call to the simulated provider's own rpm/tpm; return whether it is over."""
+        if behaviour.rpm is None and behaviour.tpm is None:
+            return False
+        if name not in self._own_limits:
+            self._own_limits[name] = (
+                TokenBucket(behaviour.rpm, now) if behaviour.rpm else None,
+                TokenBucket(behaviour.tpm, now) if behaviour.tpm else None,
+            )
+        requests, tokens = self._own_limits[name]
+        # As the router counts: the prompt estimate plus the most the request may output.
+        need = request.estimated_input_tokens() + (request.max_tokens or 0)
+        # A hair of slack: the router's bucket and this one refill from different instants.
+        if (requests is not None and requests.available(now) < 1 - 1e-6) or (
+            tokens is not None and tokens.available(now) < need - 1e-6
+        ):
+            self.over_limit += 1
+            return True
+        if requests is not None:
+            requests.take(1, now)
+        if tokens is not None:
+            tokens.take(need, now)
+        return False
 
     def _relay(self, task: _Task, decision: Decision) -> None:
         """Let an opened stream run to its end, or break after its first chunk."""

@@ -28,13 +28,20 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from routeledger.events import ModelSpec, ProviderConfig
 
-__all__ = ["Headroom", "RateLimits", "RateReport", "TokenBucket", "parse_rate_headers"]
+__all__ = [
+    "HeaderReader",
+    "Headroom",
+    "RateLimits",
+    "RateReport",
+    "TokenBucket",
+    "parse_rate_headers",
+]
 
 MINUTE_S = 60.0
 
@@ -274,3 +281,19 @@ class RateLimits:
             m = self._models.get((provider, model))
             for limits in [*scopes, m] if m is not None else scopes:
                 limits.take(tokens, at)
+
+
+class HeaderReader:
+    """Reads one provider's rate-limit headers into its buckets (any calling thread)."""
+
+    __slots__ = ("_limits", "_monotonic", "_provider")
+
+    def __init__(self, limits: RateLimits, provider: str, monotonic: Callable[[], float]) -> None:
+        self._limits = limits
+        self._provider = provider
+        self._monotonic = monotonic
+
+    def __call__(self, headers: Mapping[str, str]) -> None:
+        report = parse_rate_headers(headers)
+        if report is not None:
+            self._limits.report(self._provider, report, self._monotonic())

@@ -27,7 +27,7 @@ from routeledger.actors._protocol import (
     ProviderMessage,
 )
 from routeledger.actors._stats import StatsTracker
-from routeledger.actors.wire import make_adapter, make_client
+from routeledger.actors.wire import HTTPAdapter, make_adapter, make_client
 from routeledger.events import ProviderConnectError
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ class ProviderHandle:
         "clients",
         "config",
         "name",
+        "on_headers",
         "stats",
         "wire",
     )
@@ -87,6 +88,8 @@ class ProviderHandle:
         # Every client this provider ever opened; closed when the runtime closes (a
         # restarted actor's old client may still serve calls in flight).
         self.clients: list[httpx.Client] = []
+        self.on_headers: Callable[[httpx.Headers], None] | None = None
+        """Given to the adapter: reads the rate-limit headers of every response."""
 
     def read_stats(self) -> ProviderStats:
         """Return the latest published statistics."""
@@ -148,6 +151,8 @@ class ProviderActor(pykka.ThreadingActor):
             self.on_failure(type(exc), exc, exc.__traceback__)
             raise
         self.handle.clients.append(client)
+        if self.handle.on_headers is not None and isinstance(wire, HTTPAdapter):
+            wire.on_headers = self.handle.on_headers
         self.handle.wire = wire
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:

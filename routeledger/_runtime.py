@@ -34,6 +34,7 @@ import pykka
 from routeledger._cache import ResponseCache, cache_key
 from routeledger._interpreter import ThreadedInterpreter
 from routeledger._startup import config_digest, config_summary, fold_log
+from routeledger.actors._buckets import HeaderReader
 from routeledger.actors._budget import Budget
 from routeledger.actors._bus import EventBus
 from routeledger.actors._clock import Clock, SystemClock
@@ -320,6 +321,9 @@ class Runtime:
             ready={n: functools.partial(_ready, h) for n, h in self._handles.items()},
             resume=resume,
         )
+        for name, handle in self._handles.items():
+            if router.rate_limits.limited(name):
+                handle.on_headers = HeaderReader(router.rate_limits, name, clock.monotonic)
         emit.send()  # the configuration, pools and A/B tests, before anything else
         if kept_gaps:
             try:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import httpx
@@ -287,6 +287,8 @@ class HTTPAdapter(abc.ABC):
     """
 
     kind: str = ""
+    on_headers: Callable[[httpx.Headers], None] | None = None
+    """Called with every response's headers (the rate-limit buckets read what is left)."""
 
     def __init__(
         self,
@@ -538,6 +540,8 @@ class HTTPAdapter(abc.ABC):
             response = self._client.send(http_request, stream=True, follow_redirects=False)
         except Exception as exc:
             raise self._error(exc, request) from self._cause(exc, request)
+        if self.on_headers is not None:
+            self.on_headers(response.headers)
         if response.status_code == 200:
             return response
         try:

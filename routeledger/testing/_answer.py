@@ -74,6 +74,10 @@ async def answer(ex: Exchange, kind: str) -> bool:
         status = 400 if shape is None else ex.fmt.error_status(shape)
     parsed = ex.parsed
     problem = ex.fmt.validate(ex.request.body, parsed) if kind == "chat" else None
+    if ex.limits is not None and kind == "chat" and problem is None:
+        if status is None and not ex.limits.admit(parsed, input_tokens(parsed)):
+            status = ex.fmt.error_status(ERROR_CODES["rate_limit_exceeded"])
+        ex.extra += ex.limits.headers(anthropic=ex.fmt is ANTHROPIC)
     stream = kind == "chat" and problem is None and parsed.get("stream") is True
     ok = status is None or status < 400
     # A successful stream waits before its first chunk (in _stream); all else waits here.

@@ -52,6 +52,12 @@ class Behaviour(msgspec.Struct, kw_only=True, frozen=True):
         reset: ``"before_response"`` (read the request, then close with RST, SO_LINGER 0) or
             ``"mid_body"`` (send the head and part of the body, then RST).
         models: Model ids served by ``GET /v1/models``.
+        rpm: The provider's own requests-per-minute limit (a token bucket refilled
+            continuously); a chat request beyond it gets 429 ``rate_limit_exceeded``. With
+            ``rpm`` or ``tpm`` set, every chat answer carries the rate-limit headers
+            (``x-ratelimit-remaining-*``, or ``anthropic-ratelimit-*-remaining``).
+        tpm: The provider's own tokens-per-minute limit (prompt estimate plus
+            ``max_tokens``).
     """
 
     latency_ms: float = 0
@@ -74,6 +80,8 @@ class Behaviour(msgspec.Struct, kw_only=True, frozen=True):
     stall_ms: float = 0
     reset: str | None = None
     models: list[str] = msgspec.field(default_factory=lambda: ["fake-model"])
+    rpm: int | None = None
+    tpm: int | None = None
 
     def __post_init__(self) -> None:
         """Reject values the server could not honour, at construction time."""
@@ -83,6 +91,10 @@ class Behaviour(msgspec.Struct, kw_only=True, frozen=True):
             raise ValueError(f"malformed must be one of {sorted(MALFORMED)}")
         if self.reset is not None and self.reset not in RESETS:
             raise ValueError(f"reset must be one of {sorted(RESETS)}")
+        for name in ("rpm", "tpm"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
         if self.output_tokens < 0:
             raise ValueError("output_tokens must be >= 0")
         for name in ("status", "fail_status"):

@@ -31,6 +31,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
+from routeledger.events import AttemptStarted, AttemptSucceeded
+
 if TYPE_CHECKING:
     from routeledger.events import ModelSpec, ProviderConfig
 
@@ -41,6 +43,7 @@ __all__ = [
     "RateReport",
     "TokenBucket",
     "parse_rate_headers",
+    "recent_attempts",
 ]
 
 MINUTE_S = 60.0
@@ -297,3 +300,32 @@ class HeaderReader:
         report = parse_rate_headers(headers)
         if report is not None:
             self._limits.report(self._provider, report, self._monotonic())
+
+
+RESUME_SCAN_EVENTS = 50_000
+"""How far back (in events) a start looks for the last minute's attempts: a bound on the
+start's cost; traffic of more events a minute is resumed only in part."""
+
+
+def recent_attempts(
+    events: Iterable[object], *, wall_now: float, mono_now: float
+) -> list[tuple[str, str, int, float]]:
+    """Return the attempts of the last minute in ``events``, for :meth:`RateLimits.resume`.
+
+    Each is (provider, model, tokens, monotonic time): the time is the event's wall-clock
+    ``ts`` moved onto the monotonic clock; the tokens are the usage its success recorded
+    (an attempt that failed, or is still in flight, counts as a request of no tokens: the
+    documented approximation, since the estimate it was charged live is not recorded).
+    """
+    horizon = wall_now - MINUTE_S
+    started: dict[tuple[str, int], tuple[str, str, float]] = {}
+    used: dict[tuple[str, int], int] = {}
+    for event in events:
+        if isinstance(event, AttemptStarted) and event.ts >= horizon:
+            started[(event.request_id, event.attempt)] = (event.provider, event.model, event.ts)
+        elif isinstance(event, AttemptSucceeded) and event.ts >= horizon:
+            used[(event.request_id, event.attempt)] = event.input_tokens + event.output_tokens
+    return [
+        (provider, model, used.get(key, 0), mono_now - (wall_now - ts))
+        for key, (provider, model, ts) in started.items()
+    ]

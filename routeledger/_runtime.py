@@ -34,7 +34,7 @@ import pykka
 from routeledger._cache import ResponseCache, cache_key
 from routeledger._interpreter import ThreadedInterpreter
 from routeledger._startup import config_digest, config_summary, fold_log
-from routeledger.actors._buckets import HeaderReader
+from routeledger.actors._buckets import RESUME_SCAN_EVENTS, HeaderReader, recent_attempts
 from routeledger.actors._budget import Budget
 from routeledger.actors._bus import EventBus
 from routeledger.actors._clock import Clock, SystemClock
@@ -321,6 +321,17 @@ class Runtime:
             ready={n: functools.partial(_ready, h) for n, h in self._handles.items()},
             resume=resume,
         )
+        if router.rate_limits.active:
+            # The buckets continue from the last minute's attempts (see actors._buckets).
+            first = max(1, self._store.last_position() - RESUME_SCAN_EVENTS)
+            router.rate_limits.resume(
+                recent_attempts(
+                    (e for _, e in self._store.read(first, strict=False)),
+                    wall_now=clock.time(),
+                    mono_now=clock.monotonic(),
+                ),
+                clock.monotonic(),
+            )
         for name, handle in self._handles.items():
             if router.rate_limits.limited(name):
                 handle.on_headers = HeaderReader(router.rate_limits, name, clock.monotonic)

@@ -76,3 +76,25 @@ def test_the_providers_headers_correct_the_runtimes_estimate(
         served = [rt.complete(req()).provider for _ in range(10)]
     assert capped.stats.statuses[429] == 0
     assert served.count("capped") == 3
+
+
+def test_a_restarted_runtime_continues_its_buckets_from_the_log(
+    fakes: Fakes, config_for: Any, req: Any, db: Path, events: Any
+) -> None:
+    """The minute's requests recorded before a restart still count: no fresh burst, no 429."""
+    (capped,) = fakes(1, Behaviour(latency_ms=1, rpm=4))
+    (spare,) = fakes(1)
+    cfg = config_for(
+        {"capped": capped, "spare": spare},
+        per_provider={"capped": {"rpm": 4, "priority": 10}},
+    )
+    with Runtime.start(cfg, event_log=db) as rt:
+        first = [rt.complete(req()).provider for _ in range(4)]
+    with Runtime.start(cfg, event_log=db) as rt:
+        again = rt.complete(req())
+        rt.flush()
+    assert first == ["capped"] * 4
+    assert again.provider == "spare"
+    assert capped.stats.statuses[429] == 0
+    [decided] = events(db, "route.decided", request_id=again.request_id)
+    assert decided.excluded["capped"].startswith("rate limit: rpm 4 reached")

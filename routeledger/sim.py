@@ -336,6 +336,9 @@ class Simulation:
                     self.at(self.clock.monotonic() + seconds, lambda: self._step(task, None, None))
                     return
                 case AwaitCapacity(timeout_s):
+                    if not self._make_room(task):
+                        send = False
+                        continue
                     task.waiting = True
                     task.parks += 1
                     self._parked.append(task)
@@ -346,6 +349,21 @@ class Simulation:
                     return
                 case Record():
                     self._record(effect, task.query)
+
+    def _make_room(self, task: _Task) -> bool:
+        """Return whether ``task`` may wait: the queue has room, or a waiter of lower
+        priority is refused to make some (as the threaded runtime's wait queue does)."""
+        if len(self._parked) < self.config.failover.max_queue:
+            return True
+        priority = task.query.request.priority
+        lowest = min(reversed(self._parked), key=lambda t: t.query.request.priority, default=None)
+        if lowest is None or lowest.query.request.priority >= priority:
+            return False
+        lowest.parks += 1  # its queue timeout no longer applies
+        lowest.waiting = False
+        self._parked.remove(lowest)
+        self.at(self.clock.monotonic(), functools.partial(self._step, lowest, False, None))
+        return True
 
     def _wake(self, task: _Task, freed: bool, *, park: int | None = None) -> None:
         if not task.waiting or (park is not None and park != task.parks):

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from support import wait_for
 
-from routeledger import AllProvidersSaturated, FailoverConfig, Runtime
+from routeledger import AllProvidersSaturated, FailoverConfig, Message, Request, Runtime
 from routeledger.actors._waitqueue import WaitQueue
+from routeledger.sim import SimBehaviour, Simulation, scenario_from_dict
 from routeledger.testing import Behaviour, FakeProvider
 
 Fakes = Callable[..., list[FakeProvider]]
@@ -130,3 +131,45 @@ def test_a_full_queue_refuses_a_low_priority_request_early_end_to_end(
             low.result(timeout=2)
         assert not holder.done()  # refused early: before any slot was freed
         assert high.result(timeout=10).provider == "only"
+
+
+def _sim(max_queue: int) -> Simulation:
+    s = scenario_from_dict(
+        {
+            "providers": [{"name": "only", "models": [{"name": "m"}], "max_concurrency": 1}],
+            "failover": {"max_queue": max_queue, "queue_timeout_s": 30.0},
+            "simulation": {"requests": 0},
+        }
+    )
+    s.behaviours["only"] = SimBehaviour(latency_ms=100, latency_sigma=0)
+    return Simulation(s, seed=0)
+
+
+def _sim_request(i: int, priority: int) -> Request:
+    return Request(
+        model="m",
+        messages=[Message(role="user", content="x")],
+        request_id=f"q{i}",
+        priority=priority,
+    )
+
+
+def test_the_simulation_serves_waiters_by_priority_then_arrival() -> None:
+    """In the simulation, a slot freed goes to the highest-priority waiter, then the oldest."""
+    sim = _sim(max_queue=10)
+    for i, priority in enumerate((0, 0, 1, 3, 1)):
+        sim.submit(_sim_request(i, priority))
+    sim.run()
+    started = [e.request_id for _, e in sim.store.read() if type(e).__name__ == "AttemptStarted"]
+    assert started == ["q0", "q3", "q2", "q4", "q1"]
+
+
+def test_the_simulation_refuses_the_lowest_priority_waiter_when_the_queue_is_full() -> None:
+    """In the simulation, a full queue refuses its lowest-priority waiter for a higher one."""
+    sim = _sim(max_queue=2)
+    for i, priority in enumerate((0, 0, 2, 1, 0)):
+        sim.submit(_sim_request(i, priority))
+    result = sim.run()
+    started = [e.request_id for _, e in sim.store.read() if type(e).__name__ == "AttemptStarted"]
+    assert started == ["q0", "q2", "q3"]
+    assert result.errors == {"AllProvidersSaturated": 2}

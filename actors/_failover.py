@@ -59,8 +59,11 @@ from routeledger.events import (
     AllProvidersFailed,
     AllProvidersSaturated,
     AttemptCancelled,
+    AuthenticationError,
     DeadlineExceeded,
     ProviderError,
+    QuotaExceeded,
+    RateLimited,
     RequestCancelled,
     Response,
     RouteledgerError,
@@ -108,6 +111,9 @@ class Choose(NamedTuple):
     waiting: bool = False
     """The request asks again after waiting for capacity: its first saturated answer is
     already recorded, so another one is not (a release wakes every waiter)."""
+    rekey: str | None = None
+    """A provider whose key was just refused or rate-limited: try it first, with its next
+    key, before another provider."""
 
 
 class Send(NamedTuple):
@@ -173,6 +179,9 @@ class Record(NamedTuple):
 Effect = Choose | Send | Relay | Pause | AwaitCapacity | Record
 
 DEADLINE_SLACK_S = 1e-6
+
+KEY_ERRORS = (RateLimited, AuthenticationError, QuotaExceeded)
+"""Errors that speak of the key used, not of the provider (see ``actors._keys``)."""
 
 
 class RetryBudget:
@@ -349,6 +358,7 @@ def run_request(
     banned: set[str] = set()
     not_before: dict[str, float] = {}
     attempt = 0
+    rekey: str | None = None
     queue_until: float | None = None
     max_attempts = failover.max_attempts if failover.enabled else 1
     retryable_names = frozenset(failover.retryable_errors)
@@ -369,6 +379,7 @@ def run_request(
             latency_ms=latency_ms,
             ts=clock.time(),
             probe=decision.probe,
+            key=decision.key,
             **fields,
         )
 
@@ -432,6 +443,7 @@ def run_request(
                 frozenset(banned),
                 dict(not_before),
                 queue_until is not None,
+                rekey,
             )
         except RetryBudgetExhausted:
             yield from fail(
@@ -479,6 +491,7 @@ def run_request(
             yield Pause(decision.seconds)
             continue
         queue_until = None
+        rekey = None
         attempt += 1
         provider = decision.route.provider
         tried[provider] = tried.get(provider, 0) + 1
@@ -531,6 +544,10 @@ def run_request(
             yield from fail(error)
         if type(error).__name__ not in retryable_names:
             yield from fail(AllProvidersFailed(errors, request_id=rid))
+        if decision.spare_keys and isinstance(error, KEY_ERRORS):
+            # The key, not the provider, was refused or rate-limited: the next key first.
+            rekey = provider
+            continue
         if not error.retryable or tried[provider] >= failover.max_attempts_per_provider:
             banned.add(provider)
             continue

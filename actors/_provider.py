@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -72,6 +72,7 @@ class ProviderHandle:
         "on_headers",
         "stats",
         "wire",
+        "wires",
     )
 
     def __init__(
@@ -84,6 +85,8 @@ class ProviderHandle:
         self._tracker = StatsTracker(self.stats)
         self._lock = threading.Lock()
         self.wire: WireAdapter | None = None
+        self.wires: list[WireAdapter] = []
+        """One adapter per API key (the first is ``wire``) when the provider has several."""
         self.actor_ref: pykka.ActorRef[Any] | None = None
         # Every client this provider ever opened; closed when the runtime closes (a
         # restarted actor's old client may still serve calls in flight).
@@ -134,26 +137,37 @@ class ProviderActor(pykka.ThreadingActor):
         supervisor: pykka.ActorRef[SupervisorActor] | None,
         monotonic: Callable[[], float],
         adapter_factory: AdapterFactory = default_adapter_factory,
+        more_keys: Sequence[Secret] = (),
     ) -> None:
         super().__init__()
         self.handle = handle
         self._api_key = api_key
+        self._more_keys = tuple(more_keys)
         self._supervisor = supervisor
         self._monotonic = monotonic
         self._factory = adapter_factory
 
     def on_start(self) -> None:
         """Open the client and build the adapter; a failure here crashes the actor."""
+        keys = [self._api_key, *self._more_keys]
+        wires = []
         try:
-            wire, client = self._factory(self.handle.config, self._api_key)
+            for key in keys:
+                wire, client = self._factory(self.handle.config, key)
+                self.handle.clients.append(client)
+                wires.append(wire)
         except Exception as exc:
             # pykka does not call on_failure for a failing on_start: report it ourselves.
             self.on_failure(type(exc), exc, exc.__traceback__)
             raise
-        self.handle.clients.append(client)
-        if self.handle.on_headers is not None and isinstance(wire, HTTPAdapter):
-            wire.on_headers = self.handle.on_headers
-        self.handle.wire = wire
+        for wire, key in zip(wires, keys, strict=True):
+            if isinstance(wire, HTTPAdapter):
+                if self.handle.on_headers is not None:
+                    wire.on_headers = self.handle.on_headers
+                if self._more_keys:
+                    wire.also_redact = tuple(k for k in keys if k is not None and k is not key)
+        self.handle.wires = wires
+        self.handle.wire = wires[0]
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         """Tell the supervisor this actor died, so that it restarts or disables it."""

@@ -26,6 +26,7 @@ from routeledger.actors._abtests import ABTests
 from routeledger.actors._buckets import RateLimits
 from routeledger.actors._circuit import CircuitMirror, Transition, counts_against_health
 from routeledger.actors._failover import RetryBudget, RetryBudgetExhausted
+from routeledger.actors._keys import KeyRing
 from routeledger.actors._messages import (
     Backoff,
     Decision,
@@ -160,6 +161,7 @@ class Router:
         emit: Callable[[list[Event]], None],
         ready: Mapping[str, Callable[[], bool]] | None = None,
         resume: Resume | None = None,
+        keys: Mapping[str, list[str]] | None = None,
     ) -> None:
         resume = resume or Resume()
         self.config = config
@@ -190,6 +192,9 @@ class Router:
         """The rpm/tpm buckets (consulted only when some limit is configured)."""
         self._limited = self.rate_limits.active
         self._headroom: dict[str, float] = {}
+        self.keys = {n: KeyRing(f) for n, f in (keys or {}).items() if len(f) > 1}
+        """The :class:`KeyRing` of each provider with several API keys (by fingerprint)."""
+        self._limited = self._limited or bool(self.keys)
         self._include_text = config.log.include_text
         self.ab = ABTests(providers=lambda: set(self.providers), clock=clock, rng=rng, emit=emit)
         self._resume(resume)
@@ -295,6 +300,7 @@ class Router:
         any_model: bool = False,
         not_before: Mapping[str, float] | None = None,
         again: bool = False,
+        rekey: str | None = None,
     ) -> Decision | Backoff | None:
         """Choose and reserve a provider for attempt number ``attempt`` of a request.
 
@@ -307,6 +313,8 @@ class Router:
         decision, made or not, as a ``route.decided`` event, except one: a request asking
         ``again`` after waiting for capacity that finds every candidate still saturated (each
         release of a slot wakes every waiter: the log would grow with the queue squared).
+        A ``rekey`` provider (its last key was refused or rate-limited) comes first, with
+        its next key.
         """
         request = query.request
         scope = self._scope(query)
@@ -397,6 +405,9 @@ class Router:
             weights=scope.pool.weights if scope.pool is not None else None,
         )
         order, reason = _preferred_order(ranking, preferred, tried)
+        if rekey is not None and rekey in order:
+            order = [rekey, *(n for n in order if n != rekey)]
+            reason = f"next API key of {rekey!r}; {ranking.reason}"
         if panic:
             reason = f"panic routing (every candidate unhealthy); {reason}"
         chosen, probe = self._reserve(order, dropped, now) if reserve else (order[0], False)
@@ -405,9 +416,15 @@ class Router:
                 decided(dropped, scores=ranking.scores)
             return None
 
+        key, spare_keys, key_name = 0, 0, None
         if self._limited and reserve:
             model = snap.specs[chosen]
             self.rate_limits.take(chosen, model, self._tokens(request, model), now)
+            ring = self.keys.get(chosen)
+            if ring is not None:
+                key = ring.pick(now)
+                spare_keys = ring.usable(now) - 1
+                key_name = ring.fingerprints[key]
         if attempt > 1 and reserve:
             # Spent only once a slot is held: a retry that waits for capacity and asks again
             # must not pay once per wake-up.
@@ -453,10 +470,19 @@ class Router:
                     provider=chosen,
                     model=spec.name,
                     in_flight=budget.in_flight,
+                    key=key_name,
                 )
             )
         self.emit(events)
-        return Decision(route=route, model=spec, budget=budget, attempt=attempt, probe=probe)
+        return Decision(
+            route=route,
+            model=spec,
+            budget=budget,
+            attempt=attempt,
+            probe=probe,
+            key=key,
+            spare_keys=spare_keys,
+        )
 
     def _within_retry_budget(
         self, kept: list[str], dropped: dict[str, str], now: float
@@ -500,9 +526,14 @@ class Router:
             if room.wait_s > 0:
                 limited[name] = room.wait_s
                 dropped[name] = f"rate limit: {room.reason}"
-            else:
-                within.append(name)
-                headroom[name] = room.share
+                continue
+            ring = self.keys.get(name)
+            if ring is not None and not ring.usable(now):
+                limited[name] = ring.wait_s(now)
+                dropped[name] = ring.why_resting(now)
+                continue
+            within.append(name)
+            headroom[name] = room.share
         return within, limited
 
     def _scope(self, query: RouteQuery) -> _Scope:
@@ -674,6 +705,10 @@ class Router:
             self._settle_retry(outcome)
             if self._limited and outcome.usage is not None:
                 self._settle_tokens(outcome, query)
+            if outcome.error is not None and outcome.provider in self.keys:
+                self.keys[outcome.provider].failed(
+                    outcome.key, outcome.error, self.clock.monotonic()
+                )
             events.append(_recording.attempt_event(outcome, ts=ts))
         if ended is not None:
             events.extend(

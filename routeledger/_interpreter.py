@@ -211,7 +211,10 @@ class ThreadedInterpreter:
 
     def _call(self, decision: Decision, request: Request, timeout_s: float) -> Any:
         """Send one attempt; the slot is released when it ends (a stream: when relayed)."""
-        wire = self._handles[decision.route.provider].wire
+        handle = self._handles[decision.route.provider]
+        wire = handle.wire
+        if wire is not None and decision.key:
+            wire = handle.wires[decision.key]  # the provider's other keys (actors._keys)
         opened = False
         try:
             if wire is None:
@@ -295,7 +298,7 @@ class _Run:
             if scope.reason is not None and type(effect) is not Record:
                 return self._stopped(effect, scope.reason)
             match effect:
-                case Choose(attempt, tried, banned, not_before, waiting):
+                case Choose(attempt, tried, banned, not_before, waiting, rekey):
                     self.seen = it._signal.generation
                     first, self.first = self.first, False
                     try:
@@ -307,6 +310,7 @@ class _Run:
                             first=first,
                             not_before=not_before,
                             again=waiting,
+                            rekey=rekey,
                         )
                     finally:
                         self._end_turn()

@@ -40,6 +40,7 @@ from routeledger.actors._bus import EventBus
 from routeledger.actors._clock import Clock, SystemClock
 from routeledger.actors._desk import BufferedEmitter, RoutingDesk
 from routeledger.actors._health import HealthActor
+from routeledger.actors._keys import fingerprint
 from routeledger.actors._messages import Decision, RouteQuery
 from routeledger.actors._protocol import (
     PING,
@@ -320,6 +321,11 @@ class Runtime:
             emit=emit,
             ready={n: functools.partial(_ready, h) for n, h in self._handles.items()},
             resume=resume,
+            keys={
+                p.name: [fingerprint(k) for k in p.resolve_api_keys(environ)]
+                for p in config.providers
+                if p.api_keys or p.api_key_envs
+            },
         )
         if router.rate_limits.active:
             # The buckets continue from the last minute's attempts (see actors._buckets).
@@ -385,9 +391,13 @@ class Runtime:
     def _start_provider(self, name: str) -> None:
         handle = self._handles[name]
         config = handle.config
+        keys = (
+            config.resolve_api_keys(self._environ) if config.api_keys or config.api_key_envs else []
+        )
         handle.actor_ref = ProviderActor.start(
             handle,
-            api_key=config.resolve_api_key(self._environ),
+            api_key=keys[0] if keys else config.resolve_api_key(self._environ),
+            more_keys=keys[1:],
             supervisor=self._supervisor,
             monotonic=self._clock.monotonic,
             adapter_factory=self._adapter_factory,

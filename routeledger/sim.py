@@ -306,7 +306,7 @@ class Simulation:
                 return
             send = throw = None
             match effect:
-                case Choose(attempt, tried, banned, not_before, waiting):
+                case Choose(attempt, tried, banned, not_before, waiting, rekey):
                     try:
                         if task.first:
                             self.router.received(task.query)
@@ -318,6 +318,7 @@ class Simulation:
                             banned=banned,
                             not_before=not_before,
                             again=waiting,
+                            rekey=rekey,
                         )
                         if isinstance(send, Decision):
                             p = send.route.provider

@@ -289,6 +289,8 @@ class HTTPAdapter(abc.ABC):
     kind: str = ""
     on_headers: Callable[[httpx.Headers], None] | None = None
     """Called with every response's headers (the rate-limit buckets read what is left)."""
+    also_redact: tuple[Secret, ...] = ()
+    """The provider's other API keys: redacted from provider texts like this one's."""
 
     def __init__(
         self,
@@ -474,6 +476,7 @@ class HTTPAdapter(abc.ABC):
 
     def _redactions(self, request: Request | None) -> list[str]:
         secrets = [self._api_key.reveal()] if self._api_key is not None else []
+        secrets.extend(k.reveal() for k in self.also_redact)
         if self._url_password is not None:
             secrets.append(self._url_password)
         if request is not None:

@@ -74,6 +74,8 @@ async def answer(ex: Exchange, kind: str) -> bool:
         status = 400 if shape is None else ex.fmt.error_status(shape)
     parsed = ex.parsed
     problem = ex.fmt.validate(ex.request.body, parsed) if kind == "chat" else None
+    if beh.key_statuses and kind == "chat" and status is None:
+        status = beh.key_statuses.get(_key_of(ex.request.headers))
     if ex.limits is not None and kind == "chat" and problem is None:
         if status is None and not ex.limits.admit(parsed, input_tokens(parsed)):
             status = ex.fmt.error_status(ERROR_CODES["rate_limit_exceeded"])
@@ -121,6 +123,12 @@ async def answer(ex: Exchange, kind: str) -> bool:
         ex.fmt.completion(ex.n, reply.model, "".join(texts), reply.input_tokens, beh.output_tokens)
     )
     return await ex.send(status, b"application/json", payload, mid_body=mid_body)
+
+
+def _key_of(headers: dict[str, str]) -> str:
+    """Return the API key a request was sent with (either wire format's header)."""
+    bearer = headers.get("authorization", "")
+    return bearer[7:] if bearer.startswith("Bearer ") else headers.get("x-api-key", "")
 
 
 async def _models(ex: Exchange, status: int) -> bool:

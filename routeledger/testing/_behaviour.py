@@ -58,6 +58,9 @@ class Behaviour(msgspec.Struct, kw_only=True, frozen=True):
             (``x-ratelimit-remaining-*``, or ``anthropic-ratelimit-*-remaining``).
         tpm: The provider's own tokens-per-minute limit (prompt estimate plus
             ``max_tokens``).
+        key_statuses: A chat request sent with one of these API keys (``Authorization:
+            Bearer`` or ``x-api-key``) gets that status (401: ``invalid_api_key``, 429:
+            ``rate_limit_exceeded``), to test several keys per provider.
     """
 
     latency_ms: float = 0
@@ -82,6 +85,7 @@ class Behaviour(msgspec.Struct, kw_only=True, frozen=True):
     models: list[str] = msgspec.field(default_factory=lambda: ["fake-model"])
     rpm: int | None = None
     tpm: int | None = None
+    key_statuses: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         """Reject values the server could not honour, at construction time."""

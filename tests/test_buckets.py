@@ -241,3 +241,17 @@ def test_traffic_over_one_providers_rpm_draws_no_429_when_the_router_knows_the_l
         assert sim.over_limit > 0
     else:
         assert sim.over_limit == 0
+
+
+def test_unused_new_fields_leave_the_configuration_digest_as_it_was() -> None:
+    """Without rpm, tpm or key lists, the recorded summary (and digest) has none of them."""
+    from routeledger._startup import config_summary
+
+    plain = Config(providers=[_provider("a")])
+    [p] = config_summary(plain)["providers"]
+    assert not {"rpm", "tpm", "api_keys", "api_key_envs"} & set(p)
+    assert not {"rpm", "tpm"} & set(p["models"][0])
+    keyed = Config(providers=[_provider("a", rpm=5, api_keys=["sk-secret-key-1"])])
+    [q] = config_summary(keyed)["providers"]
+    assert q["rpm"] == 5 and "api_keys" not in q
+    assert "sk-secret-key-1" not in repr(config_summary(keyed))

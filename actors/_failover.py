@@ -34,8 +34,12 @@ An effect that fails is thrown back into the generator. The policy:
   to a provider that serves is not refused, while with every provider failing retries stop
   at ``retry_budget_min`` per provider and window (storm protection); only when no
   candidate has budget left does the request end (:class:`RetryBudgetExhausted`);
-- when every candidate is saturated, the request waits for capacity (a bounded queue) until
-  ``queue_timeout_s`` or its deadline;
+- when every candidate is saturated, the request waits for capacity (a bounded queue served
+  by ``Request.priority``, then arrival: :mod:`~routeledger.actors._waitqueue`) until
+  ``queue_timeout_s`` or its deadline; when every candidate is at its rpm/tpm limit, it waits
+  for headroom (a :class:`Backoff` with ``rate_limited``) if that comes before its deadline;
+- a 429 or 401 on one of a provider's several API keys retries that provider with its next
+  key (the decision's ``spare_keys``) before another provider is tried;
 - a stream may fail over only until its first chunk; once relayed, its end is recorded here
   like a completion's, and a break after the first chunk is a :class:`StreamInterrupted`.
 
@@ -110,7 +114,7 @@ class Choose(NamedTuple):
     not_before: dict[str, float] = {}
     waiting: bool = False
     """The request asks again after waiting for capacity: its first saturated answer is
-    already recorded, so another one is not (a release wakes every waiter)."""
+    already recorded, so another one is not (a release gives every waiter a turn)."""
     rekey: str | None = None
     """A provider whose key was just refused or rate-limited: try it first, with its next
     key, before another provider."""

@@ -312,7 +312,9 @@ class Router:
         Raises a :class:`RoutingError` when nothing can serve the request, and records every
         decision, made or not, as a ``route.decided`` event, except one: a request asking
         ``again`` after waiting for capacity that finds every candidate still saturated (each
-        release of a slot wakes every waiter: the log would grow with the queue squared).
+        release of a slot gives every waiter a turn: the log would grow with the queue
+        squared). Candidates at their rpm/tpm limit, or with every API key resting, are
+        skipped; when none is left the answer is a ``Backoff`` with ``rate_limited`` set.
         A ``rekey`` provider (its last key was refused or rate-limited) comes first, with
         its next key.
         """

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from routeledger._startup import config_summary
 from routeledger.actors._buckets import (
     HeaderReader,
     RateLimits,
@@ -245,8 +246,6 @@ def test_traffic_over_one_providers_rpm_draws_no_429_when_the_router_knows_the_l
 
 def test_unused_new_fields_leave_the_configuration_digest_as_it_was() -> None:
     """Without rpm, tpm or key lists, the recorded summary (and digest) has none of them."""
-    from routeledger._startup import config_summary
-
     plain = Config(providers=[_provider("a")])
     [p] = config_summary(plain)["providers"]
     assert not {"rpm", "tpm", "api_keys", "api_key_envs"} & set(p)

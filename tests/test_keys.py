@@ -187,3 +187,25 @@ def test_no_key_reaches_the_log_or_an_error(
         rt.flush()
     text = db.read_bytes().decode("latin-1") + repr(err.value) + str(err.value)
     assert K1 not in text and K2 not in text
+
+
+def test_keys_and_limits_load_from_toml(tmp_path: Path) -> None:
+    """api_keys, api_key_envs, rpm and tpm (also per model) are read from a TOML file."""
+    path = tmp_path / "routeledger.toml"
+    path.write_text(
+        """
+[[providers]]
+name = "openai"
+kind = "openai"
+base_url = "https://api.openai.com/v1"
+api_keys = ["sk-toml-key-1", "sk-toml-key-2"]
+rpm = 500
+tpm = 200000
+models = [{ name = "gpt-4o-mini", tpm = 150000 }]
+""",
+        encoding="utf-8",
+    )
+    [p] = Config.from_toml(path).providers
+    assert (p.rpm, p.tpm, p.models[0].tpm) == (500, 200000, 150000)
+    assert [k.reveal() for k in p.resolve_api_keys({})] == ["sk-toml-key-1", "sk-toml-key-2"]
+    assert "sk-toml-key-1" not in repr(p)

@@ -104,15 +104,24 @@ class ProviderHandle:
             self.stats = self._tracker.record(outcome)
 
     def probe(self, timeout_s: float, monotonic: Callable[[], float]) -> ProbeResult:
-        """Run the adapter's free probe on this thread; never raise."""
-        from routeledger.events import RouteledgerError
+        """Run the adapter's free probe on this thread; never raise.
+
+        With several API keys, the provider is up when a probe with any key succeeds (one
+        revoked key is the key's problem, not the provider's): the others are tried in turn
+        after an authentication error.
+        """
+        from routeledger.events import AuthenticationError, RouteledgerError
 
         start = monotonic()
         wire = self.wire
         try:
             if wire is None:
                 raise ProviderConnectError("provider actor is not running", provider=self.name)
-            wire.probe(timeout_s=timeout_s)
+            try:
+                wire.probe(timeout_s=timeout_s)
+            except AuthenticationError:
+                if not self._probe_other_keys(timeout_s):
+                    raise
         except RouteledgerError as exc:
             error: str | None = f"{type(exc).__name__}: {exc.message}"[:300]
         except Exception as exc:  # a probe's failure is a result, never a crash
@@ -120,6 +129,18 @@ class ProviderHandle:
         else:
             error = None
         return ProbeResult(self.name, error is None, (monotonic() - start) * 1000.0, error)
+
+    def _probe_other_keys(self, timeout_s: float) -> bool:
+        """Return whether a probe with one of the provider's other keys succeeds."""
+        from routeledger.events import AuthenticationError
+
+        for wire in self.wires[1:]:
+            try:
+                wire.probe(timeout_s=timeout_s)
+            except AuthenticationError:
+                continue
+            return True
+        return False
 
 
 class ProviderActor(pykka.ThreadingActor):

@@ -209,3 +209,21 @@ models = [{ name = "gpt-4o-mini", tpm = 150000 }]
     assert (p.rpm, p.tpm, p.models[0].tpm) == (500, 200000, 150000)
     assert [k.reveal() for k in p.resolve_api_keys({})] == ["sk-toml-key-1", "sk-toml-key-2"]
     assert "sk-toml-key-1" not in repr(p)
+
+
+def test_a_revoked_first_key_does_not_fail_the_providers_health_probe(
+    fakes: Fakes, config_for: Any, db: Path
+) -> None:
+    """The free probe tries the provider's other keys after a 401: one working key is enough."""
+    (keyed,) = fakes(1, Behaviour(latency_ms=1, key_statuses={K1: 401}))
+    (dead,) = fakes(1, Behaviour(latency_ms=1, key_statuses={K1: 401, K2: 401}))
+    cfg = _config(
+        config_for,
+        {"keyed": keyed, "dead": dead},
+        keyed={"api_keys": [K1, K2]},
+        dead={"api_keys": [K1, K2]},
+    )
+    with Runtime.start(cfg, event_log=db) as rt:
+        results = rt.health_check()
+    assert results["keyed"].healthy
+    assert not results["dead"].healthy

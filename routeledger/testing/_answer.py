@@ -74,7 +74,7 @@ async def answer(ex: Exchange, kind: str) -> bool:
         status = 400 if shape is None else ex.fmt.error_status(shape)
     parsed = ex.parsed
     problem = ex.fmt.validate(ex.request.body, parsed) if kind == "chat" else None
-    if beh.key_statuses and kind == "chat" and status is None:
+    if beh.key_statuses and status is None:
         status = beh.key_statuses.get(_key_of(ex.request.headers))
     if ex.limits is not None and kind == "chat" and problem is None:
         if status is None and not ex.limits.admit(parsed, input_tokens(parsed)):

@@ -58,9 +58,9 @@ class Behaviour(msgspec.Struct, kw_only=True, frozen=True):
             (``x-ratelimit-remaining-*``, or ``anthropic-ratelimit-*-remaining``).
         tpm: The provider's own tokens-per-minute limit (prompt estimate plus
             ``max_tokens``).
-        key_statuses: A request (chat or model listing) sent with one of these API keys (``Authorization:
-            Bearer`` or ``x-api-key``) gets that status (401: ``invalid_api_key``, 429:
-            ``rate_limit_exceeded``), to test several keys per provider.
+        key_statuses: A request (chat or model listing) sent with one of these API keys
+            (``Authorization: Bearer`` or ``x-api-key``) gets that status (401: refused,
+            429: rate-limited), to test several keys per provider.
     """
 
     latency_ms: float = 0

@@ -90,7 +90,8 @@ def test_waiting_requests_are_served_by_priority_end_to_end(
     fakes: Fakes, config_for: Any, req: Any, db: Path, events: Any
 ) -> None:
     """With one slot held, a later high-priority request is served before earlier low ones."""
-    (only,) = fakes(1, Behaviour(latency_ms=150))
+    # The holder's call is slow (time to queue the others); the queued ones are quick.
+    (only,) = fakes(1, Behaviour(latency_ms=600))
     cfg = config_for(
         {"only": only},
         per_provider={"only": {"max_concurrency": 1}},
@@ -104,6 +105,8 @@ def test_waiting_requests_are_served_by_priority_end_to_end(
         for n, priority in enumerate((0, 0, 7), start=1):
             futures.append(pool.submit(rt.complete, req(priority=priority)))
             wait_for(lambda n=n: signal.waiting == n, "the request to queue")
+        only.set_behaviour(Behaviour(latency_ms=1))
+        assert not holder.done()  # all three queued while the slot was held
         holder.result(timeout=10)
         ids = [f.result(timeout=10).request_id for f in futures]
         rt.flush()
@@ -115,7 +118,7 @@ def test_a_full_queue_refuses_a_low_priority_request_early_end_to_end(
     fakes: Fakes, config_for: Any, req: Any, db: Path
 ) -> None:
     """A high-priority request arriving at a full queue makes a low-priority one fail at once."""
-    (only,) = fakes(1, Behaviour(latency_ms=300))
+    (only,) = fakes(1, Behaviour(latency_ms=600))
     cfg = config_for(
         {"only": only},
         per_provider={"only": {"max_concurrency": 1}},
@@ -126,11 +129,12 @@ def test_a_full_queue_refuses_a_low_priority_request_early_end_to_end(
         wait_for(lambda: rt.get_active_requests("only") == 1)
         low = pool.submit(rt.complete, req(priority=0))
         wait_for(lambda: rt._signal.waiting == 1)
+        only.set_behaviour(Behaviour(latency_ms=1))
         high = pool.submit(rt.complete, req(priority=1))
         with pytest.raises(AllProvidersSaturated):
-            low.result(timeout=2)
-        assert not holder.done()  # refused early: before any slot was freed
+            low.result(timeout=5)  # at once, not at its 10 s queue timeout
         assert high.result(timeout=10).provider == "only"
+        assert holder.result(timeout=10).provider == "only"
 
 
 def _sim(max_queue: int) -> Simulation:

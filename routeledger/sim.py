@@ -38,6 +38,10 @@ A scenario is a TOML file::
     outages = [{ start_s = 10, end_s = 25, status = 503 }]
     ttft_ms = 40             # a stream's first chunk (default: a fifth of the latency)
     stream_break_rate = 0.0  # streams that break after their first chunk
+    rpm = 1200               # the provider's own requests (tpm: tokens) per minute; 429 beyond
+
+A provider's ``rpm``/``tpm`` in its table (not under ``sim``) is the runtime's own limit
+(token buckets in the router), and waiting requests are served by ``Request.priority``.
 
 The module is just over 500 lines: the event loop performs every effect of the policy, like
 its threaded twin; the scenario format already lives in :mod:`routeledger._scenario`.

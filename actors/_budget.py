@@ -3,8 +3,8 @@
 The budget is shared on the provider's handle. Its limit is changed only by the supervisor
 (an operator's ``set_concurrent_limit``); reserving (by the supervisor, in the same step as
 the decision) and releasing (by the thread whose call ended) are single atomic operations, so
-the hot path takes no extra actor round trip. A released slot wakes requests waiting in the
-runtime's bounded queue.
+the hot path takes no extra actor round trip. A released slot gives the requests waiting in
+the runtime's bounded queue their turns (by priority: ``routeledger.actors._waitqueue``).
 """
 
 from __future__ import annotations

@@ -130,6 +130,7 @@ class RoutingDesk:
         any_model: bool = False,
         not_before: dict[str, float] | None = None,
         again: bool = False,
+        rekey: str | None = None,
     ) -> Decision | Backoff | None:
         """Decide (and reserve a slot for) one attempt; ``first`` also records the arrival.
 
@@ -152,6 +153,7 @@ class RoutingDesk:
                     any_model=any_model,
                     not_before=not_before,
                     again=again,
+                    rekey=rekey,
                 )
             finally:
                 self._flusher.request()

@@ -34,8 +34,12 @@ An effect that fails is thrown back into the generator. The policy:
   to a provider that serves is not refused, while with every provider failing retries stop
   at ``retry_budget_min`` per provider and window (storm protection); only when no
   candidate has budget left does the request end (:class:`RetryBudgetExhausted`);
-- when every candidate is saturated, the request waits for capacity (a bounded queue) until
-  ``queue_timeout_s`` or its deadline;
+- when every candidate is saturated, the request waits for capacity (a bounded queue served
+  by ``Request.priority``, then arrival: :mod:`~routeledger.actors._waitqueue`) until
+  ``queue_timeout_s`` or its deadline; when every candidate is at its rpm/tpm limit, it waits
+  for headroom (a :class:`Backoff` with ``rate_limited``) if that comes before its deadline;
+- a 429 or 401 on one of a provider's several API keys retries that provider with its next
+  key (the decision's ``spare_keys``) before another provider is tried;
 - a stream may fail over only until its first chunk; once relayed, its end is recorded here
   like a completion's, and a break after the first chunk is a :class:`StreamInterrupted`.
 
@@ -59,8 +63,11 @@ from routeledger.events import (
     AllProvidersFailed,
     AllProvidersSaturated,
     AttemptCancelled,
+    AuthenticationError,
     DeadlineExceeded,
     ProviderError,
+    QuotaExceeded,
+    RateLimited,
     RequestCancelled,
     Response,
     RouteledgerError,
@@ -107,7 +114,10 @@ class Choose(NamedTuple):
     not_before: dict[str, float] = {}
     waiting: bool = False
     """The request asks again after waiting for capacity: its first saturated answer is
-    already recorded, so another one is not (a release wakes every waiter)."""
+    already recorded, so another one is not (a release gives every waiter a turn)."""
+    rekey: str | None = None
+    """A provider whose key was just refused or rate-limited: try it first, with its next
+    key, before another provider."""
 
 
 class Send(NamedTuple):
@@ -173,6 +183,9 @@ class Record(NamedTuple):
 Effect = Choose | Send | Relay | Pause | AwaitCapacity | Record
 
 DEADLINE_SLACK_S = 1e-6
+
+KEY_ERRORS = (RateLimited, AuthenticationError, QuotaExceeded)
+"""Errors that speak of the key used, not of the provider (see ``actors._keys``)."""
 
 
 class RetryBudget:
@@ -349,6 +362,7 @@ def run_request(
     banned: set[str] = set()
     not_before: dict[str, float] = {}
     attempt = 0
+    rekey: str | None = None
     queue_until: float | None = None
     max_attempts = failover.max_attempts if failover.enabled else 1
     retryable_names = frozenset(failover.retryable_errors)
@@ -369,6 +383,7 @@ def run_request(
             latency_ms=latency_ms,
             ts=clock.time(),
             probe=decision.probe,
+            key=decision.key,
             **fields,
         )
 
@@ -432,6 +447,7 @@ def run_request(
                 frozenset(banned),
                 dict(not_before),
                 queue_until is not None,
+                rekey,
             )
         except RetryBudgetExhausted:
             yield from fail(
@@ -466,10 +482,20 @@ def run_request(
                 )
             continue
         if isinstance(decision, Backoff):
+            if decision.rate_limited and clock.monotonic() + decision.seconds >= deadline_at:
+                yield from fail(
+                    AllProvidersSaturated(
+                        "every candidate provider is at its rate limit (rpm/tpm) until after "
+                        f"the deadline ({decision.provider!r} has headroom in "
+                        f"{decision.seconds:.3g} s)",
+                        request_id=rid,
+                    )
+                )
             # No slot is held while waiting: the provider's budget serves others meanwhile.
             yield Pause(decision.seconds)
             continue
         queue_until = None
+        rekey = None
         attempt += 1
         provider = decision.route.provider
         tried[provider] = tried.get(provider, 0) + 1
@@ -522,6 +548,10 @@ def run_request(
             yield from fail(error)
         if type(error).__name__ not in retryable_names:
             yield from fail(AllProvidersFailed(errors, request_id=rid))
+        if decision.spare_keys and isinstance(error, KEY_ERRORS):
+            # The key, not the provider, was refused or rate-limited: the next key first.
+            rekey = provider
+            continue
         if not error.retryable or tried[provider] >= failover.max_attempts_per_provider:
             banned.add(provider)
             continue

@@ -62,6 +62,8 @@ class Outcome(NamedTuple):
     stream: bool = False
     probe: bool = False
     """The attempt was a half-open probe of an open circuit."""
+    key: int = 0
+    """Which of the provider's API keys the attempt used (see ``actors._keys``)."""
 
     @property
     def ok(self) -> bool:
@@ -75,6 +77,8 @@ class Backoff(NamedTuple):
 
     seconds: float
     provider: str
+    rate_limited: bool = False
+    """Every candidate is at its rpm/tpm limit: the wait must fit the request's deadline."""
 
 
 class Decision(NamedTuple):
@@ -85,3 +89,7 @@ class Decision(NamedTuple):
     budget: Budget
     attempt: int
     probe: bool = False
+    key: int = 0
+    """Which of the provider's API keys to send with (index; 0 with one key)."""
+    spare_keys: int = 0
+    """How many other keys of the provider were usable: a 429 or 401 retries with one."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -27,7 +27,7 @@ from routeledger.actors._protocol import (
     ProviderMessage,
 )
 from routeledger.actors._stats import StatsTracker
-from routeledger.actors.wire import make_adapter, make_client
+from routeledger.actors.wire import HTTPAdapter, make_adapter, make_client
 from routeledger.events import ProviderConnectError
 
 if TYPE_CHECKING:
@@ -69,8 +69,10 @@ class ProviderHandle:
         "clients",
         "config",
         "name",
+        "on_headers",
         "stats",
         "wire",
+        "wires",
     )
 
     def __init__(
@@ -83,10 +85,14 @@ class ProviderHandle:
         self._tracker = StatsTracker(self.stats)
         self._lock = threading.Lock()
         self.wire: WireAdapter | None = None
+        self.wires: list[WireAdapter] = []
+        """One adapter per API key (the first is ``wire``) when the provider has several."""
         self.actor_ref: pykka.ActorRef[Any] | None = None
         # Every client this provider ever opened; closed when the runtime closes (a
         # restarted actor's old client may still serve calls in flight).
         self.clients: list[httpx.Client] = []
+        self.on_headers: Callable[[httpx.Headers], None] | None = None
+        """Given to the adapter: reads the rate-limit headers of every response."""
 
     def read_stats(self) -> ProviderStats:
         """Return the latest published statistics."""
@@ -98,15 +104,24 @@ class ProviderHandle:
             self.stats = self._tracker.record(outcome)
 
     def probe(self, timeout_s: float, monotonic: Callable[[], float]) -> ProbeResult:
-        """Run the adapter's free probe on this thread; never raise."""
-        from routeledger.events import RouteledgerError
+        """Run the adapter's free probe on this thread; never raise.
+
+        With several API keys, the provider is up when a probe with any key succeeds (one
+        revoked key is the key's problem, not the provider's): the others are tried in turn
+        after an authentication error.
+        """
+        from routeledger.events import AuthenticationError, RouteledgerError
 
         start = monotonic()
         wire = self.wire
         try:
             if wire is None:
                 raise ProviderConnectError("provider actor is not running", provider=self.name)
-            wire.probe(timeout_s=timeout_s)
+            try:
+                wire.probe(timeout_s=timeout_s)
+            except AuthenticationError:
+                if not self._probe_other_keys(timeout_s):
+                    raise
         except RouteledgerError as exc:
             error: str | None = f"{type(exc).__name__}: {exc.message}"[:300]
         except Exception as exc:  # a probe's failure is a result, never a crash
@@ -114,6 +129,18 @@ class ProviderHandle:
         else:
             error = None
         return ProbeResult(self.name, error is None, (monotonic() - start) * 1000.0, error)
+
+    def _probe_other_keys(self, timeout_s: float) -> bool:
+        """Return whether a probe with one of the provider's other keys succeeds."""
+        from routeledger.events import AuthenticationError
+
+        for wire in self.wires[1:]:
+            try:
+                wire.probe(timeout_s=timeout_s)
+            except AuthenticationError:
+                continue
+            return True
+        return False
 
 
 class ProviderActor(pykka.ThreadingActor):
@@ -131,24 +158,37 @@ class ProviderActor(pykka.ThreadingActor):
         supervisor: pykka.ActorRef[SupervisorActor] | None,
         monotonic: Callable[[], float],
         adapter_factory: AdapterFactory = default_adapter_factory,
+        more_keys: Sequence[Secret] = (),
     ) -> None:
         super().__init__()
         self.handle = handle
         self._api_key = api_key
+        self._more_keys = tuple(more_keys)
         self._supervisor = supervisor
         self._monotonic = monotonic
         self._factory = adapter_factory
 
     def on_start(self) -> None:
         """Open the client and build the adapter; a failure here crashes the actor."""
+        keys = [self._api_key, *self._more_keys]
+        wires = []
         try:
-            wire, client = self._factory(self.handle.config, self._api_key)
+            for key in keys:
+                wire, client = self._factory(self.handle.config, key)
+                self.handle.clients.append(client)
+                wires.append(wire)
         except Exception as exc:
             # pykka does not call on_failure for a failing on_start: report it ourselves.
             self.on_failure(type(exc), exc, exc.__traceback__)
             raise
-        self.handle.clients.append(client)
-        self.handle.wire = wire
+        for wire, key in zip(wires, keys, strict=True):
+            if isinstance(wire, HTTPAdapter):
+                if self.handle.on_headers is not None:
+                    wire.on_headers = self.handle.on_headers
+                if self._more_keys:
+                    wire.also_redact = tuple(k for k in keys if k is not None and k is not key)
+        self.handle.wires = wires
+        self.handle.wire = wires[0]
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         """Tell the supervisor this actor died, so that it restarts or disables it."""

@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from routeledger.actors import _recording
 from routeledger.actors._abtests import ABTests
+from routeledger.actors._buckets import RateLimits
 from routeledger.actors._circuit import CircuitMirror, Transition, counts_against_health
 from routeledger.actors._failover import RetryBudget, RetryBudgetExhausted
+from routeledger.actors._keys import KeyRing
 from routeledger.actors._messages import (
     Backoff,
     Decision,
@@ -160,6 +162,7 @@ class Router:
         emit: Callable[[list[Event]], None],
         ready: Mapping[str, Callable[[], bool]] | None = None,
         resume: Resume | None = None,
+        keys: Mapping[str, list[str]] | None = None,
     ) -> None:
         resume = resume or Resume()
         self.config = config
@@ -186,6 +189,13 @@ class Router:
             for p in config.providers
         }
         """Each provider's :class:`RetryBudget`: a retry *to* a provider spends its own."""
+        self.rate_limits = RateLimits(config.providers, clock.monotonic())
+        """The rpm/tpm buckets (consulted only when some limit is configured)."""
+        self._limited = self.rate_limits.active
+        self._headroom: dict[str, float] = {}
+        self.keys = {n: KeyRing(f) for n, f in (keys or {}).items() if len(f) > 1}
+        """The :class:`KeyRing` of each provider with several API keys (by fingerprint)."""
+        self._limited = self._limited or bool(self.keys)
         self._include_text = config.log.include_text
         self.ab = ABTests(providers=lambda: set(self.providers), clock=clock, rng=rng, emit=emit)
         self._resume(resume)
@@ -295,6 +305,7 @@ class Router:
         any_model: bool = False,
         not_before: Mapping[str, float] | None = None,
         again: bool = False,
+        rekey: str | None = None,
     ) -> Decision | Backoff | None:
         """Choose and reserve a provider for attempt number ``attempt`` of a request.
 
@@ -306,7 +317,11 @@ class Router:
         Raises a :class:`RoutingError` when nothing can serve the request, and records every
         decision, made or not, as a ``route.decided`` event, except one: a request asking
         ``again`` after waiting for capacity that finds every candidate still saturated (each
-        release of a slot wakes every waiter: the log would grow with the queue squared).
+        release of a slot gives every waiter a turn: the log would grow with the queue
+        squared). Candidates at their rpm/tpm limit, or with every API key resting, are
+        skipped; when none is left the answer is a ``Backoff`` with ``rate_limited`` set.
+        A ``rekey`` provider (its last key was refused or rate-limited) comes first, with
+        its next key.
         """
         request = query.request
         scope = self._scope(query)
@@ -375,6 +390,17 @@ class Router:
                     f"{waiting[first]:.3g} s",
                 )
                 return Backoff(waiting[first], first)
+        if self._limited:
+            kept, limited = self._within_rate_limits(request, kept, dropped, snap, now)
+            if not kept:
+                waits = {**limited, **waiting}
+                first = min(waits, key=lambda n: (waits[n], n))
+                decided(
+                    dropped,
+                    reason=f"every candidate is at its rate limit; {first!r} has headroom in "
+                    f"{waits[first]:.3g} s",
+                )
+                return Backoff(waits[first], first, rate_limited=first in limited)
 
         rot_key = (scope.pool_name, scope.strategy)
         ranking, new_current = rank(
@@ -386,6 +412,9 @@ class Router:
             weights=scope.pool.weights if scope.pool is not None else None,
         )
         order, reason = _preferred_order(ranking, preferred, tried)
+        if rekey is not None and rekey in order:
+            order = [rekey, *(n for n in order if n != rekey)]
+            reason = f"next API key of {rekey!r}; {ranking.reason}"
         if panic:
             reason = f"panic routing (every candidate unhealthy); {reason}"
         chosen, probe = self._reserve(order, dropped, now) if reserve else (order[0], False)
@@ -394,6 +423,15 @@ class Router:
                 decided(dropped, scores=ranking.scores)
             return None
 
+        key, spare_keys, key_name = 0, 0, None
+        if self._limited and reserve:
+            model = snap.specs[chosen]
+            self.rate_limits.take(chosen, model, self._tokens(request, model), now)
+            ring = self.keys.get(chosen)
+            if ring is not None:
+                key = ring.pick(now)
+                spare_keys = ring.usable(now) - 1
+                key_name = ring.fingerprints[key]
         if attempt > 1 and reserve:
             # Spent only once a slot is held: a retry that waits for capacity and asks again
             # must not pay once per wake-up.
@@ -439,10 +477,19 @@ class Router:
                     provider=chosen,
                     model=spec.name,
                     in_flight=budget.in_flight,
+                    key=key_name,
                 )
             )
         self.emit(events)
-        return Decision(route=route, model=spec, budget=budget, attempt=attempt, probe=probe)
+        return Decision(
+            route=route,
+            model=spec,
+            budget=budget,
+            attempt=attempt,
+            probe=probe,
+            key=key,
+            spare_keys=spare_keys,
+        )
 
     def _within_retry_budget(
         self, kept: list[str], dropped: dict[str, str], now: float
@@ -459,6 +506,42 @@ class Router:
                     f"{budget.allowance(now):g} retries spent)"
                 )
         return within
+
+    def _tokens(self, request: Request, spec: ModelSpec) -> int:
+        """Return the tokens a request counts against a tpm limit on ``spec``: its prompt
+        estimate plus the most it may output (as providers count it)."""
+        out = request.max_tokens or spec.max_output or self.config.cost.assumed_output_tokens
+        return request.estimated_input_tokens() + out
+
+    def _within_rate_limits(
+        self,
+        request: Request,
+        kept: list[str],
+        dropped: dict[str, str],
+        snap: _ProviderViews,
+        now: float,
+    ) -> tuple[list[str], dict[str, float]]:
+        """Keep the candidates with rpm/tpm headroom for the request; return the others'
+        waits until they have it."""
+        within: list[str] = []
+        limited: dict[str, float] = {}
+        headroom = self._headroom
+        headroom.clear()
+        for name in kept:
+            spec = snap.specs[name]
+            room = self.rate_limits.headroom(name, spec, self._tokens(request, spec), now)
+            if room.wait_s > 0:
+                limited[name] = room.wait_s
+                dropped[name] = f"rate limit: {room.reason}"
+                continue
+            ring = self.keys.get(name)
+            if ring is not None and not ring.usable(now):
+                limited[name] = ring.wait_s(now)
+                dropped[name] = ring.why_resting(now)
+                continue
+            within.append(name)
+            headroom[name] = room.share
+        return within, limited
 
     def _scope(self, query: RouteQuery) -> _Scope:
         """Resolve and check what constrains a request's routing."""
@@ -563,6 +646,7 @@ class Router:
             limit=p.budget.limit,
             latency_ms=snap.latencies[name],
             cost=snap.costs[name],
+            headroom=self._headroom.get(name, 1.0) if self._limited else 1.0,
         )
 
     def _reserve(
@@ -626,6 +710,12 @@ class Router:
         ts = self._now()
         if outcome is not None:
             self._settle_retry(outcome)
+            if self._limited and outcome.usage is not None:
+                self._settle_tokens(outcome, query)
+            if outcome.error is not None and outcome.provider in self.keys:
+                self.keys[outcome.provider].failed(
+                    outcome.key, outcome.error, self.clock.monotonic()
+                )
             events.append(_recording.attempt_event(outcome, ts=ts))
         if ended is not None:
             events.extend(
@@ -647,6 +737,16 @@ class Router:
                     events.append(ab_outcome)
         if events:
             self.emit(events)
+
+    def _settle_tokens(self, outcome: Outcome, query: RouteQuery) -> None:
+        """Give back what the attempt's token estimate charged over what it used."""
+        p = self.providers.get(outcome.provider)
+        spec = p.config.model(outcome.model) if p is not None else None
+        if spec is None or outcome.usage is None:
+            return
+        estimated = self._tokens(query.request, spec)
+        used = outcome.usage.input_tokens + outcome.usage.output_tokens
+        self.rate_limits.settle(outcome.provider, spec, estimated, used, self.clock.monotonic())
 
     def _settle_retry(self, outcome: Outcome) -> None:
         """Let an attempt's outcome earn its provider retry budget, or settle a retry's cost."""

@@ -27,6 +27,7 @@ __all__ = [
     "rank_latency",
     "rank_least_loaded",
     "rank_round_robin",
+    "rank_usage",
     "rank_weighted",
 ]
 
@@ -58,6 +59,8 @@ class Candidate(NamedTuple):
     limit: int
     latency_ms: float | None
     cost: float | None
+    headroom: float = 1.0
+    """The smallest share of its rpm/tpm buckets left after the request (1.0: no limit)."""
 
 
 class Ranking(NamedTuple):
@@ -272,6 +275,26 @@ def rank_weighted(
     return Ranking([chosen.name] + [c.name for c in rest], scores, reason), new_current
 
 
+def rank_usage(candidates: list[Candidate]) -> Ranking:
+    """Prefer the most rate-limit headroom: the largest share of rpm/tpm left after the
+    request (a provider without limits counts as all headroom); ties go to the higher
+    priority, then the lower load, then configuration order."""
+    ordered = sorted(
+        candidates,
+        key=lambda c: (-c.headroom, -c.priority, c.in_flight / max(c.limit, 1), c.order),
+    )
+    if not ordered:
+        return Ranking([], {}, "usage: no candidate")
+    scores = {c.name: round(c.headroom, 6) for c in ordered}
+    best = ordered[0]
+    return Ranking(
+        [c.name for c in ordered],
+        scores,
+        f"usage: {best.headroom:.0%} of its rate limit left after this request, "
+        f"most of {len(ordered)}",
+    )
+
+
 def rank(
     strategy: str,
     candidates: list[Candidate],
@@ -292,4 +315,6 @@ def rank(
         return rank_cost(candidates, rng), None
     if strategy == "weighted":
         return rank_weighted(candidates, current or {}, weights)
+    if strategy == "usage":
+        return rank_usage(candidates), None
     raise ValueError(f"unknown strategy {strategy!r}")

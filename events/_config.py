@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 KINDS = frozenset({"openai", "anthropic"})
-STRATEGIES = frozenset({"round-robin", "least-loaded", "latency", "cost", "weighted"})
+STRATEGIES = frozenset({"round-robin", "least-loaded", "latency", "cost", "weighted", "usage"})
 RETRYABLE_ERROR_NAMES = frozenset(
     {
         "RateLimited",
@@ -118,6 +118,10 @@ class ModelSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     cache_write_per_mtok: float | None = None
     """Price of prompt tokens written to the cache; absent, the input price (Anthropic
     charges 1.25x input for 5-minute writes: set it to be exact)."""
+    rpm: int | None = None
+    """Requests per minute this model may take on this provider (``None``: no limit)."""
+    tpm: int | None = None
+    """Tokens per minute (prompt estimate plus the most it may output) on this provider."""
 
     @property
     def wire_name(self) -> str:
@@ -193,11 +197,22 @@ class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_response_bytes: int = 8 * 1024 * 1024
     max_line_bytes: int = 1024 * 1024
     enabled: bool = True
+    rpm: int | None = None
+    """Requests per minute (a token bucket, see ``routeledger.actors._buckets``)."""
+    tpm: int | None = None
+    """Tokens per minute: each request counts its prompt estimate plus its most output."""
+    api_keys: list[Secret] | None = None
+    """Several keys, used in rotation (a 429 or 401 on one moves to the next key first)."""
+    api_key_envs: list[str] | None = None
+    """Environment variables holding several keys (with ``api_keys``: after them)."""
 
     def __post_init__(self) -> None:
         key: object = self.api_key
         if isinstance(key, str):
             self.api_key = Secret(key)
+        keys: object = self.api_keys
+        if isinstance(keys, list) and any(isinstance(k, str) for k in keys):
+            self.api_keys = [Secret(k) if isinstance(k, str) else k for k in keys]
 
     def model(self, name: str) -> ModelSpec | None:
         """Return the spec of model ``name``, or ``None`` if this provider does not serve it."""
@@ -214,6 +229,21 @@ class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             value = (os.environ if environ is None else environ).get(self.api_key_env)
             return Secret(value) if value else None
         return None
+
+    def resolve_api_keys(self, environ: Mapping[str, str] | None = None) -> list[Secret]:
+        """Return every key to rotate through: ``api_key``/``api_key_env`` first, then
+        ``api_keys``, then the values of ``api_key_envs`` (unset ones skipped, repeats once)."""
+        env = os.environ if environ is None else environ
+        keys: list[Secret] = []
+        first = self.resolve_api_key(env)
+        if first is not None:
+            keys.append(first)
+        keys.extend(self.api_keys or [])
+        for name in self.api_key_envs or []:
+            value = env.get(name)
+            if value:
+                keys.append(Secret(value))
+        return list(dict.fromkeys(keys))
 
 
 class FailoverConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -483,6 +513,8 @@ def _validate_provider(
         _check_number(
             problems, f"{mw}.max_output", m.max_output, minimum=1, optional=True, integer=True
         )
+        _check_number(problems, f"{mw}.rpm", m.rpm, minimum=1, optional=True, integer=True)
+        _check_number(problems, f"{mw}.tpm", m.tpm, minimum=1, optional=True, integer=True)
         unknown = set(m.capabilities) - CAPABILITIES
         if unknown:
             problems.append(
@@ -512,9 +544,38 @@ def _validate_provider(
             # is a valid variable name too, and must not be echoed.
             shown = p.api_key_env if _USUAL_ENV_NAME.fullmatch(p.api_key_env) else "(not shown)"
             problems.append(f"{where}: environment variable {shown} (api_key_env) is not set")
+    _check_number(problems, f"{where}.rpm", p.rpm, minimum=1, optional=True, integer=True)
+    _check_number(problems, f"{where}.tpm", p.tpm, minimum=1, optional=True, integer=True)
+    _check_api_keys(p, where, problems, environ)
     for h in p.headers:
         if h.lower() in ("authorization", "x-api-key"):
             problems.append(f"{where}.headers: put credentials in api_key or api_key_env")
+
+
+def _check_api_keys(
+    p: ProviderConfig, where: str, problems: list[str], environ: Mapping[str, str]
+) -> None:
+    """Check ``api_keys`` and ``api_key_envs`` (never echoing a value that may be a key)."""
+    if p.api_keys is not None:
+        if not p.api_keys:
+            problems.append(f"{where}.api_keys must list at least one key (or be left out)")
+        for j, key in enumerate(p.api_keys):
+            if not isinstance(key, Secret) or not key.reveal():
+                problems.append(f"{where}.api_keys[{j}] must be a non-empty string")
+    if p.api_key_envs is not None:
+        if not p.api_key_envs:
+            problems.append(f"{where}.api_key_envs must list at least one name (or be left out)")
+        for j, name in enumerate(p.api_key_envs):
+            if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+                problems.append(
+                    f"{where}.api_key_envs[{j}] is not an environment variable name "
+                    "(value not shown; put keys themselves in api_keys)"
+                )
+            elif not environ.get(name):
+                shown = name if _USUAL_ENV_NAME.fullmatch(name) else "(not shown)"
+                problems.append(
+                    f"{where}: environment variable {shown} (api_key_envs[{j}]) is not set"
+                )
 
 
 def validate_config(config: RuntimeConfig, *, environ: Mapping[str, str] | None = None) -> None:

@@ -141,6 +141,8 @@ class AttemptStarted(Event, frozen=True, kw_only=True, tag="attempt.started"):
     provider: str
     model: str
     in_flight: int = 0
+    key: str | None = None
+    """The fingerprint of the API key used, when the provider has several (never the key)."""
     ts: float
 
 

@@ -125,6 +125,8 @@ class Request(msgspec.Struct, frozen=True, kw_only=True):
 
     ``deadline`` is the total time in seconds the request may take, all attempts included,
     counted from when routeledger receives it. ``request_id`` is generated when not given.
+    ``priority`` orders the requests waiting for capacity: a higher number is served first
+    (then arrival order), and a full queue refuses the lowest first.
     """
 
     model: str
@@ -151,6 +153,7 @@ class Request(msgspec.Struct, frozen=True, kw_only=True):
     extra_body: dict[str, object] | None = None
     """Fields merged into the wire body last, after everything routeledger sets: they can
     override any of it (the model id included). Must be JSON-encodable."""
+    priority: int = 0
 
     def needed_capabilities(self) -> frozenset[str]:
         """Return the capabilities a model must have to serve this request."""

@@ -66,6 +66,9 @@ def validate_request(request: object) -> Request:
     d = request.deadline
     if d is not None and (not isinstance(d, int | float) or not math.isfinite(d) or d <= 0):
         problems.append(f"deadline must be a positive, finite number of seconds, got {d!r}")
+    pr = request.priority
+    if isinstance(pr, bool) or not isinstance(pr, int):
+        problems.append(f"priority must be an integer, got {pr!r}")
     stop: object = request.stop
     if stop is not None and (
         not isinstance(stop, list) or not all(isinstance(x, str) for x in stop)

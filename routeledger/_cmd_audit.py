@@ -97,7 +97,8 @@ def _describe(position: int, event: Event) -> list[str]:
             lines.append(f"{'':32}alternatives: {', '.join(event.alternatives)}")
         return lines
     if isinstance(event, AttemptStarted):
-        return [f"{head} attempt {event.attempt} -> {event.provider} ({event.model})"]
+        key = f", key {event.key}" if event.key else ""
+        return [f"{head} attempt {event.attempt} -> {event.provider} ({event.model}{key})"]
     if isinstance(event, AttemptSucceeded):
         cost = "unknown" if event.cost is None else f"{event.cost:.6f}"
         return [

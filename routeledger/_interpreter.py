@@ -56,11 +56,11 @@ if TYPE_CHECKING:
     import random
 
     from routeledger._observe import RequestObserver, RequestWatch
-    from routeledger.actors._budget import CapacitySignal
     from routeledger.actors._clock import Clock
     from routeledger.actors._desk import RoutingDesk
     from routeledger.actors._messages import Decision, RouteQuery
     from routeledger.actors._provider import ProviderHandle
+    from routeledger.actors._waitqueue import Ticket, WaitQueue
     from routeledger.actors.wire import WireAdapter
     from routeledger.events import FailoverConfig, Request
 
@@ -77,7 +77,8 @@ class ThreadedInterpreter:
     Args:
         desk: The routing desk (decisions and records).
         handles: Each provider's shared handle (adapter, budget, statistics).
-        signal: Wakes callers waiting for capacity when a slot is released.
+        signal: The queue of callers waiting for capacity (served by priority when a slot
+            is released).
         failover: The failover settings.
         clock: The clock.
         rng: The RNG of backoff jitter.
@@ -88,7 +89,7 @@ class ThreadedInterpreter:
         *,
         desk: RoutingDesk,
         handles: dict[str, ProviderHandle],
-        signal: CapacitySignal,
+        signal: WaitQueue,
         failover: FailoverConfig,
         clock: Clock,
         rng: random.Random,
@@ -100,8 +101,6 @@ class ThreadedInterpreter:
         self._clock = clock
         self._rng = rng
         self._timeouts = {name: h.config.timeout_s for name, h in handles.items()}
-        self._waiting = 0
-        self._waiting_lock = threading.Lock()
         # The scopes of the runs in flight, for drain() at shutdown.
         self._live: set[CancelScope] = set()
         self._idle = threading.Condition(threading.Lock())
@@ -185,7 +184,7 @@ class ThreadedInterpreter:
     def cancel(self, scope: CancelScope, reason: str = "cancelled") -> None:
         """Cancel one run (see :class:`CancelScope`), waking it if it waits for capacity."""
         scope.cancel(reason)
-        self._signal.notify()
+        self._signal.interrupt()
 
     def drain(self, grace_s: float, *, settle_s: float = 2.0) -> int:
         """Wait up to ``grace_s`` for the requests in flight, then cancel the rest.
@@ -201,7 +200,7 @@ class ThreadedInterpreter:
         for scope in rest:
             scope.cancel("shutdown")
         if rest:
-            self._signal.notify()  # wake requests waiting for capacity
+            self._signal.interrupt()  # wake requests waiting for capacity
             settle = time.monotonic() + settle_s
             with self._idle:
                 while self._live and (left := settle - time.monotonic()) > 0:
@@ -212,7 +211,10 @@ class ThreadedInterpreter:
 
     def _call(self, decision: Decision, request: Request, timeout_s: float) -> Any:
         """Send one attempt; the slot is released when it ends (a stream: when relayed)."""
-        wire = self._handles[decision.route.provider].wire
+        handle = self._handles[decision.route.provider]
+        wire = handle.wire
+        if wire is not None and decision.key:
+            wire = handle.wires[decision.key]  # the provider's other keys (actors._keys)
         opened = False
         try:
             if wire is None:
@@ -251,22 +253,19 @@ class ThreadedInterpreter:
             self._handles[effect.outcome.provider].record(effect.outcome)
         self._desk.record(query, effect.outcome, effect.ended)
 
-    def _await_capacity(self, seen: int, timeout_s: float) -> bool:
-        with self._waiting_lock:
-            if self._waiting >= self._failover.max_queue:
-                return False
-            self._waiting += 1
-        try:
-            return self._signal.wait(seen, timeout_s)
-        finally:
-            with self._waiting_lock:
-                self._waiting -= 1
+    def _await_capacity(self, run: _Run, timeout_s: float) -> bool:
+        if run.ticket is None:
+            run.ticket = self._signal.ticket(run.query.request.priority)
+        run.woken = self._signal.wait_turn(
+            run.ticket, run.seen, timeout_s, max_queue=self._failover.max_queue
+        )
+        return run.woken
 
 
 class _Run:
     """One request's run through the interpreter: what its next effects depend on."""
 
-    __slots__ = ("first", "interpreter", "query", "scope", "seen", "watch")
+    __slots__ = ("first", "interpreter", "query", "scope", "seen", "ticket", "watch", "woken")
 
     def __init__(
         self, interpreter: ThreadedInterpreter, query: RouteQuery, scope: CancelScope
@@ -277,6 +276,10 @@ class _Run:
         self.first = True
         # The capacity generation before the last decision: no release in between is missed.
         self.seen = 0
+        # The request's place in the wait queue (made at its first wait), and whether it
+        # is its turn to ask the router (the next decision ends the turn).
+        self.ticket: Ticket | None = None
+        self.woken = False
         observer = interpreter.observer
         self.watch: RequestWatch | None = (
             None if observer is None else observer.request_started(query)
@@ -287,22 +290,30 @@ class _Run:
         it = self.interpreter
         scope = self.scope
         rid = self.query.request.request_id
+        if self.woken and type(effect) is not Choose:
+            # A turn that ends without a decision (the deadline passed meanwhile, or the run
+            # was cancelled): the next waiter's turn begins.
+            self._end_turn()
         try:
             if scope.reason is not None and type(effect) is not Record:
                 return self._stopped(effect, scope.reason)
             match effect:
-                case Choose(attempt, tried, banned, not_before, waiting):
+                case Choose(attempt, tried, banned, not_before, waiting, rekey):
                     self.seen = it._signal.generation
                     first, self.first = self.first, False
-                    decision = it._desk.decide(
-                        self.query,
-                        attempt=attempt,
-                        tried=tried,
-                        banned=banned,
-                        first=first,
-                        not_before=not_before,
-                        again=waiting,
-                    )
+                    try:
+                        decision = it._desk.decide(
+                            self.query,
+                            attempt=attempt,
+                            tried=tried,
+                            banned=banned,
+                            first=first,
+                            not_before=not_before,
+                            again=waiting,
+                            rekey=rekey,
+                        )
+                    finally:
+                        self._end_turn()
                     if self.watch is not None:
                         self.watch.chose(decision)
                     return decision, None
@@ -322,7 +333,7 @@ class _Run:
                 case Pause(seconds):
                     scope.sleep(it._clock, seconds)
                 case AwaitCapacity(timeout_s):
-                    freed = it._await_capacity(self.seen, timeout_s)
+                    freed = it._await_capacity(self, timeout_s)
                     if scope.reason is not None:
                         return None, cancelled_end(scope.reason, rid)
                     return freed, None
@@ -332,8 +343,16 @@ class _Run:
             return None, exc
         return None, None
 
+    def _end_turn(self) -> None:
+        """End this run's turn in the wait queue, if it has one."""
+        if self.woken:
+            self.woken = False
+            assert self.ticket is not None
+            self.interpreter._signal.done(self.ticket)
+
     def _stopped(self, effect: Effect, reason: str) -> tuple[Any, BaseException | None]:
         """Answer ``effect`` of a cancelled run: it goes no further."""
+        self._end_turn()
         rid = self.query.request.request_id
         if type(effect) is Send:
             effect.decision.budget.release()  # the policy counts on the call releasing it

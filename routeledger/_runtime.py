@@ -34,11 +34,13 @@ import pykka
 from routeledger._cache import ResponseCache, cache_key
 from routeledger._interpreter import ThreadedInterpreter
 from routeledger._startup import config_digest, config_summary, fold_log
-from routeledger.actors._budget import Budget, CapacitySignal
+from routeledger.actors._buckets import RESUME_SCAN_EVENTS, HeaderReader, recent_attempts
+from routeledger.actors._budget import Budget
 from routeledger.actors._bus import EventBus
 from routeledger.actors._clock import Clock, SystemClock
 from routeledger.actors._desk import BufferedEmitter, RoutingDesk
 from routeledger.actors._health import HealthActor
+from routeledger.actors._keys import fingerprint
 from routeledger.actors._messages import Decision, RouteQuery
 from routeledger.actors._protocol import (
     PING,
@@ -77,6 +79,7 @@ from routeledger.actors._provider import (
 from routeledger.actors._resume import plan_resume
 from routeledger.actors._router import Router
 from routeledger.actors._supervisor import SupervisorActor
+from routeledger.actors._waitqueue import WaitQueue
 from routeledger.actors._writer import EventWriter, LogWriterActor, Unwritten
 from routeledger.actors.wire import CancelScope
 from routeledger.events import (
@@ -261,7 +264,7 @@ class Runtime:
             else None
         )
         self._bus = EventBus()
-        self._signal = CapacitySignal()
+        self._signal = WaitQueue()
 
         # The log is the source of truth: live figures and routing state continue from it.
         projections = fold_log(self._store)
@@ -318,7 +321,26 @@ class Runtime:
             emit=emit,
             ready={n: functools.partial(_ready, h) for n, h in self._handles.items()},
             resume=resume,
+            keys={
+                p.name: [fingerprint(k) for k in p.resolve_api_keys(environ)]
+                for p in config.providers
+                if p.api_keys or p.api_key_envs
+            },
         )
+        if router.rate_limits.active:
+            # The buckets continue from the last minute's attempts (see actors._buckets).
+            first = max(1, self._store.last_position() - RESUME_SCAN_EVENTS)
+            router.rate_limits.resume(
+                recent_attempts(
+                    (e for _, e in self._store.read(first, strict=False)),
+                    wall_now=clock.time(),
+                    mono_now=clock.monotonic(),
+                ),
+                clock.monotonic(),
+            )
+        for name, handle in self._handles.items():
+            if router.rate_limits.limited(name):
+                handle.on_headers = HeaderReader(router.rate_limits, name, clock.monotonic)
         emit.send()  # the configuration, pools and A/B tests, before anything else
         if kept_gaps:
             try:
@@ -369,9 +391,13 @@ class Runtime:
     def _start_provider(self, name: str) -> None:
         handle = self._handles[name]
         config = handle.config
+        keys = (
+            config.resolve_api_keys(self._environ) if config.api_keys or config.api_key_envs else []
+        )
         handle.actor_ref = ProviderActor.start(
             handle,
-            api_key=config.resolve_api_key(self._environ),
+            api_key=keys[0] if keys else config.resolve_api_key(self._environ),
+            more_keys=keys[1:],
             supervisor=self._supervisor,
             monotonic=self._clock.monotonic,
             adapter_factory=self._adapter_factory,

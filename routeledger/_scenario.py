@@ -102,6 +102,11 @@ class SimBehaviour(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """``Retry-After`` of a ``fail_status`` failure (a 429's)."""
     phases: list[Phase] = []
     """A recorded trace: piecewise behaviour over time (see :func:`behaviour_at`)."""
+    rpm: int | None = None
+    """The provider's own requests-per-minute limit (a token bucket, refilled continuously,
+    as real providers state theirs); beyond it, 429 with ``Retry-After: retry_after_s``."""
+    tpm: int | None = None
+    """The provider's own tokens-per-minute limit (prompt estimate plus ``max_tokens``)."""
 
 
 def behaviour_at(behaviour: SimBehaviour, t: float, draw: float) -> SimBehaviour:

@@ -25,7 +25,17 @@ def config_summary(config: RuntimeConfig) -> dict[str, Any]:
     data: dict[str, Any] = msgspec.to_builtins(config, enc_hook=hook)
     for p in data.get("providers", []):
         p.pop("api_key", None)
+        p.pop("api_keys", None)
         p.pop("headers", None)
+        # Fields added later are left out while unset, so that the digest of a configuration
+        # that does not use them stays what it was (run-time changes survive an upgrade).
+        for name in ("rpm", "tpm", "api_key_envs"):
+            if p.get(name) is None:
+                p.pop(name, None)
+        for m in p.get("models", []):
+            for name in ("rpm", "tpm"):
+                if isinstance(m, dict) and m.get(name) is None:
+                    m.pop(name, None)
         if isinstance(p.get("base_url"), str):
             p["base_url"] = url_without_password(p["base_url"])
     return data

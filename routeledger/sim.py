@@ -38,6 +38,10 @@ A scenario is a TOML file::
     outages = [{ start_s = 10, end_s = 25, status = 503 }]
     ttft_ms = 40             # a stream's first chunk (default: a fifth of the latency)
     stream_break_rate = 0.0  # streams that break after their first chunk
+    rpm = 1200               # the provider's own requests (tpm: tokens) per minute; 429 beyond
+
+A provider's ``rpm``/``tpm`` in its table (not under ``sim``) is the runtime's own limit
+(token buckets in the router), and waiting requests are served by ``Request.priority``.
 
 A scenario may also carry a recorded trace (``routeledger scenario`` writes one):
 ``[simulation] arrivals`` (the requests, by arrival time; ``requests`` and ``rate_per_s``
@@ -73,6 +77,7 @@ from routeledger._scenario import (
     load_scenario,
     scenario_from_dict,
 )
+from routeledger.actors._buckets import TokenBucket
 from routeledger.actors._budget import Budget
 from routeledger.actors._clock import VirtualClock
 from routeledger.actors._failover import (
@@ -188,6 +193,10 @@ class Simulation:
         self._timeouts = {p.name: p.timeout_s for p in self.config.providers}
         self.streams_broken = 0
         self._calls: dict[str, deque[float]] = {p.name: deque() for p in self.config.providers}
+        # Each simulated provider's own rpm/tpm buckets, made at its first call.
+        self._own_limits: dict[str, tuple[TokenBucket | None, TokenBucket | None]] = {}
+        self.over_limit = 0
+        """Calls a simulated provider refused for its own rpm/tpm limit."""
         self.writer.add(
             [
                 ConfigurationApplied(
@@ -360,7 +369,7 @@ class Simulation:
                 return
             send = throw = None
             match effect:
-                case Choose(attempt, tried, banned, not_before, waiting):
+                case Choose(attempt, tried, banned, not_before, waiting, rekey):
                     try:
                         if task.first:
                             self.router.received(task.query)
@@ -372,6 +381,7 @@ class Simulation:
                             banned=banned,
                             not_before=not_before,
                             again=waiting,
+                            rekey=rekey,
                         )
                         if isinstance(send, Decision):
                             p = send.route.provider
@@ -390,6 +400,9 @@ class Simulation:
                     self.at(self.clock.monotonic() + seconds, lambda: self._step(task, None, None))
                     return
                 case AwaitCapacity(timeout_s):
+                    if not self._make_room(task):
+                        send = False
+                        continue
                     task.waiting = True
                     task.parks += 1
                     self._parked.append(task)
@@ -400,6 +413,21 @@ class Simulation:
                     return
                 case Record():
                     self._record(effect, task.query)
+
+    def _make_room(self, task: _Task) -> bool:
+        """Return whether ``task`` may wait: the queue has room, or a waiter of lower
+        priority is refused to make some (as the threaded runtime's wait queue does)."""
+        if len(self._parked) < self.config.failover.max_queue:
+            return True
+        priority = task.query.request.priority
+        lowest = min(reversed(self._parked), key=lambda t: t.query.request.priority, default=None)
+        if lowest is None or lowest.query.request.priority >= priority:
+            return False
+        lowest.parks += 1  # its queue timeout no longer applies
+        lowest.waiting = False
+        self._parked.remove(lowest)
+        self.at(self.clock.monotonic(), functools.partial(self._step, lowest, False, None))
+        return True
 
     def _wake(self, task: _Task, freed: bool, *, park: int | None = None) -> None:
         if not task.waiting or (park is not None and park != task.parks):
@@ -416,9 +444,13 @@ class Simulation:
             self.at(self.clock.monotonic(), self._drain)
 
     def _drain(self) -> None:
-        """Wake waiting requests, oldest first, while some provider has a free slot."""
+        """Wake waiting requests, highest priority first and then oldest first, while some
+        provider has a free slot (as the threaded runtime's wait queue serves them)."""
         self._draining = False
-        for task in list(self._parked):
+        parked = self._parked
+        if any(t.query.request.priority for t in parked):
+            parked = sorted(parked, key=lambda t: -t.query.request.priority)  # stable: FIFO
+        for task in list(parked):
             if all(b.in_flight >= b.limit for b in self.budgets.values()):
                 break
             self._wake(task, True)
@@ -463,7 +495,9 @@ class Simulation:
         if outage is not None:
             error = _error_for(outage.status, name, retry_after=None)
             latency_s = behaviour.fail_latency_ms / 1000.0
-        elif behaviour.rate_limit_per_s is not None and len(calls) >= behaviour.rate_limit_per_s:
+        elif (
+            behaviour.rate_limit_per_s is not None and len(calls) >= behaviour.rate_limit_per_s
+        ) or self._over_own_limit(name, behaviour, request, now):
             error = RateLimited(
                 "rate limited", provider=name, status=429, retry_after_s=behaviour.retry_after_s
             )
@@ -502,6 +536,32 @@ class Simulation:
                 self._step(task, response, None)
 
         self.at(now + answer_s, done)
+
+    def _over_own_limit(
+        self, name: str, behaviour: SimBehaviour, request: Request, now: float
+    ) -> bool:
+        """Charge a call to the simulated provider's own rpm/tpm; return whether it is over."""
+        if behaviour.rpm is None and behaviour.tpm is None:
+            return False
+        if name not in self._own_limits:
+            self._own_limits[name] = (
+                TokenBucket(behaviour.rpm, now) if behaviour.rpm else None,
+                TokenBucket(behaviour.tpm, now) if behaviour.tpm else None,
+            )
+        requests, tokens = self._own_limits[name]
+        # As the router counts: the prompt estimate plus the most the request may output.
+        need = request.estimated_input_tokens() + (request.max_tokens or 0)
+        # A hair of slack: the router's bucket and this one refill from different instants.
+        if (requests is not None and requests.available(now) < 1 - 1e-6) or (
+            tokens is not None and tokens.available(now) < need - 1e-6
+        ):
+            self.over_limit += 1
+            return True
+        if requests is not None:
+            requests.take(1, now)
+        if tokens is not None:
+            tokens.take(need, now)
+        return False
 
     def _relay(self, task: _Task, decision: Decision) -> None:
         """Let an opened stream run to its end, or break after its first chunk."""

@@ -53,17 +53,21 @@ def build_scenario(
     health: dict[str, Any] | None = None,
     pools: list[dict[str, Any]] | None = None,
     ab_tests: list[dict[str, Any]] | None = None,
+    rpms: tuple[int | None, ...] = (None, None, None),
 ) -> Scenario:
-    """Return a scenario of providers a, b, c (each with the canary key) and no workload."""
+    """Return a scenario of providers a, b, c (each with the canary key) and no workload;
+    a provider with an ``rpm`` enforces it itself too (a 429 beyond it)."""
     providers = [
         {
             "name": name,
             "api_key": CANARY,
             "max_concurrency": limit,
             "models": [{"name": MODEL, "input_per_mtok": 1.0 + i, "output_per_mtok": 2.0}],
-            "sim": {"latency_ms": 50.0 + 40 * i, "latency_sigma": 0.3},
+            "sim": {"latency_ms": 50.0 + 40 * i, "latency_sigma": 0.3}
+            | ({"rpm": rpm} if rpm else {}),
         }
-        for i, (name, limit) in enumerate(zip(NAMES, limits, strict=True))
+        | ({"rpm": rpm} if rpm else {})
+        for i, (name, limit, rpm) in enumerate(zip(NAMES, limits, rpms, strict=True))
     ]
     return scenario_from_dict(
         {
@@ -78,7 +82,9 @@ def build_scenario(
     )
 
 
-def request(i: int, *, deadline: float | None = None, stream: bool = False) -> Request:
+def request(
+    i: int, *, deadline: float | None = None, stream: bool = False, priority: int = 0
+) -> Request:
     """Return the ``i``-th request of a property run."""
     return Request(
         model=MODEL,
@@ -87,7 +93,27 @@ def request(i: int, *, deadline: float | None = None, stream: bool = False) -> R
         request_id=f"p-{i:06d}",
         deadline=deadline,
         stream=stream,
+        priority=priority,
     )
+
+
+def over_rpm(events: list[Event], provider: str, rpm: int) -> list[float]:
+    """Return the times of the attempts on ``provider`` beyond a bucket of ``rpm`` a minute.
+
+    Written apart from the runtime's buckets on purpose: a full bucket of ``rpm`` refilled
+    at ``rpm`` per minute, one taken per attempt started, must never go below zero.
+    """
+    level, last, over = float(rpm), None, []
+    for e in events:
+        if type(e).__name__ != "AttemptStarted" or e.provider != provider:
+            continue
+        if last is not None:
+            level = min(float(rpm), level + (e.ts - last) * rpm / 60.0)
+        last = e.ts
+        level -= 1
+        if level < -1e-6:
+            over.append(e.ts)
+    return over
 
 
 def log_of(sim: Simulation) -> list[Event]:
@@ -212,7 +238,10 @@ class RuntimeMachine(RuleBasedStateMachine):
     checker: LogChecker
 
     @initialize(
-        strategy=st.sampled_from(["round-robin", "least-loaded", "latency", "cost", "weighted"]),
+        strategy=st.sampled_from(
+            ["round-robin", "least-loaded", "latency", "cost", "weighted", "usage"]
+        ),
+        rpms=st.tuples(*[st.sampled_from([None, None, 3, 10, 40])] * 3),
         limits=st.tuples(*[st.integers(1, 4)] * 3),
         max_attempts=st.integers(1, 4),
         per_provider=st.integers(1, 2),
@@ -231,11 +260,14 @@ class RuntimeMachine(RuleBasedStateMachine):
         cooldown: float,
         probes: int,
         seed: int,
+        rpms: tuple[int | None, int | None, int | None] = (None, None, None),
     ) -> None:
         """Build a simulation of three providers with a pool and an A/B test."""
+        self.rpms = dict(zip(NAMES, rpms, strict=True))
         scenario = build_scenario(
             strategy=strategy,
             limits=limits,
+            rpms=rpms,
             failover={
                 "max_attempts": max_attempts,
                 "max_attempts_per_provider": min(per_provider, max_attempts),
@@ -274,9 +306,16 @@ class RuntimeMachine(RuleBasedStateMachine):
         preferred=st.sampled_from(NAMES),
         deadline=st.sampled_from([None, 0.5, 3.0]),
         stream=st.booleans(),
+        priority=st.sampled_from([0, 0, 1, 5]),
     )
     def submit(
-        self, n: int, routing: str, preferred: str, deadline: float | None, stream: bool
+        self,
+        n: int,
+        routing: str,
+        preferred: str,
+        deadline: float | None,
+        stream: bool,
+        priority: int = 0,
     ) -> None:
         """Submit ``n`` requests (completions or streams) now with one kind of routing option."""
         for _ in range(n):
@@ -291,7 +330,10 @@ class RuntimeMachine(RuleBasedStateMachine):
                 options["requirements"] = Requirements(exclude_providers=[preferred])
             elif routing == "caps":
                 options["requirements"] = Requirements(max_cost=1e-9)  # nothing is that cheap
-            self.sim.submit(request(self.count, deadline=deadline, stream=stream), **options)
+            self.sim.submit(
+                request(self.count, deadline=deadline, stream=stream, priority=priority),
+                **options,
+            )
             self.count += 1
 
     @rule(dt=st.sampled_from([0.01, 0.1, 0.5, 2.0, 10.0]))
@@ -362,6 +404,16 @@ class RuntimeMachine(RuleBasedStateMachine):
         for name, budget in self.sim.budgets.items():
             assert budget.in_flight <= max(budget.limit, self.ceiling[name])
             assert self.sim.max_in_flight[name] <= self.max_limit[name]
+
+    @invariant()
+    def never_over_rpm(self) -> None:
+        """No provider is sent more than its rpm allows, and none refuses one for its own."""
+        self.sim.writer.commit(force=True)
+        events = log_of(self.sim)
+        for name, rpm in self.rpms.items():
+            if rpm:
+                assert over_rpm(events, name, rpm) == []
+        assert self.sim.over_limit == 0
 
     @invariant()
     def log_properties_hold(self) -> None:

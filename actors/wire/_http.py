@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import httpx
@@ -297,6 +297,10 @@ class HTTPAdapter(abc.ABC):
     """
 
     kind: str = ""
+    on_headers: Callable[[httpx.Headers], None] | None = None
+    """Called with every response's headers (the rate-limit buckets read what is left)."""
+    also_redact: tuple[Secret, ...] = ()
+    """The provider's other API keys: redacted from provider texts like this one's."""
 
     def __init__(
         self,
@@ -504,6 +508,7 @@ class HTTPAdapter(abc.ABC):
 
     def _redactions(self, request: Request | None) -> list[str]:
         secrets = [self._api_key.reveal()] if self._api_key is not None else []
+        secrets.extend(k.reveal() for k in self.also_redact)
         if self._url_password is not None:
             secrets.append(self._url_password)
         if request is not None:
@@ -570,6 +575,8 @@ class HTTPAdapter(abc.ABC):
             response = self._client.send(http_request, stream=True, follow_redirects=False)
         except Exception as exc:
             raise self._error(exc, request) from self._cause(exc, request)
+        if self.on_headers is not None:
+            self.on_headers(response.headers)
         if response.status_code == 200:
             return response
         try:

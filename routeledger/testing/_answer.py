@@ -74,6 +74,12 @@ async def answer(ex: Exchange, kind: str) -> bool:
         status = 400 if shape is None else ex.fmt.error_status(shape)
     parsed = ex.parsed
     problem = ex.fmt.validate(ex.request.body, parsed) if kind == "chat" else None
+    if beh.key_statuses and status is None:
+        status = beh.key_statuses.get(_key_of(ex.request.headers))
+    if ex.limits is not None and kind == "chat" and problem is None:
+        if status is None and not ex.limits.admit(parsed, input_tokens(parsed)):
+            status = ex.fmt.error_status(ERROR_CODES["rate_limit_exceeded"])
+        ex.extra += ex.limits.headers(anthropic=ex.fmt is ANTHROPIC)
     stream = (
         kind == "chat"
         and problem is None
@@ -154,6 +160,10 @@ def _refused_by_reasoning_model(
                 "model. Only the default (1) value is supported.",
             )
     return None
+def _key_of(headers: dict[str, str]) -> str:
+    """Return the API key a request was sent with (either wire format's header)."""
+    bearer = headers.get("authorization", "")
+    return bearer[7:] if bearer.startswith("Bearer ") else headers.get("x-api-key", "")
 
 
 async def _models(ex: Exchange, status: int) -> bool:

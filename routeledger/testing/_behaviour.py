@@ -73,6 +73,15 @@ class Behaviour(msgspec.Struct, kw_only=True, frozen=True):
             one with ``temperature`` or ``top_p`` too (400 ``unsupported_value``).
         ignore_stream: Answer a stream request with the whole JSON answer, as a server
             that ignores ``"stream": true`` does.
+        rpm: The provider's own requests-per-minute limit (a token bucket refilled
+            continuously); a chat request beyond it gets 429 ``rate_limit_exceeded``. With
+            ``rpm`` or ``tpm`` set, every chat answer carries the rate-limit headers
+            (``x-ratelimit-remaining-*``, or ``anthropic-ratelimit-*-remaining``).
+        tpm: The provider's own tokens-per-minute limit (prompt estimate plus
+            ``max_tokens``).
+        key_statuses: A request (chat or model listing) sent with one of these API keys
+            (``Authorization: Bearer`` or ``x-api-key``) gets that status (401: refused,
+            429: rate-limited), to test several keys per provider.
     """
 
     latency_ms: float = 0
@@ -104,6 +113,9 @@ class Behaviour(msgspec.Struct, kw_only=True, frozen=True):
     server_tools: bool = False
     reasoning_models: list[str] = msgspec.field(default_factory=list)
     ignore_stream: bool = False
+    rpm: int | None = None
+    tpm: int | None = None
+    key_statuses: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         """Reject values the server could not honour, at construction time."""
@@ -122,6 +134,10 @@ class Behaviour(msgspec.Struct, kw_only=True, frozen=True):
             raise ValueError(f"malformed must be one of {sorted(MALFORMED)}")
         if self.reset is not None and self.reset not in RESETS:
             raise ValueError(f"reset must be one of {sorted(RESETS)}")
+        for name in ("rpm", "tpm"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
         if self.output_tokens < 0:
             raise ValueError("output_tokens must be >= 0")
         for name in ("status", "fail_status"):

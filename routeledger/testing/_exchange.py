@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from routeledger.testing._behaviour import Behaviour
     from routeledger.testing._format import WireFormat
     from routeledger.testing._http import Request
+    from routeledger.testing._limits import OwnLimits
     from routeledger.testing._stats import FakeStats
 
 __all__ = ["Exchange"]
@@ -44,6 +45,8 @@ class Exchange:
     jitter_ms: float
     fmt: WireFormat
     extra: bytes = b""
+    limits: OwnLimits | None = None
+    """The behaviour's own rpm/tpm buckets, if it sets any."""
 
     @property
     def rid(self) -> str:

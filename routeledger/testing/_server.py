@@ -25,6 +25,7 @@ from routeledger.testing._answer import answer, format_of
 from routeledger.testing._behaviour import Behaviour
 from routeledger.testing._exchange import Exchange
 from routeledger.testing._http import MAX_HEAD, BadRequest, Request, head, read_request
+from routeledger.testing._limits import OwnLimits
 from routeledger.testing._openai import OPENAI
 from routeledger.testing._stats import FakeStats
 
@@ -58,6 +59,8 @@ class FakeProvider:
         self._port = port
         self.stats = FakeStats()
         self._ids = 0
+        self._limits: OwnLimits | None = None
+        self._limits_of: Behaviour | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
@@ -231,10 +234,19 @@ class FakeProvider:
                 fail_roll=fail_roll,
                 jitter_ms=jitter_ms,
                 fmt=fmt,
+                limits=self._own_limits(beh),
             )
             return await answer(exchange, kind)
         finally:
             self.stats._end()
+
+    def _own_limits(self, beh: Behaviour) -> OwnLimits | None:
+        """Return the behaviour's rpm/tpm buckets (new, full ones when it changed)."""
+        if beh.rpm is None and beh.tpm is None:
+            return None
+        if self._limits is None or self._limits_of is not beh:
+            self._limits, self._limits_of = OwnLimits(beh.rpm, beh.tpm), beh
+        return self._limits
 
     async def _plain_error(self, writer: asyncio.StreamWriter, status: int, message: str) -> None:
         body = OPENAI.error_body(status, None, message, "")

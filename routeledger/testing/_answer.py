@@ -160,6 +160,8 @@ def _refused_by_reasoning_model(
                 "model. Only the default (1) value is supported.",
             )
     return None
+
+
 def _key_of(headers: dict[str, str]) -> str:
     """Return the API key a request was sent with (either wire format's header)."""
     bearer = headers.get("authorization", "")

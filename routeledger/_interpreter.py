@@ -298,7 +298,7 @@ class _Run:
             if scope.reason is not None and type(effect) is not Record:
                 return self._stopped(effect, scope.reason)
             match effect:
-                case Choose(attempt, tried, banned, not_before, waiting, rekey):
+                case Choose(attempt, tried, banned, not_before, waiting, rekey, context_over):
                     self.seen = it._signal.generation
                     first, self.first = self.first, False
                     try:
@@ -311,6 +311,7 @@ class _Run:
                             not_before=not_before,
                             again=waiting,
                             rekey=rekey,
+                            context_over=context_over,
                         )
                     finally:
                         self._end_turn()

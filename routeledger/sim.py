@@ -369,7 +369,7 @@ class Simulation:
                 return
             send = throw = None
             match effect:
-                case Choose(attempt, tried, banned, not_before, waiting, rekey):
+                case Choose(attempt, tried, banned, not_before, waiting, rekey, context_over):
                     try:
                         if task.first:
                             self.router.received(task.query)
@@ -382,6 +382,7 @@ class Simulation:
                             not_before=not_before,
                             again=waiting,
                             rekey=rekey,
+                            context_over=context_over,
                         )
                         if isinstance(send, Decision):
                             p = send.route.provider

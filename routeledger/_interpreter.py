@@ -273,6 +273,10 @@ class _Run:
         self.interpreter = interpreter
         self.query = query
         self.scope = scope
+        budget_s = query.request.deadline or interpreter._failover.default_deadline_s
+        if budget_s and scope.deadline is None:
+            # On real time: the deadline bounds every socket read of the run, streams included.
+            scope.deadline = time.monotonic() + budget_s
         self.first = True
         # The capacity generation before the last decision: no release in between is missed.
         self.seen = 0

@@ -300,12 +300,14 @@ def seed_failing_first(rate: float = 0.5) -> int:
     raise AssertionError("no such seed")
 
 
-def config(*fakes: tuple[str, FakeProvider], failover: FailoverConfig) -> RuntimeConfig:
+def config(
+    *fakes: tuple[str, FakeProvider], failover: FailoverConfig, kind: str = "openai"
+) -> RuntimeConfig:
     return RuntimeConfig(
         providers=[
             ProviderConfig(
                 name=name,
-                kind="openai",
+                kind=kind,
                 base_url=fake.url + "/v1",
                 models=[ModelSpec(name=MODEL, input_per_mtok=1.0, output_per_mtok=2.0)],
                 priority=10 - i,
@@ -385,3 +387,22 @@ def test_a_restarted_runtime_still_skips_a_provider_rate_limited_before_it_stopp
     ]
     assert decided[0].excluded == {"a": "rate limited for 15 s more (provider-wide)"}
     assert event_tag(limited("a", 1.0)) == "provider.rate_limited"
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+def test_the_reset_headers_alone_make_a_second_request_wait_for_the_fakes_own_limit(
+    tmp_path: Path, kind: str
+) -> None:
+    """One request a 0.3 s window, no Retry-After: the second waits out the reset and succeeds."""
+    db = tmp_path / "log.sqlite"
+    beh = Behaviour(rate_limit_requests=1, rate_limit_window_s=0.3, rate_limit_reset_only=True)
+    with FakeProvider(beh) as fake:
+        cfg = config(("a", fake), failover=FailoverConfig(), kind=kind)
+        with Runtime.start(cfg, event_log=db, active_health_checks=False) as rt:
+            assert rt.complete(request()).attempts == 1
+            second = rt.complete(request())
+            rt.flush()
+        assert (second.provider, second.attempts) == ("a", 2)
+        assert fake.stats.requests == 3
+    (mark,) = [e for e in events_of(db) if isinstance(e, ProviderRateLimited)]
+    assert 0.0 < mark.retry_after_s <= 0.3

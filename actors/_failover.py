@@ -575,6 +575,8 @@ def run_request(
         if not error.failover:
             yield from fail(error)
         if isinstance(error, ContextLengthExceeded):
+            if attempt >= max_attempts:
+                yield from fail(error)  # no attempt left for a larger window: as before
             # Not a retry of the same prompt on a like model: a move to a larger window only.
             banned.add(provider)
             window = decision.model.context_window or 0

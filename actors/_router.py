@@ -545,8 +545,9 @@ class Router:
             if wait <= 0:
                 rest.append(name)
                 continue
-            if wait <= cap and reserve:
-                limited[name] = wait
+            if wait <= cap:
+                if reserve:
+                    limited[name] = wait
                 dropped[name] = f"rate limited for {wait:.3g} s more (provider-wide)"
             else:
                 dropped[name] = f"rate limited for {wait:.3g} s more, over max_retry_after_s"

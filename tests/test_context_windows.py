@@ -199,3 +199,29 @@ def test_a_request_no_configured_model_can_hold_fails_fast(
     assert set(info.value.excluded) == {"a", "b"}
     assert (a.stats.requests, b.stats.requests) == (0, 0)
     assert not [e for e in decisions(db, req.request_id) if isinstance(e, AttemptStarted)]
+
+
+def test_with_failover_disabled_a_context_length_error_reaches_the_caller_as_is(
+    tmp_path: Path, fakes: tuple[FakeProvider, FakeProvider]
+) -> None:
+    """No attempt left for a larger window: the caller sees the provider's own error."""
+    a, b = fakes
+    config = RuntimeConfig(
+        providers=[
+            ProviderConfig(
+                name=name,
+                kind="openai",
+                base_url=fake.url + "/v1",
+                models=[ModelSpec(name=MODEL, context_window=window)],
+                priority=priority,
+            )
+            for name, fake, window, priority in [("a", a, 8_192, 10), ("b", b, 200_000, 0)]
+        ],
+        failover=no_backoff(enabled=False),
+        seed=0,
+    )
+    db = tmp_path / "log.sqlite"
+    rt = Runtime.start(config, event_log=db, active_health_checks=False)
+    with rt, pytest.raises(ContextLengthExceeded):
+        rt.complete(request())
+    assert (a.stats.requests, b.stats.requests) == (1, 0)

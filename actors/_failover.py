@@ -21,8 +21,10 @@ An effect that fails is thrown back into the generator. The policy:
 - at most ``max_attempts`` attempts in all, and ``max_attempts_per_provider`` on one
   provider, all before the request's deadline;
 - an error type not named in ``retryable_errors`` ends the request; a ``BadRequest`` ends it
-  everywhere (no provider will accept it); an error whose type is not ``retryable`` (auth,
-  quota, protocol) rules its provider out for this request but allows failover;
+  everywhere (no provider will accept it), except a ``ContextLengthExceeded``, which moves
+  to a model with a known, larger context window when there is one (``Choose.context_over``);
+  an error whose type is not ``retryable`` (auth, quota, protocol) rules its provider out
+  for this request but allows failover;
 - untried providers come before retries of a provider already tried; a retry of the same
   provider waits its ``Retry-After`` when the provider sent one that fits the deadline and
   ``max_retry_after_s`` (otherwise that provider is ruled out), else an exponential backoff

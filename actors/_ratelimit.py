@@ -19,7 +19,9 @@ buckets (:mod:`~routeledger.actors._buckets`, which the same answers' ``remainin
 correct) and the rest of each key of a provider with several
 (:mod:`~routeledger.actors._keys`: there a 429 rests its key, not the provider, so no mark is
 made). Another source of "not before T" for a whole provider builds the event here and keeps
-:meth:`RateLimitMarks.wait` as the one question the router asks.
+:meth:`RateLimitMarks.wait` as the one question the router asks. The requests that waited
+for a mark are not paced: they all ask again when it ends, and those the provider still
+refuses mark it again (configured ``rpm``/``tpm`` buckets admit them one by one).
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ logic), the failover policy :func:`~routeledger.actors._failover.run_request`, t
 discrete-event loop (the twin of :class:`routeledger._interpreter.ThreadedInterpreter`), and
 the HTTP calls by :class:`SimBehaviour` descriptions. Streams are simulated too: a share of
 the requests (``stream_share``) stream, their first chunk arrives after ``ttft_ms``, and a
-share of them (``stream_break_rate``) break after it.
+share of them (``stream_break_rate``) break after it. A simulated 429 carries its
+``Retry-After`` like a real one, so the router marks the provider rate-limited until then
+(``provider.rate_limited``) and routes around it or waits for it, exactly as the runtime does.
 
 A scenario is a TOML file::
 

@@ -36,15 +36,19 @@ def test_extra_headers_go_into_every_answers_head(fake: FakeProvider) -> None:
 
 
 def test_a_trickled_head_arrives_one_byte_at_a_time(fake: FakeProvider) -> None:
-    """With ``trickle_head_ms`` the first read of the answer gets a single byte."""
-    fake.set_behaviour(Behaviour(trickle_head_ms=30))
+    """With ``trickle_head_ms`` the head takes at least a gap per byte; the body then follows."""
+    fake.set_behaviour(Behaviour(trickle_head_ms=2))
+    received = b""
     with socket.create_connection(("127.0.0.1", fake.port), timeout=5.0) as sock:
+        started = time.monotonic()
         sock.sendall(b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n")
-        first = sock.recv(65536)
-        time.sleep(0.1)
-        later = sock.recv(65536)
-    assert first == b"H"
-    assert 1 <= len(later) <= 5 and not later.startswith(b"TTP/1.1 200 OK\r\ncontent")
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(65536)
+        elapsed = time.monotonic() - started
+    head = received[: received.index(b"\r\n\r\n") + 4]
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    # The server sleeps 2 ms after each byte of the head: it cannot be quicker than that.
+    assert elapsed >= (len(head) - 1) * 0.002
 
 
 def test_the_fakes_own_limit_refuses_past_its_window_with_openai_headers(

@@ -403,8 +403,8 @@ class Router:
             if not kept:
                 decided(dropped, reason="retry budget exhausted")
                 raise RetryBudgetExhausted(request.request_id)
-        kept, limited = self._not_rate_limited(kept, dropped, reserve=reserve)
-        if not kept and not limited:
+        kept, marked = self._not_rate_limited(kept, dropped, reserve=reserve)
+        if not kept and not marked:
             decided(dropped)
             raise NoCapableProvider(
                 f"no provider can take model {scope.model!r} now",
@@ -416,16 +416,16 @@ class Router:
             for name, wait in waiting.items():
                 dropped[name] = f"backing off {wait:.3g} s after a failure"
             kept = [n for n in kept if n not in waiting]
-        if not kept:
-            waiting.update(limited)
-            if waiting:
-                first = min(waiting, key=lambda n: (waiting[n], n))
-                why = "rate limited" if first in limited else "backing off"
-                decided(
-                    dropped,
-                    reason=f"every candidate is {why}; retry {first!r} in {waiting[first]:.3g} s",
-                )
-                return Backoff(waiting[first], first)
+        # A provider that asked to be left alone is waited for like one backing off.
+        waiting.update(marked)
+        if not kept and waiting:
+            first = min(waiting, key=lambda n: (waiting[n], n))
+            why = "rate limited" if first in marked else "backing off"
+            decided(
+                dropped,
+                reason=f"every candidate is {why}; retry {first!r} in {waiting[first]:.3g} s",
+            )
+            return Backoff(waiting[first], first)
         if self._limited:
             kept, limited = self._within_rate_limits(request, kept, dropped, snap, now)
             if not kept:

@@ -26,7 +26,7 @@ from routeledger import (
     RuntimeConfig,
     VirtualClock,
 )
-from routeledger.actors._messages import Outcome
+from routeledger.actors._messages import Backoff, Decision, Outcome, RouteQuery
 from routeledger.actors._ratelimit import MAX_MARK_S, RateLimitMarks
 from routeledger.actors.wire import error_from_status, parse_retry_after
 from routeledger.actors.wire._resets import parse_duration, parse_instant, reset_after
@@ -406,3 +406,30 @@ def test_the_reset_headers_alone_make_a_second_request_wait_for_the_fakes_own_li
         assert fake.stats.requests == 3
     (mark,) = [e for e in events_of(db) if isinstance(e, ProviderRateLimited)]
     assert 0.0 < mark.retry_after_s <= 0.3
+
+
+def test_a_marked_provider_is_waited_for_when_the_other_is_at_its_rpm_limit() -> None:
+    """``a`` asked for 1 s, ``b`` (rpm 1) has no headroom for a minute: wait 1 s, for ``a``."""
+    scenario = scenario_from_dict(
+        {
+            "simulation": {"requests": 0, "model": "m"},
+            "providers": [sim_provider("a") | {"priority": 10}, sim_provider("b") | {"rpm": 1}],
+        }
+    )
+    sim = Simulation(scenario, seed=0)
+    now = sim.clock.time()
+    sim.router.marks.apply(
+        ProviderRateLimited(provider="a", until=now + 1.0, retry_after_s=1.0, ts=now)
+    )
+
+    def decide(i: int) -> Any:
+        req = Request(model="m", messages=[Message(role="user", content="hi")], request_id=f"r{i}")
+        return sim.router.decide(RouteQuery(req), attempt=1, tried={})
+
+    first = decide(1)
+    assert isinstance(first, Decision) and first.route.provider == "b"
+    first.budget.release()
+    second = decide(2)
+    assert isinstance(second, Backoff)
+    assert (second.provider, second.rate_limited) == ("a", False)
+    assert second.seconds == pytest.approx(1.0)

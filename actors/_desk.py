@@ -131,6 +131,7 @@ class RoutingDesk:
         not_before: dict[str, float] | None = None,
         again: bool = False,
         rekey: str | None = None,
+        context_over: int | None = None,
     ) -> Decision | Backoff | None:
         """Decide (and reserve a slot for) one attempt; ``first`` also records the arrival.
 
@@ -154,6 +155,7 @@ class RoutingDesk:
                     not_before=not_before,
                     again=again,
                     rekey=rekey,
+                    context_over=context_over,
                 )
             finally:
                 self._flusher.request()

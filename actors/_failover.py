@@ -21,12 +21,18 @@ An effect that fails is thrown back into the generator. The policy:
 - at most ``max_attempts`` attempts in all, and ``max_attempts_per_provider`` on one
   provider, all before the request's deadline;
 - an error type not named in ``retryable_errors`` ends the request; a ``BadRequest`` ends it
-  everywhere (no provider will accept it); an error whose type is not ``retryable`` (auth,
-  quota, protocol) rules its provider out for this request but allows failover;
+  everywhere (no provider will accept it), except a ``ContextLengthExceeded``, which moves
+  to a model with a known, larger context window when there is one (``Choose.context_over``);
+  an error whose type is not ``retryable`` (auth, quota, protocol) rules its provider out
+  for this request but allows failover;
 - untried providers come before retries of a provider already tried; a retry of the same
   provider waits its ``Retry-After`` when the provider sent one that fits the deadline and
   ``max_retry_after_s`` (otherwise that provider is ruled out), else an exponential backoff
-  with full jitter (a backoff that would end past the deadline rules it out too);
+  with full jitter (a backoff that would end past the deadline rules it out too); a rate
+  limit that fits is waited out even past ``max_attempts_per_provider``, and the router
+  marks the whole provider rate-limited (:mod:`~routeledger.actors._ratelimit`), so a
+  request may also be told to wait (a ``Backoff``) before its first attempt: a wait that
+  would end past the deadline ends the request at once;
 - every attempt after a request's first is a retry and draws on the :class:`RetryBudget`
   of the provider it goes *to* (the router keeps one per provider, and leaves out the
   candidates whose budget is spent); a retry that succeeds costs nothing, one that fails
@@ -64,7 +70,9 @@ from routeledger.events import (
     AllProvidersSaturated,
     AttemptCancelled,
     AuthenticationError,
+    ContextLengthExceeded,
     DeadlineExceeded,
+    NoCapableProvider,
     ProviderError,
     QuotaExceeded,
     RateLimited,
@@ -118,6 +126,9 @@ class Choose(NamedTuple):
     rekey: str | None = None
     """A provider whose key was just refused or rate-limited: try it first, with its next
     key, before another provider."""
+    context_over: int | None = None
+    """A provider refused the prompt as too long for a window of this many tokens (0: a
+    window not configured): only a model with a known, larger window may take it now."""
 
 
 class Send(NamedTuple):
@@ -363,6 +374,7 @@ def run_request(
     not_before: dict[str, float] = {}
     attempt = 0
     rekey: str | None = None
+    context_over: int | None = None
     queue_until: float | None = None
     max_attempts = failover.max_attempts if failover.enabled else 1
     retryable_names = frozenset(failover.retryable_errors)
@@ -448,6 +460,7 @@ def run_request(
                 dict(not_before),
                 queue_until is not None,
                 rekey,
+                context_over,
             )
         except RetryBudgetExhausted:
             yield from fail(
@@ -459,7 +472,14 @@ def run_request(
             )
         except RouteledgerError as exc:
             stopped = isinstance(exc, RequestCancelled | RuntimeClosed)
-            if errors and isinstance(exc, RoutingError) and not stopped:
+            if (
+                errors
+                and isinstance(errors[-1], ContextLengthExceeded)
+                and isinstance(exc, NoCapableProvider)
+            ):
+                # No larger window to fail over to: the provider's refusal says it best.
+                exc = errors[-1]
+            elif errors and isinstance(exc, RoutingError) and not stopped:
                 exc = AllProvidersFailed(
                     errors,
                     request_id=rid,
@@ -491,6 +511,16 @@ def run_request(
                         request_id=rid,
                     )
                 )
+            if clock.monotonic() + decision.seconds >= deadline_at - DEADLINE_SLACK_S:
+                # A provider-wide Retry-After can end past the deadline (a backoff of this
+                # request's own never does): waiting would only end in DeadlineExceeded.
+                why = (
+                    f"every candidate is waiting; {decision.provider!r} is first free in "
+                    f"{decision.seconds:.3g} s, after the request's deadline"
+                )
+                if errors:
+                    yield from fail(AllProvidersFailed(errors, request_id=rid, message=why))
+                yield from fail(DeadlineExceeded(why, request_id=rid))
             # No slot is held while waiting: the provider's budget serves others meanwhile.
             yield Pause(decision.seconds)
             continue
@@ -546,13 +576,32 @@ def run_request(
         yield Record(outcome(decision, (now - attempt_started) * 1000.0, error=error), None)
         if not error.failover:
             yield from fail(error)
+        if isinstance(error, ContextLengthExceeded):
+            if attempt >= max_attempts:
+                yield from fail(error)  # no attempt left for a larger window: as before
+            # Not a retry of the same prompt on a like model: a move to a larger window only.
+            banned.add(provider)
+            window = decision.model.context_window or 0
+            context_over = window if context_over is None else max(context_over, window)
+            continue
         if type(error).__name__ not in retryable_names:
             yield from fail(AllProvidersFailed(errors, request_id=rid))
         if decision.spare_keys and isinstance(error, KEY_ERRORS):
             # The key, not the provider, was refused or rate-limited: the next key first.
             rekey = provider
             continue
-        if not error.retryable or tried[provider] >= failover.max_attempts_per_provider:
+        # A rate limit that says how long is waited out (within max_retry_after_s and the
+        # deadline) even past max_attempts_per_provider: with the default of one attempt a
+        # provider, a lone provider's Retry-After would otherwise end the request at once.
+        waits_out = (
+            isinstance(error, RateLimited)
+            and error.retry_after_s is not None
+            and 0 < error.retry_after_s <= failover.max_retry_after_s
+            and now + error.retry_after_s < deadline_at
+        )
+        if not error.retryable or (
+            tried[provider] >= failover.max_attempts_per_provider and not waits_out
+        ):
             banned.add(provider)
             continue
         if error.retry_after_s is not None:

@@ -5,7 +5,7 @@ pools, A/B tests) survive a restart while the configuration is unchanged, that i
 digest equals the one last recorded. A configuration with another digest wins: the earlier
 run-time changes are dropped, and a ``config.changes_dropped`` event lists them. What the
 log says of the providers themselves (open circuits, latency statistics, rotation
-positions) carries over either way, for the providers still configured.
+positions, rate limits) carries over either way, for the providers still configured.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from routeledger.actors._circuit import Resumed, resumed_circuit
 from routeledger.events import (
     ABTestConfig,
     PoolConfig,
+    ProviderRateLimited,
     ProviderStats,
     RoutingProjection,
     RuntimeChangesDropped,
@@ -41,6 +42,8 @@ class Resume(NamedTuple):
     stats: dict[str, ProviderStats] = {}
     turns: dict[tuple[str | None, str], int] = {}
     routing_version: int = 1
+    rate_limited: dict[str, ProviderRateLimited] = {}
+    """Each provider's latest ``provider.rate_limited`` (folded by the router's RateLimits)."""
 
 
 def plan_resume(
@@ -69,6 +72,7 @@ def plan_resume(
         stats={n: s for n, s in routing.stats.items() if n in names},
         turns=dict(routing.turns),
         routing_version=max(1, routing.routing_version),
+        rate_limited={n: e for n, e in routing.rate_limited.items() if n in names},
     )
     pools = {
         name: PoolConfig(

@@ -35,6 +35,7 @@ from routeledger.actors._messages import (
     RequestEnded,
     RouteQuery,
 )
+from routeledger.actors._ratelimit import RateLimitMarks
 from routeledger.actors._resume import Resume
 from routeledger.actors._strategies import (
     Candidate,
@@ -56,6 +57,7 @@ from routeledger.events import (
     PoolConfig,
     PoolCreated,
     PriorityChanged,
+    PromptTooLong,
     ProviderDisabled,
     ProviderFailed,
     ProviderRestarted,
@@ -88,6 +90,8 @@ class _Scope(NamedTuple):
     pool_name: str | None
     strategy: str
     exclude: list[str]
+    needed_tokens: int = 0
+    """The estimated prompt plus the output asked for: what a context window must hold."""
 
 
 class _ProviderViews(NamedTuple):
@@ -196,6 +200,8 @@ class Router:
         self.keys = {n: KeyRing(f) for n, f in (keys or {}).items() if len(f) > 1}
         """The :class:`KeyRing` of each provider with several API keys (by fingerprint)."""
         self._limited = self._limited or bool(self.keys)
+        self.marks = RateLimitMarks()
+        """Which providers asked to be left alone until when (``provider.rate_limited``)."""
         self._include_text = config.log.include_text
         self.ab = ABTests(providers=lambda: set(self.providers), clock=clock, rng=rng, emit=emit)
         self._resume(resume)
@@ -225,6 +231,9 @@ class Router:
         for test in resume.ab_tests.values():
             self.ab.resume(test)
         self._turns.update(resume.turns)
+        for event in resume.rate_limited.values():
+            if event.provider in self.providers:
+                self.marks.apply(event)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -306,6 +315,7 @@ class Router:
         not_before: Mapping[str, float] | None = None,
         again: bool = False,
         rekey: str | None = None,
+        context_over: int | None = None,
     ) -> Decision | Backoff | None:
         """Choose and reserve a provider for attempt number ``attempt`` of a request.
 
@@ -321,7 +331,10 @@ class Router:
         squared). Candidates at their rpm/tpm limit, or with every API key resting, are
         skipped; when none is left the answer is a ``Backoff`` with ``rate_limited`` set.
         A ``rekey`` provider (its last key was refused or rate-limited) comes first, with
-        its next key.
+        its next key. A model whose context window cannot hold the request is left out, and
+        after a provider refused the prompt as too long for a window of ``context_over``
+        tokens only a known, larger window is a candidate; when the window is all that rules
+        out every provider serving the model, the answer is :class:`PromptTooLong`.
         """
         request = query.request
         scope = self._scope(query)
@@ -348,14 +361,16 @@ class Router:
                 ]
             )
 
-        kept, dropped = self._filter(scope, snap, banned, allow_open=False)
+        kept, dropped = self._filter(scope, snap, banned, allow_open=False, over=context_over)
         panic = False
         if not kept:
             # Filters run in a fixed order, so a provider dropped for its circuit could
             # otherwise have served the request.
             unhealthy = [n for n, why in dropped.items() if why.startswith("circuit")]
             if unhealthy and self.config.health.panic_routing:
-                kept, dropped = self._filter(scope, snap, banned, allow_open=True)
+                kept, dropped = self._filter(
+                    scope, snap, banned, allow_open=True, over=context_over
+                )
                 panic = True
             elif unhealthy:
                 decided(dropped)
@@ -365,6 +380,17 @@ class Router:
                 )
         if not kept:
             decided(dropped)
+            windows = [why for why in dropped.values() if why.startswith("context window")]
+            if windows and all(
+                why.startswith("context window") or why == "model not served"
+                for why in dropped.values()
+            ):
+                raise PromptTooLong(
+                    f"no configured model {scope.model!r} has a context window that can hold "
+                    f"the request (~{scope.needed_tokens} tokens)",
+                    excluded=dropped,
+                    request_id=request.request_id,
+                )
             raise NoCapableProvider(
                 f"no provider can serve model {scope.model!r}",
                 excluded=dropped,
@@ -377,19 +403,29 @@ class Router:
             if not kept:
                 decided(dropped, reason="retry budget exhausted")
                 raise RetryBudgetExhausted(request.request_id)
+        kept, marked = self._not_rate_limited(kept, dropped, reserve=reserve)
+        if not kept and not marked:
+            decided(dropped)
+            raise NoCapableProvider(
+                f"no provider can take model {scope.model!r} now",
+                excluded=dropped,
+                request_id=request.request_id,
+            )
         waiting = {n: t - now for n in kept if (t := (not_before or {}).get(n, 0.0)) > now}
         if waiting:
             for name, wait in waiting.items():
                 dropped[name] = f"backing off {wait:.3g} s after a failure"
             kept = [n for n in kept if n not in waiting]
-            if not kept:
-                first = min(waiting, key=lambda n: (waiting[n], n))
-                decided(
-                    dropped,
-                    reason=f"every candidate is backing off; retry {first!r} in "
-                    f"{waiting[first]:.3g} s",
-                )
-                return Backoff(waiting[first], first)
+        # A provider that asked to be left alone is waited for like one backing off.
+        waiting.update(marked)
+        if not kept and waiting:
+            first = min(waiting, key=lambda n: (waiting[n], n))
+            why = "rate limited" if first in marked else "backing off"
+            decided(
+                dropped,
+                reason=f"every candidate is {why}; retry {first!r} in {waiting[first]:.3g} s",
+            )
+            return Backoff(waiting[first], first)
         if self._limited:
             kept, limited = self._within_rate_limits(request, kept, dropped, snap, now)
             if not kept:
@@ -491,6 +527,32 @@ class Router:
             spare_keys=spare_keys,
         )
 
+    def _not_rate_limited(
+        self, kept: list[str], dropped: dict[str, str], *, reserve: bool
+    ) -> tuple[list[str], dict[str, float]]:
+        """Leave out the providers still rate-limited (see :mod:`~routeledger.actors._ratelimit`).
+
+        Returns the rest, and the seconds left for each provider a request may wait for: one
+        whose wait is within ``failover.max_retry_after_s``, when a slot is to be reserved
+        (a decision only, ``reserve=False``, never waits).
+        """
+        now = self._now()
+        cap = self.config.failover.max_retry_after_s
+        rest: list[str] = []
+        limited: dict[str, float] = {}
+        for name in kept:
+            wait = self.marks.wait(name, now)
+            if wait <= 0:
+                rest.append(name)
+                continue
+            if wait <= cap:
+                if reserve:
+                    limited[name] = wait
+                dropped[name] = f"rate limited for {wait:.3g} s more (provider-wide)"
+            else:
+                dropped[name] = f"rate limited for {wait:.3g} s more, over max_retry_after_s"
+        return rest, limited
+
     def _within_retry_budget(
         self, kept: list[str], dropped: dict[str, str], now: float
     ) -> list[str]:
@@ -573,6 +635,7 @@ class Router:
             pool_name=pool_name,
             strategy=pool.strategy if pool is not None else self.config.strategy,
             exclude=list(req.exclude_providers),
+            needed_tokens=request.estimated_input_tokens() + (request.max_tokens or 0),
         )
 
     def _preferences(self, query: RouteQuery) -> list[str]:
@@ -616,12 +679,19 @@ class Router:
                     circuit=p.circuit.view(now),
                     latency_ms=latency,
                     cost=cost,
+                    context_window=spec.context_window if spec is not None else None,
                 )
             )
         return snap
 
     def _filter(
-        self, scope: _Scope, snap: _ProviderViews, banned: frozenset[str], *, allow_open: bool
+        self,
+        scope: _Scope,
+        snap: _ProviderViews,
+        banned: frozenset[str],
+        *,
+        allow_open: bool,
+        over: int | None = None,
     ) -> tuple[list[str], dict[str, str]]:
         """Run the filters over the snapshot."""
         return filter_candidates(
@@ -633,6 +703,8 @@ class Router:
             max_cost=scope.max_cost,
             max_latency_ms=scope.max_latency_ms,
             allow_open=allow_open,
+            needed_tokens=scope.needed_tokens,
+            context_over=over,
         )
 
     def _candidate(self, name: str, snap: _ProviderViews) -> Candidate:
@@ -717,6 +789,11 @@ class Router:
                     outcome.key, outcome.error, self.clock.monotonic()
                 )
             events.append(_recording.attempt_event(outcome, ts=ts))
+            # With several keys a 429 rests only its key (the KeyRing), not the provider.
+            marked = None if outcome.provider in self.keys else self.marks.marked(outcome, ts)
+            if marked is not None:
+                self.marks.apply(marked)
+                events.append(marked)
         if ended is not None:
             events.extend(
                 _recording.request_ended_events(

@@ -45,6 +45,8 @@ class View(NamedTuple):
     latency_ms: float | None
     cost: float | None
     """Estimated cost of the request on this provider; ``None`` when the model is unpriced."""
+    context_window: int | None = None
+    """The model's context window in tokens; ``None`` when not configured (not checked)."""
 
 
 class Candidate(NamedTuple):
@@ -81,16 +83,21 @@ def filter_candidates(
     max_cost: float | None = None,
     max_latency_ms: float | None = None,
     allow_open: bool = False,
+    needed_tokens: int | None = None,
+    context_over: int | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """Return the providers that can serve a request, and why each other one was dropped.
 
     Filters apply in a fixed order and the first that drops a provider is recorded:
     down (disabled or not running), pool membership, exclusion by the caller, ruled out by
-    an earlier failure of the same request (``failed``), model, capabilities, circuit, cost,
-    latency.
+    an earlier failure of the same request (``failed``), model, capabilities, context
+    window, circuit, cost, latency.
     A provider with no latency measurement is kept under a latency limit (nothing observed
     speaks against it); an unpriced provider is dropped under a cost limit (its cost is
-    unknown, not zero).
+    unknown, not zero). A model whose configured window is smaller than ``needed_tokens`` (the
+    estimated prompt plus the output asked for) is dropped; one with no configured window is
+    kept, except after a provider refused the prompt as too long for a window of
+    ``context_over`` tokens: then only a known, larger window may take it.
     """
     excluded_names = frozenset(exclude)
     failed_names = frozenset(failed)
@@ -109,6 +116,22 @@ def filter_candidates(
             dropped[v.name] = "model not served"
         elif not required <= v.capabilities:
             dropped[v.name] = "lacks " + ", ".join(sorted(required - v.capabilities))
+        elif context_over is not None and (
+            v.context_window is None or v.context_window <= context_over
+        ):
+            shown = "unknown" if v.context_window is None else f"{v.context_window}"
+            dropped[v.name] = (
+                f"context window {shown} not larger than the {context_over} that refused the prompt"
+            )
+        elif (
+            needed_tokens is not None
+            and v.context_window is not None
+            and needed_tokens > v.context_window
+        ):
+            dropped[v.name] = (
+                f"context window {v.context_window} cannot hold ~{needed_tokens} tokens "
+                "(estimated prompt + max_tokens)"
+            )
         elif v.circuit == "open" and not allow_open:
             dropped[v.name] = "circuit open"
         elif v.circuit == "half_open" and not allow_open:

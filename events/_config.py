@@ -179,6 +179,14 @@ class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ``api_key`` may be given directly (it is wrapped in :class:`Secret`) or read from the
     environment variable ``api_key_env`` when the runtime starts; with neither, no auth header
     is sent (local OpenAI-compatible servers). A higher ``priority`` is preferred.
+
+    Time bounds of one attempt (the request's deadline bounds them all): ``timeout_s`` bounds
+    the whole exchange up to the complete response headers (a completion's: up to its whole
+    body), however slowly the bytes trickle; ``first_token_timeout_s`` bounds a stream's
+    first chunk, counted from the start of the attempt (``None``: no bound of its own; when
+    it fires the stream fails over like any timeout); ``stream_idle_timeout_s`` bounds the
+    wait between two chunks of a stream (``None``: ``timeout_s``). Each socket read is also
+    bounded by ``timeout_s``, as before.
     """
 
     name: str
@@ -192,6 +200,8 @@ class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     weight: float = 1.0
     timeout_s: float = 60.0
     connect_timeout_s: float = 5.0
+    first_token_timeout_s: float | None = 10.0
+    stream_idle_timeout_s: float | None = None
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     anthropic_version: str = "2023-06-01"
     max_response_bytes: int = 8 * 1024 * 1024
@@ -528,6 +538,15 @@ def _validate_provider(
     _check_number(
         problems, f"{where}.connect_timeout_s", p.connect_timeout_s, minimum=0, inclusive=False
     )
+    for name in ("first_token_timeout_s", "stream_idle_timeout_s"):
+        _check_number(
+            problems,
+            f"{where}.{name}",
+            getattr(p, name),
+            minimum=0,
+            inclusive=False,
+            optional=True,
+        )
     _check_number(
         problems, f"{where}.max_response_bytes", p.max_response_bytes, minimum=1024, integer=True
     )

@@ -14,7 +14,7 @@ Every error routeledger raises derives from :class:`RouteledgerError`. Lower-lev
     │   ├── QuotaExceeded               429 quota / spend limit        failover only
     │   ├── AuthenticationError         401 / 403                      failover only
     │   ├── BadRequest                  400 / 404 / 413 / 422          final everywhere
-    │   │   ├── ContextLengthExceeded   prompt longer than the window  final everywhere
+    │   │   ├── ContextLengthExceeded   over-long prompt               failover only (larger window)
     │   │   └── UnsupportedByProvider   400 unsupported parameter or value, 404 model not
     │   │                               found: this provider only      failover only
     │   ├── ProviderUnavailable         408 / 409 / 5xx / 529          retryable
@@ -27,6 +27,7 @@ Every error routeledger raises derives from :class:`RouteledgerError`. Lower-lev
     │   └── AttemptCancelled            stopped by a cancel or shutdown (not the provider's fault)
     ├── RoutingError                    no provider could serve the request
     │   ├── NoCapableProvider           every candidate was filtered out
+    │   │   └── PromptTooLong           no configured model's context window holds the request
     │   ├── AllProvidersUnhealthy       every candidate's circuit is open
     │   ├── AllProvidersFailed          the attempts ran out; .attempts lists each failure
     │   ├── AllProvidersSaturated       every candidate's budget stayed full past the wait
@@ -59,6 +60,7 @@ __all__ = [
     "ContextLengthExceeded",
     "DeadlineExceeded",
     "NoCapableProvider",
+    "PromptTooLong",
     "ProtocolError",
     "ProviderConnectError",
     "ProviderError",
@@ -166,7 +168,13 @@ class BadRequest(ProviderError):
 
 
 class ContextLengthExceeded(BadRequest):
-    """The prompt does not fit the model's context window."""
+    """The prompt does not fit the model's context window.
+
+    Unlike other bad requests it allows failover, but only to a model with a larger known
+    context window (the router's filter sees to that); with none, the request ends with it.
+    """
+
+    failover = True
 
 
 class UnsupportedByProvider(BadRequest):
@@ -267,6 +275,11 @@ class NoCapableProvider(RoutingError):
         self.excluded = dict(excluded or {})
         detail = "; ".join(f"{p}: {why}" for p, why in sorted(self.excluded.items()))
         super().__init__(f"{message}: {detail}" if detail else message, request_id=request_id)
+
+
+class PromptTooLong(NoCapableProvider):
+    """No configured model serving the request has a context window that can hold it: the
+    estimated prompt plus ``max_tokens`` (the request was sent nowhere)."""
 
 
 class AllProvidersUnhealthy(RoutingError):

@@ -48,6 +48,7 @@ __all__ = [
     "PriorityChanged",
     "ProviderDisabled",
     "ProviderFailed",
+    "ProviderRateLimited",
     "ProviderRecovered",
     "ProviderRestarted",
     "ProviderUnhealthy",
@@ -287,6 +288,21 @@ class ProviderFailed(Event, frozen=True, kw_only=True, tag="provider.failed"):
     ts: float
 
 
+class ProviderRateLimited(Event, frozen=True, kw_only=True, tag="provider.rate_limited"):
+    """A provider asked to be left alone until ``until`` (wall-clock Unix seconds).
+
+    Recorded when an attempt is refused with a rate limit that says how long
+    (``Retry-After``, ``retry-after-ms`` or a reset header): the whole provider is skipped,
+    or waited for, until then. ``request_id`` names the attempt's request.
+    """
+
+    provider: str
+    until: float
+    retry_after_s: float
+    request_id: str | None = None
+    ts: float
+
+
 class HealthProbed(Event, frozen=True, kw_only=True, tag="health.probed"):
     """An active probe of a provider finished."""
 
@@ -434,6 +450,7 @@ AnyEvent = (
     | ProviderRecovered
     | ProviderFailed
     | HealthProbed
+    | ProviderRateLimited
     | ConcurrencyLimitChanged
     | PriorityChanged
     | ProviderRestarted

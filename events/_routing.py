@@ -10,7 +10,9 @@ log says. :class:`RoutingProjection` folds, like every projection, each event on
 - every provider's last circuit transition (a circuit open when the log ends stays open for
   the rest of its cooldown) and its latency statistics (what the ``latency`` strategy ranks
   by), folded by :func:`fold_attempt`, the same function the live runtime uses;
-- the rotation position of every (pool, strategy) and the routing version counter.
+- the rotation position of every (pool, strategy) and the routing version counter;
+- every provider's ``provider.rate_limited`` with the latest ``until`` (a provider asked to be
+  left alone stays left alone after a restart; the router folds it into its ``RateLimits``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from routeledger.events._events import (
     Event,
     PoolCreated,
     PriorityChanged,
+    ProviderRateLimited,
     RouteDecided,
 )
 
@@ -121,6 +124,7 @@ class RoutingState(msgspec.Struct, frozen=True, kw_only=True):
     stats: dict[str, ProviderStats]
     turns: list[tuple[str | None, str, int]]
     routing_version: int
+    rate_limited: dict[str, ProviderRateLimited] = {}
 
 
 class RoutingProjection:
@@ -137,6 +141,7 @@ class RoutingProjection:
         stats: Each provider's latency statistics.
         turns: Decisions made per (pool, strategy): the rotation positions.
         routing_version: The routing version of the last decision.
+        rate_limited: Each provider's rate limit with the latest end.
     """
 
     def __init__(self) -> None:
@@ -150,6 +155,7 @@ class RoutingProjection:
         self.stats: dict[str, ProviderStats] = {}
         self.turns: dict[tuple[str | None, str], int] = {}
         self.routing_version = 0
+        self.rate_limited: dict[str, ProviderRateLimited] = {}
         self.handlers: dict[type[Event], Any] = {
             ConfigurationApplied: self._on_config,
             PriorityChanged: self._on_priority,
@@ -160,6 +166,7 @@ class RoutingProjection:
             AttemptSucceeded: self._on_succeeded,
             AttemptFailed: self._on_failed,
             RouteDecided: self._on_decided,
+            ProviderRateLimited: self._on_rate_limited,
         }
 
     def apply(self, position: int, event: Event) -> None:
@@ -181,6 +188,7 @@ class RoutingProjection:
             stats=dict(self.stats),
             turns=[(pool, strategy, n) for (pool, strategy), n in self.turns.items()],
             routing_version=self.routing_version,
+            rate_limited=dict(self.rate_limited),
         )
 
     def load_state(self, state: RoutingState) -> None:
@@ -195,6 +203,7 @@ class RoutingProjection:
         self.stats = dict(state.stats)
         self.turns = {(pool, strategy): n for pool, strategy, n in state.turns}
         self.routing_version = state.routing_version
+        self.rate_limited = dict(state.rate_limited)
 
     def _on_config(self, event: ConfigurationApplied) -> None:
         self.config_version += 1
@@ -236,6 +245,11 @@ class RoutingProjection:
             counts_against_health=event.counts_against_health,
             rate_limited=event.error in _RATE_LIMIT_ERRORS,
         )
+
+    def _on_rate_limited(self, event: ProviderRateLimited) -> None:
+        last = self.rate_limited.get(event.provider)
+        if last is None or event.until > last.until:
+            self.rate_limited[event.provider] = event
 
     def _on_decided(self, event: RouteDecided) -> None:
         self.routing_version = event.routing_version

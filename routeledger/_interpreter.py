@@ -273,6 +273,10 @@ class _Run:
         self.interpreter = interpreter
         self.query = query
         self.scope = scope
+        budget_s = query.request.deadline or interpreter._failover.default_deadline_s
+        if budget_s and scope.deadline is None:
+            # On real time: the deadline bounds every socket read of the run, streams included.
+            scope.deadline = time.monotonic() + budget_s
         self.first = True
         # The capacity generation before the last decision: no release in between is missed.
         self.seen = 0
@@ -298,7 +302,7 @@ class _Run:
             if scope.reason is not None and type(effect) is not Record:
                 return self._stopped(effect, scope.reason)
             match effect:
-                case Choose(attempt, tried, banned, not_before, waiting, rekey):
+                case Choose(attempt, tried, banned, not_before, waiting, rekey, context_over):
                     self.seen = it._signal.generation
                     first, self.first = self.first, False
                     try:
@@ -311,6 +315,7 @@ class _Run:
                             not_before=not_before,
                             again=waiting,
                             rekey=rekey,
+                            context_over=context_over,
                         )
                     finally:
                         self._end_turn()

@@ -14,7 +14,9 @@ logic), the failover policy :func:`~routeledger.actors._failover.run_request`, t
 discrete-event loop (the twin of :class:`routeledger._interpreter.ThreadedInterpreter`), and
 the HTTP calls by :class:`SimBehaviour` descriptions. Streams are simulated too: a share of
 the requests (``stream_share``) stream, their first chunk arrives after ``ttft_ms``, and a
-share of them (``stream_break_rate``) break after it.
+share of them (``stream_break_rate``) break after it. A simulated 429 carries its
+``Retry-After`` like a real one, so the router marks the provider rate-limited until then
+(``provider.rate_limited``) and routes around it or waits for it, exactly as the runtime does.
 
 A scenario is a TOML file::
 
@@ -369,7 +371,7 @@ class Simulation:
                 return
             send = throw = None
             match effect:
-                case Choose(attempt, tried, banned, not_before, waiting, rekey):
+                case Choose(attempt, tried, banned, not_before, waiting, rekey, context_over):
                     try:
                         if task.first:
                             self.router.received(task.query)
@@ -382,6 +384,7 @@ class Simulation:
                             not_before=not_before,
                             again=waiting,
                             rekey=rekey,
+                            context_over=context_over,
                         )
                         if isinstance(send, Decision):
                             p = send.route.provider

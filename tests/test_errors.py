@@ -79,7 +79,7 @@ def test_flags_follow_the_docstring() -> None:
         ("QuotaExceeded", False, True, False),
         ("AuthenticationError", False, True, False),
         ("BadRequest", False, False, False),
-        ("ContextLengthExceeded", False, False, False),
+        ("ContextLengthExceeded", False, True, False),
         ("ProviderUnavailable", True, True, True),
         ("ProviderConnectError", True, True, False),
         ("ProviderTimeout", True, True, True),

@@ -193,8 +193,32 @@ def test_retry_same_provider_waits_retry_after() -> None:
     assert run.send() == Choose(2, {"a": 1}, frozenset(), {"a": 2.0})
     assert isinstance(run.send(run.decision("a", 2)), Send)
     run.throw(RateLimited("429", retry_after_s=1.0))
-    # Second failure on "a": max_attempts_per_provider reached, so it is banned.
-    assert run.send() == Choose(3, {"a": 2}, frozenset({"a"}), {"a": 2.0})
+    # Second failure on "a": max_attempts_per_provider is reached, but a rate limit that
+    # says how long (and fits) is waited out rather than ending the request.
+    assert run.send() == Choose(3, {"a": 2}, frozenset(), {"a": 3.0})
+    run.send(run.decision("a", 3))
+    run.throw(ProviderUnavailable("503", status=503))
+    # Any other retryable error past the per-provider limit still bans it.
+    assert run.send() == Choose(4, {"a": 3}, frozenset({"a"}), {"a": 3.0})
+
+
+def test_a_lone_providers_retry_after_is_waited_out_under_the_default_limits() -> None:
+    """With one attempt a provider (the default), a 429 Retry-After that fits is waited out."""
+    run = Run(max_attempts=3)
+    run.send(run.decision("a"))
+    run.throw(RateLimited("429", retry_after_s=1.0))
+    assert run.send() == Choose(2, {"a": 1}, frozenset(), {"a": 1.0})
+    assert run.send(Backoff(1.0, "a")) == Pause(1.0)
+
+
+def test_a_backoff_that_would_end_past_the_deadline_ends_the_request_at_once() -> None:
+    """Told to wait past its deadline (a provider-wide rate limit), a request fails at once."""
+    run = Run(max_attempts=3, deadline_s=5.0)
+    record = run.send(Backoff(9.0, "a"))
+    assert isinstance(record, Record) and record.ended is not None
+    run.send()
+    assert isinstance(run.error, DeadlineExceeded)
+    assert "after the request's deadline" in str(run.error)
 
 
 def test_retry_after_beyond_limit_bans() -> None:
@@ -410,6 +434,7 @@ def test_every_path_reports_one_final(
     )
     steps = iter(script * 10)
     calls: dict[str, int] = {}
+    waited: dict[str, int] = {}  # rate limits that said how long: waited out past the limit
     attempts = 0
     while not run.done:
         eff = run.effect
@@ -438,6 +463,8 @@ def test_every_path_reports_one_final(
             if err is None:
                 run.send(run.answer(name))
             else:
+                if err is RateLimited and retry_after:
+                    waited[name] = waited.get(name, 0) + 1
                 run.throw(err("e", retry_after_s=retry_after))
         else:
             assert isinstance(eff, Record)
@@ -445,7 +472,7 @@ def test_every_path_reports_one_final(
     assert len(run.finals()) == 1
     assert run.reports()[-1].ended is not None
     assert attempts <= max_attempts
-    assert all(n <= min(per_provider, max_attempts) for n in calls.values())
+    assert all(n <= min(per_provider, max_attempts) + waited.get(p, 0) for p, n in calls.items())
     assert all(b.in_flight == 0 for b in run.budgets.values())
     final = run.finals()[0].ended
     assert final is not None

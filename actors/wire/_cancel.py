@@ -12,17 +12,27 @@ discarded (never reused). Later reads and writes in a cancelled scope fail befor
 the socket, and its pauses (:meth:`CancelScope.sleep`) end early.
 
 ``shutdown()`` (not ``close()``) is what wakes a thread blocked in ``recv`` on Linux.
+
+The same streams enforce time bounds that httpx cannot: its timeouts are per read, so a
+server trickling a byte every 100 ms never trips a 2 s timeout. Every read, write and connect
+is cut to what is left of the tightest of two bounds, and fails with a timeout naming it once
+none is left: the current exchange's phase (:func:`time_bound`: the headers within
+``timeout_s``, a stream's first chunk, the gap between two chunks) and the request's deadline
+(:attr:`CancelScope.deadline`). Both are ``time.monotonic()`` instants: sockets live on real
+time, whatever clock the runtime was given.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import socket
 import threading
+import time
 import typing
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple, TypeVar
 
 import httpcore
 import httpx
@@ -32,13 +42,67 @@ from routeledger.actors._clock import SystemClock
 if typing.TYPE_CHECKING:
     from routeledger.actors._clock import Clock
 
-__all__ = ["CancelScope", "CancellableBackend", "cancellable_transport"]
+__all__ = ["CancelScope", "CancellableBackend", "cancellable_transport", "time_bound"]
 
 _T = TypeVar("_T")
 
 _current: contextvars.ContextVar[CancelScope | None] = contextvars.ContextVar(
     "routeledger_cancel_scope", default=None
 )
+
+
+class _Bound(NamedTuple):
+    """An instant (``time.monotonic()``) the current I/O must end by, and what it stands for."""
+
+    at: float
+    what: str
+
+
+_bound: contextvars.ContextVar[_Bound | None] = contextvars.ContextVar(
+    "routeledger_time_bound", default=None
+)
+
+
+@contextlib.contextmanager
+def time_bound(at: float | None, what: str) -> Iterator[None]:
+    """Bound every socket read, write and connect inside the block by the instant ``at``.
+
+    ``what`` is the message of the timeout raised once the bound is reached ("no response
+    headers within 2 s"). An enclosing, tighter bound still holds. Never hold the block
+    across a ``yield``: the bound belongs to the thread's context, and a generator's caller
+    may resume it from another thread.
+    """
+    outer = _bound.get()
+    if at is None or (outer is not None and outer.at <= at):
+        yield
+        return
+    token = _bound.set(_Bound(at, what))
+    try:
+        yield
+    finally:
+        _bound.reset(token)
+
+
+def _limit(scope: CancelScope | None, timeout: float | None) -> tuple[float | None, str]:
+    """Return ``timeout`` cut to what the bounds leave, and what the cut stands for ("" if
+    the cut changed nothing).
+
+    Raises:
+        httpcore.TimeoutException: A bound has passed (``ReadTimeout``; the caller re-raises
+            it as its own kind).
+    """
+    bound = _bound.get()
+    at, what = (bound.at, bound.what) if bound is not None else (math.inf, "")
+    if scope is not None and scope.deadline is not None and scope.deadline < at:
+        at, what = scope.deadline, "the request's deadline passed"
+    if at == math.inf:
+        return timeout, ""
+    left = at - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout(what)
+    if timeout is not None and timeout <= left:
+        return timeout, ""
+    return left, what
 
 
 class CancelScope:
@@ -50,7 +114,7 @@ class CancelScope:
     sees the other's write, so a read is never left blocked on a cancelled scope.
     """
 
-    __slots__ = ("_event", "_socket", "reason")
+    __slots__ = ("_event", "_socket", "deadline", "reason")
 
     def __init__(self) -> None:
         # Made by the first pause only: most requests never pause, and an Event costs more
@@ -59,6 +123,9 @@ class CancelScope:
         self._socket: socket.socket | None = None
         self.reason: str | None = None
         """``None`` until cancelled; then why (``"cancelled"`` or ``"shutdown"``)."""
+        self.deadline: float | None = None
+        """The request's deadline as a ``time.monotonic()`` instant: no socket read or write
+        of the request (a stream's included) runs past it."""
 
     @property
     def cancelled(self) -> bool:
@@ -112,28 +179,43 @@ class _Stream(httpcore.NetworkStream):
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         scope = _current.get()
-        if scope is None or self._sock is None:
-            return self._inner.read(max_bytes, timeout)
-        scope._socket = self._sock
+        timeout, bounded = _limit(scope, timeout)
         try:
-            if scope.reason is not None:
-                raise httpcore.ReadError("the request was cancelled")
-            return self._inner.read(max_bytes, timeout)
-        finally:
-            scope._socket = None
+            if scope is None or self._sock is None:
+                return self._inner.read(max_bytes, timeout)
+            scope._socket = self._sock
+            try:
+                if scope.reason is not None:
+                    raise httpcore.ReadError("the request was cancelled")
+                return self._inner.read(max_bytes, timeout)
+            finally:
+                scope._socket = None
+        except httpcore.ReadTimeout:
+            if bounded:
+                raise httpcore.ReadTimeout(bounded) from None
+            raise
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         scope = _current.get()
-        if scope is None or self._sock is None:
-            self._inner.write(buffer, timeout)
-            return
-        scope._socket = self._sock
         try:
-            if scope.reason is not None:
-                raise httpcore.WriteError("the request was cancelled")
-            self._inner.write(buffer, timeout)
-        finally:
-            scope._socket = None
+            timeout, bounded = _limit(scope, timeout)
+        except httpcore.ReadTimeout as exc:
+            raise httpcore.WriteTimeout(str(exc)) from None
+        try:
+            if scope is None or self._sock is None:
+                self._inner.write(buffer, timeout)
+                return
+            scope._socket = self._sock
+            try:
+                if scope.reason is not None:
+                    raise httpcore.WriteError("the request was cancelled")
+                self._inner.write(buffer, timeout)
+            finally:
+                scope._socket = None
+        except httpcore.WriteTimeout:
+            if bounded:
+                raise httpcore.WriteTimeout(bounded) from None
+            raise
 
     def close(self) -> None:
         self._inner.close()
@@ -167,6 +249,10 @@ class CancellableBackend(httpcore.NetworkBackend):
         scope = _current.get()
         if scope is not None and scope.cancelled:
             raise httpcore.ConnectError("the request was cancelled")
+        try:
+            timeout, _ = _limit(scope, timeout)
+        except httpcore.ReadTimeout as exc:
+            raise httpcore.ConnectTimeout(str(exc)) from None
         return _Stream(
             self._inner.connect_tcp(
                 host,

@@ -45,6 +45,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from routeledger.actors.wire._resets import reset_after
 from routeledger.actors.wire._sse import SSEError
 from routeledger.events import (
     AuthenticationError,
@@ -127,7 +128,9 @@ def parse_retry_after(headers: Mapping[str, str], *, clock: WallClock = time.tim
 
     ``retry-after-ms`` (milliseconds) wins over ``Retry-After``, which is either seconds or an
     HTTP-date (taken relative to ``clock()``; a past date means now). Garbage, negative or
-    non-finite values give ``None``; large values are kept, the caller caps them.
+    non-finite values give ``None``; large values are kept, the caller caps them. With
+    neither, the rate-limit reset headers of OpenAI and Anthropic say it
+    (:func:`~routeledger.actors.wire._resets.reset_after`).
     """
     ms = headers.get("retry-after-ms")
     if ms is not None and _SECONDS.fullmatch(ms.strip()):
@@ -136,7 +139,7 @@ def parse_retry_after(headers: Mapping[str, str], *, clock: WallClock = time.tim
             return value
     raw = headers.get("retry-after")
     if raw is None:
-        return None
+        return reset_after(headers, clock=clock)
     raw = raw.strip()
     if _SECONDS.fullmatch(raw):
         value = float(raw)

@@ -9,7 +9,11 @@ content-encoding is undone in bounded steps (:mod:`routeledger.actors.wire._deco
 compression bomb costs about the limit, never its decoded size; every
 failure is mapped to a :class:`~routeledger.events.ProviderError` by
 :mod:`routeledger.actors.wire._errors`. Redirects are never followed, so the API key only ever
-goes to the configured origin.
+goes to the configured origin. Time is bounded per exchange, not only per read (httpx's
+timeouts are per read, which a trickling server defeats): a completion's whole answer and a
+stream's headers within ``timeout_s``, a stream's first chunk within
+``first_token_timeout_s``, and each later chunk within ``stream_idle_timeout_s`` of the one
+before (:func:`~routeledger.actors.wire._cancel.time_bound`).
 
 The module is a little over 500 lines because completion, stream and probe share one sending
 path and one redaction of provider texts; split apart, each would need the other's private
@@ -26,7 +30,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import httpx
 import msgspec
 
-from routeledger.actors.wire._cancel import cancellable_transport
+from routeledger.actors.wire._cancel import cancellable_transport, time_bound
 from routeledger.actors.wire._decoding import ACCEPT_ENCODING, iter_decoded
 from routeledger.actors.wire._errors import (
     WallClock,
@@ -370,21 +374,22 @@ class HTTPAdapter(abc.ABC):
         body = self._encode(request, model, stream=False)
         budget = self.config.timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + budget
-        response = self._send("POST", self._completion_url(), body, request, timeout_s)
-        try:
-            raw = read_body(
-                response,
-                limit=self.config.max_response_bytes,
-                provider=self._provider,
-                request_id=request.request_id,
-                deadline=deadline,
-            )
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise self._error(exc, request) from self._cause(exc, request)
-        finally:
-            _close(response)
+        with time_bound(deadline, f"no complete answer within {budget:g} s (timeout_s)"):
+            response = self._send("POST", self._completion_url(), body, request, timeout_s)
+            try:
+                raw = read_body(
+                    response,
+                    limit=self.config.max_response_bytes,
+                    provider=self._provider,
+                    request_id=request.request_id,
+                    deadline=deadline,
+                )
+            except ProviderError:
+                raise
+            except Exception as exc:
+                raise self._error(exc, request) from self._cause(exc, request)
+            finally:
+                _close(response)
         try:
             return self._clean(self._parse(raw, request, model), self._redactions(request))
         except ProviderError as exc:
@@ -400,7 +405,18 @@ class HTTPAdapter(abc.ABC):
     ) -> Iterator[StreamChunk]:
         """Send ``request`` and yield the answer as it arrives (see :class:`WireAdapter`)."""
         body = self._encode(request, model, stream=True)
-        response = self._send("POST", self._completion_url(), body, request, timeout_s)
+        budget = self.config.timeout_s if timeout_s is None else timeout_s
+        started = time.monotonic()
+        first = self.config.first_token_timeout_s
+        idle = self.config.stream_idle_timeout_s or self.config.timeout_s
+        # Each read is bounded by the next chunk's time; never held across a yield.
+        next_by = None if first is None else started + first
+        why = "" if first is None else f"no first chunk within {first:g} s (first_token_timeout_s)"
+        with (
+            time_bound(started + budget, f"no response headers within {budget:g} s (timeout_s)"),
+            time_bound(next_by, why),  # the headers come before the first chunk
+        ):
+            response = self._send("POST", self._completion_url(), body, request, timeout_s)
         yielded = False
         try:
             ctype = response.headers.get("content-type", "")
@@ -418,7 +434,12 @@ class HTTPAdapter(abc.ABC):
             state = self._stream_state(model, request)
             parser = SSEParser(max_line_bytes=self.config.max_line_bytes)
             secrets = self._redactions(request)
-            for raw in iter_decoded(response):
+            raws = iter_decoded(response)
+            while True:
+                with time_bound(next_by, why):
+                    raw = next(raws, None)
+                if raw is None:
+                    break
                 for event in parser.feed(raw):
                     chunk = state.on_event(event)
                     if state.done:
@@ -436,6 +457,9 @@ class HTTPAdapter(abc.ABC):
                     if chunk is not None:
                         yielded = True
                         yield self._clean(chunk, secrets)
+                        # From the caller's return: its own pace is not the provider's.
+                        next_by = time.monotonic() + idle
+                        why = f"no chunk for {idle:g} s (stream_idle_timeout_s)"
             if yielded:
                 raise StreamInterrupted(
                     "stream ended without its terminator; usage unknown",
@@ -461,15 +485,17 @@ class HTTPAdapter(abc.ABC):
 
     def probe(self, *, timeout_s: float | None = None) -> None:
         """Check the provider answers ``GET {base_url}/models`` with 200 (never billed)."""
-        response = self._send("GET", f"{self._base_url}/models", None, None, timeout_s)
-        try:
-            read_body(response, limit=self.config.max_response_bytes, provider=self._provider)
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise self._error(exc, None) from self._cause(exc, None)
-        finally:
-            _close(response)
+        budget = self.config.timeout_s if timeout_s is None else timeout_s
+        with time_bound(time.monotonic() + budget, f"no answer within {budget:g} s"):
+            response = self._send("GET", f"{self._base_url}/models", None, None, timeout_s)
+            try:
+                read_body(response, limit=self.config.max_response_bytes, provider=self._provider)
+            except ProviderError:
+                raise
+            except Exception as exc:
+                raise self._error(exc, None) from self._cause(exc, None)
+            finally:
+                _close(response)
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -82,6 +82,21 @@ class Behaviour(msgspec.Struct, kw_only=True, frozen=True):
         key_statuses: A request (chat or model listing) sent with one of these API keys
             (``Authorization: Bearer`` or ``x-api-key``) gets that status (401: refused,
             429: rate-limited), to test several keys per provider.
+        trickle_head_ms: The response head is written one byte at a time, this far apart (a
+            server that keeps a per-read timeout from ever firing).
+        trickle_ms: After the first write of a response (a stream's head, preamble and first
+            chunk, when ``inter_token_ms`` spaces the chunks), every byte is written alone,
+            this far apart: a stream that trickles after its first chunk.
+        headers: Extra response headers on every answer (``x-ratelimit-*`` say).
+        rate_limit_requests: A limit of the fake's own over any window (a short one suits
+            tests; ``rpm``/``tpm`` above are per-minute buckets whose answers say what is
+            left): chat requests admitted per sliding ``rate_limit_window_s``; beyond it, a
+            429 whose ``retry-after-ms`` and reset headers (OpenAI
+            ``x-ratelimit-reset-requests``, Anthropic ``anthropic-ratelimit-requests-reset``)
+            say when the oldest admitted one expires.
+        rate_limit_window_s: The window of ``rate_limit_requests``.
+        rate_limit_reset_only: The 429 of the fake's own limit carries only the reset headers,
+            no ``retry-after``/``retry-after-ms``.
     """
 
     latency_ms: float = 0
@@ -116,6 +131,12 @@ class Behaviour(msgspec.Struct, kw_only=True, frozen=True):
     rpm: int | None = None
     tpm: int | None = None
     key_statuses: dict[str, int] | None = None
+    trickle_head_ms: float = 0
+    trickle_ms: float = 0
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    rate_limit_requests: int | None = None
+    rate_limit_window_s: float = 60.0
+    rate_limit_reset_only: bool = False
 
     def __post_init__(self) -> None:
         """Reject values the server could not honour, at construction time."""
@@ -140,6 +161,13 @@ class Behaviour(msgspec.Struct, kw_only=True, frozen=True):
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if self.output_tokens < 0:
             raise ValueError("output_tokens must be >= 0")
+        if self.rate_limit_requests is not None and self.rate_limit_requests < 1:
+            raise ValueError("rate_limit_requests must be >= 1")
+        if not self.rate_limit_window_s > 0:
+            raise ValueError("rate_limit_window_s must be > 0")
+        for name, value in self.headers.items():
+            if not name or any(c in name for c in ": \r\n") or any(c in value for c in "\r\n"):
+                raise ValueError(f"header {name!r} cannot be sent")
         for name in ("status", "fail_status"):
             value = getattr(self, name)
             if value is not None and not 100 <= value <= 599:

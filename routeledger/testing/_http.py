@@ -7,7 +7,9 @@ HTTP library refuses to send (half a ``content-length`` body followed by a TCP R
 on any forced status, a chunked stream cut at an exact event), and it must write the same
 bytes as before byte for byte (lower-case header names in a fixed order, which h11 would
 title-case and reorder). The raw path is `head`, `chunk` and `CHUNK_END`; `reset` and
-`reset_soon` end a connection with an RST instead of a FIN.
+`reset_soon` end a connection with an RST instead of a FIN. `ShapedWriter` shapes what one
+response writes: extra header lines in its head, its head trickled one byte at a time, and
+every write after its first trickled too.
 
 h11 is stricter than the hand-written parser it replaced in one respect: an HTTP/1.1 request
 without a ``Host`` header is answered 400 (RFC 9112 requires one; HTTP clients always send it).
@@ -21,6 +23,7 @@ import contextlib
 import http
 import socket
 import struct
+from typing import Any
 
 import h11
 import msgspec
@@ -31,6 +34,7 @@ __all__ = [
     "MAX_HEAD",
     "BadRequest",
     "Request",
+    "ShapedWriter",
     "chunk",
     "head",
     "read_request",
@@ -219,3 +223,72 @@ async def reset_soon(writer: asyncio.StreamWriter) -> None:
     # The pause lets the client read what was sent before the RST discards its buffers.
     await asyncio.sleep(0.02)
     reset(writer)
+
+
+class ShapedWriter:
+    """Writes one response through a connection's writer, shaped on the way.
+
+    ``extra`` header lines go into the response's head (before its blank line); with
+    ``head_ms`` the head's bytes go out one at a time that far apart; with ``body_ms`` every
+    write after the first goes out one byte at a time that far apart. Everything else is the
+    inner writer's. Only :meth:`write`, :meth:`drain`, :attr:`transport`,
+    :meth:`get_extra_info` and :meth:`close` are offered: what the answering code uses.
+    """
+
+    def __init__(
+        self,
+        inner: asyncio.StreamWriter,
+        *,
+        extra: bytes = b"",
+        head_ms: float = 0,
+        body_ms: float = 0,
+    ) -> None:
+        self._inner = inner
+        self._extra = extra
+        self._head_s = head_ms / 1000
+        self._body_s = body_ms / 1000
+        self._pending: list[bytes] = []
+        self._writes = 0
+
+    @property
+    def transport(self) -> asyncio.WriteTransport:
+        """The inner writer's transport (resets abort it)."""
+        return self._inner.transport
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """Return the inner writer's transport information."""
+        return self._inner.get_extra_info(name, default)
+
+    def close(self) -> None:
+        """Close the inner writer."""
+        self._inner.close()
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data``; :meth:`drain` sends it, shaped."""
+        self._pending.append(data)
+
+    async def drain(self) -> None:
+        """Send what was written, shaped, and wait until the inner writer drained."""
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._writes += 1
+        first = self._writes == 1
+        if first:
+            end = data.find(b"\r\n\r\n")  # the head's blank line
+            if end >= 0 and self._extra:
+                data = data[: end + 2] + self._extra + data[end + 2 :]
+                end += len(self._extra)
+            if end >= 0 and self._head_s > 0:
+                await self._trickle(data[: end + 4], self._head_s)
+                data = data[end + 4 :]
+        if not first and self._body_s > 0:
+            await self._trickle(data, self._body_s)
+            return
+        self._inner.write(data)
+        await self._inner.drain()
+
+    async def _trickle(self, data: bytes, gap_s: float) -> None:
+        for i in range(len(data)):
+            self._inner.write(data[i : i + 1])
+            await self._inner.drain()
+            await asyncio.sleep(gap_s)

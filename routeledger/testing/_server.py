@@ -7,24 +7,40 @@ what is answered is decided in `routeledger.testing._answer`.
 
 Randomness is deterministic: a ``random.Random(seed)`` is drawn exactly twice per request
 (failure roll, then jitter) in request arrival order.
+
+The server also keeps its own rate limit when told to (``Behaviour.rate_limit_requests``): a
+sliding window of the chat requests it admitted, and a 429 with the provider's rate-limit
+headers beyond it. Refused requests do not count, as with the real providers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
+import math
 import random
 import socket
 import threading
-from typing import Any
+import time
+from collections import deque
+from typing import Any, cast
 
 import msgspec
 
 from routeledger.testing._answer import answer, format_of
+from routeledger.testing._anthropic import ANTHROPIC
 from routeledger.testing._behaviour import Behaviour
 from routeledger.testing._exchange import Exchange
-from routeledger.testing._http import MAX_HEAD, BadRequest, Request, head, read_request
+from routeledger.testing._http import (
+    MAX_HEAD,
+    BadRequest,
+    Request,
+    ShapedWriter,
+    head,
+    read_request,
+)
 from routeledger.testing._limits import OwnLimits
 from routeledger.testing._openai import OPENAI
 from routeledger.testing._stats import FakeStats
@@ -66,6 +82,8 @@ class FakeProvider:
         self._server: asyncio.Server | None = None
         self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._lock = threading.Lock()
+        # Monotonic times of the chat requests admitted under Behaviour.rate_limit_requests.
+        self._admitted: deque[float] = deque()
 
     # -- lifecycle
 
@@ -224,6 +242,15 @@ class FakeProvider:
             jitter_ms = self._rng.random() * beh.jitter_ms
             self._ids += 1
             fmt, kind = format_of(request.path, request.headers)
+            if beh.headers or beh.trickle_head_ms > 0 or beh.trickle_ms > 0:
+                extra = b"".join(
+                    f"{name}: {value}\r\n".encode("latin-1") for name, value in beh.headers.items()
+                )
+                shaped = ShapedWriter(
+                    writer, extra=extra, head_ms=beh.trickle_head_ms, body_ms=beh.trickle_ms
+                )
+                # Offers what answering uses of a StreamWriter (see ShapedWriter).
+                writer = cast(asyncio.StreamWriter, shaped)
             exchange = Exchange(
                 request=request,
                 parsed=parsed,
@@ -236,6 +263,10 @@ class FakeProvider:
                 fmt=fmt,
                 limits=self._own_limits(beh),
             )
+            if kind == "chat" and beh.rate_limit_requests is not None:
+                refused = self._over_limit(exchange, beh.rate_limit_requests)
+                if refused:
+                    return await exchange.send_error(429, "rate_limit_exceeded", None)
             return await answer(exchange, kind)
         finally:
             self.stats._end()
@@ -247,6 +278,35 @@ class FakeProvider:
         if self._limits is None or self._limits_of is not beh:
             self._limits, self._limits_of = OwnLimits(beh.rpm, beh.tpm), beh
         return self._limits
+
+    def _over_limit(self, ex: Exchange, limit: int) -> bool:
+        """Admit ``ex`` under the fake's own limit, or set the headers of its 429 and refuse."""
+        beh = ex.behaviour
+        now = time.monotonic()
+        window = self._admitted
+        while window and window[0] <= now - beh.rate_limit_window_s:
+            window.popleft()
+        if len(window) < limit:
+            window.append(now)
+            return False
+        wait_s = window[0] + beh.rate_limit_window_s - now
+        ms = max(1, math.ceil(wait_s * 1000))
+        lines = [ex.fmt.request_id_header + ex.rid.encode()]
+        if not beh.rate_limit_reset_only:
+            lines.append(b"retry-after: %d" % math.ceil(ms / 1000))
+            lines.append(b"retry-after-ms: %d" % ms)
+        if ex.fmt is ANTHROPIC:
+            reset = datetime.datetime.fromtimestamp(time.time() + ms / 1000, datetime.UTC)
+            stamp = reset.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            lines.append(b"anthropic-ratelimit-requests-limit: %d" % limit)
+            lines.append(b"anthropic-ratelimit-requests-remaining: 0")
+            lines.append(b"anthropic-ratelimit-requests-reset: " + stamp.encode())
+        else:
+            lines.append(b"x-ratelimit-limit-requests: %d" % limit)
+            lines.append(b"x-ratelimit-remaining-requests: 0")
+            lines.append(b"x-ratelimit-reset-requests: %dms" % ms)
+        ex.extra = b"".join(line + b"\r\n" for line in lines)
+        return True
 
     async def _plain_error(self, writer: asyncio.StreamWriter, status: int, message: str) -> None:
         body = OPENAI.error_body(status, None, message, "")

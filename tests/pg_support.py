@@ -1,0 +1,79 @@
+"""Real PostgreSQL for the tests: a fresh schema per test on the server the wrapper started.
+
+``scripts/with-postgres.sh`` (which ``.ci/run`` and the README's test command use) starts a
+throw-away server and exports ``ROUTELEDGER_TEST_PG_URL``, with its bin and data directories
+(``ROUTELEDGER_TEST_PG_BIN``, ``ROUTELEDGER_TEST_PG_DATA``, ``ROUTELEDGER_TEST_PG_USER``) for
+the tests that restart it. Without the variable a PostgreSQL test skips, and under CI (``CI``
+set) fails: there a missing server is a broken environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import pytest
+
+__all__ = ["fresh_url", "restart_server", "server_url", "with_schema"]
+
+
+def server_url() -> str:
+    """Return the test server's URL, or skip (fail under CI) when there is none."""
+    url = os.environ.get("ROUTELEDGER_TEST_PG_URL")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        url = None
+    if not url:
+        reason = "needs PostgreSQL: run under scripts/with-postgres.sh (and the postgres extra)"
+        if os.environ.get("CI"):
+            pytest.fail(f"under CI this must run: {reason}")
+        pytest.skip(reason)
+    return url
+
+
+def with_schema(url: str, schema: str) -> str:
+    """Return ``url`` with its connections' ``search_path`` set to ``schema``."""
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
+
+
+@contextlib.contextmanager
+def fresh_url() -> Iterator[str]:
+    """Create an empty schema, yield a URL whose tables live there, then drop it."""
+    import psycopg
+
+    base = server_url()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield with_schema(base, schema)
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            # Sessions a test left open (a killed child's) must not hold the drop up.
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND query LIKE %s",
+                (f"%{schema}%",),
+            )
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def restart_server() -> None:
+    """Restart the test server (``pg_ctl restart``): every connection is dropped."""
+    bin_dir = os.environ.get("ROUTELEDGER_TEST_PG_BIN")
+    data = os.environ.get("ROUTELEDGER_TEST_PG_DATA")
+    user = os.environ.get("ROUTELEDGER_TEST_PG_USER", "")
+    if not bin_dir or not data:
+        pytest.skip("needs the server started by scripts/with-postgres.sh")
+    command = [f"{bin_dir}/pg_ctl", "-D", data, "-m", "fast", "-w", "restart"]
+    if os.geteuid() == 0 and user:
+        command = ["runuser", "-u", user, "--", *command]
+    subprocess.run(
+        command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30
+    )

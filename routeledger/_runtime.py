@@ -109,7 +109,14 @@ from routeledger.events import (
     validate_config,
     validate_request,
 )
-from routeledger.store import EventStore, MemoryStore, SQLiteStore, forget_gaps, take_gaps
+from routeledger.store import (
+    EventStore,
+    MemoryStore,
+    forget_gaps,
+    open_store,
+    shown_target,
+    take_gaps,
+)
 
 if TYPE_CHECKING:
     from routeledger.actors._writer import LogView
@@ -199,7 +206,8 @@ class Runtime:
 
         Args:
             config: The configuration.
-            event_log: A SQLite file path, a store, or ``None`` for an in-memory log.
+            event_log: A SQLite file path, a ``postgresql://`` URL (the ``postgres`` extra), a
+                store, or ``None`` for an in-memory log.
             clock: The clock (tests and simulations inject a virtual one).
             seed: Seeds the RNG of every random choice (default ``config.seed``).
             environ: Where ``api_key_env`` variables are read (default ``os.environ``).
@@ -248,11 +256,12 @@ class Runtime:
         if event_log is None:
             self._store: EventStore = MemoryStore()
         elif isinstance(event_log, str | os.PathLike):
-            self._store = SQLiteStore(event_log, synchronous=config.log.synchronous)
+            # A path opens a SQLite file; a postgresql:// URL opens PostgresStore.
+            self._store = open_store(event_log, synchronous=config.log.synchronous)
         else:
             self._store = event_log
-        self.event_log_path = (
-            os.fspath(event_log) if isinstance(event_log, str | os.PathLike) else None
+        self.event_log_path = (  # a URL's password masked: this is shown in output
+            shown_target(event_log) if isinstance(event_log, str | os.PathLike) else None
         )
         self.store_error: StoreError | None = None
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rl-async")

@@ -14,7 +14,7 @@ from routeledger.store._base import EventStore, Projection, StoredEvent
 from routeledger.store._gaps import forget_gaps, gaps_path, save_gap, take_gaps
 from routeledger.store._mapper import EventNotStorable, EventRow, event_to_row, row_to_event
 from routeledger.store._memory import MemoryStore
-from routeledger.store._open import open_store
+from routeledger.store._open import open_store, shown_target
 from routeledger.store._postgres import PostgresStore, Slot, is_postgres_url
 from routeledger.store._schema import SCHEMA_VERSION
 from routeledger.store._snapshots import (
@@ -48,6 +48,7 @@ __all__ = [
     "read_snapshots",
     "row_to_event",
     "save_gap",
+    "shown_target",
     "take_gaps",
     "write_snapshot",
 ]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 
+from routeledger.store._pgerrors import shown_url
 from routeledger.store._postgres import PostgresStore, is_postgres_url
 from routeledger.store._sqlite import SQLiteStore
 
-__all__ = ["open_store"]
+__all__ = ["open_store", "shown_target"]
 
 
 def open_store(
@@ -29,3 +30,11 @@ def open_store(
         assert isinstance(target, str)
         return PostgresStore(target, readonly=readonly)
     return SQLiteStore(target, readonly=readonly, synchronous=synchronous)
+
+
+def shown_target(target: str | os.PathLike[str]) -> str:
+    """Return how to name the log at ``target`` in output: a URL's password is masked."""
+    if is_postgres_url(target):
+        assert isinstance(target, str)
+        return shown_url(target)
+    return os.fspath(target)

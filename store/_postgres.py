@@ -183,7 +183,8 @@ class Slot(NamedTuple):
     """One strict-concurrency slot held by this store's session (an advisory lock)."""
 
     provider: str
-    index: int
+    number: int
+    """Which of the provider's ``limit`` slots (0-based)."""
 
 
 class _InDoubt(NamedTuple):
@@ -292,9 +293,8 @@ class PostgresStore(EventStore):
 
     def last_position(self) -> int:
         """Return the last committed position, 0 when empty."""
-        with self._reader("last_position") as conn:
-            row = conn.execute(_LAST_SQL).fetchone()
-        return int(row[0]) if row else 0
+        rows = self._query("last_position", _LAST_SQL)
+        return int(rows[0][0]) if rows else 0
 
     def wait_for_commit(self, after_position: int, timeout_s: float) -> int:
         """Block until the last committed position is above ``after_position``, or timeout.
@@ -353,7 +353,7 @@ class PostgresStore(EventStore):
         """
         with self._slot_lock:
             self._check_open()
-            held = [s.index for s in self._held if s.provider == provider]
+            held = [s.number for s in self._held if s.provider == provider]
             try:
                 conn = self._slot_connection()
                 row = conn.execute(
@@ -381,7 +381,7 @@ class PostgresStore(EventStore):
             try:
                 conn.execute(
                     "SELECT pg_advisory_unlock(hashtext(%s), %s)",
-                    (_SLOT_SPACE + slot.provider, slot.index),
+                    (_SLOT_SPACE + slot.provider, slot.number),
                 )
             except self._psycopg.Error:
                 self._drop_slots()
@@ -529,8 +529,7 @@ class PostgresStore(EventStore):
         size = _FETCH_SIZE if limit is None else max(1, min(limit, _FETCH_SIZE))
         position = start
         while position <= head:
-            with self._reader("read") as conn:
-                rows = conn.execute(_PAGE_SQL, (position, head, size)).fetchall()
+            rows = self._query("read", _PAGE_SQL, (position, head, size))
             if not rows:
                 return
             for row in rows:
@@ -539,9 +538,7 @@ class PostgresStore(EventStore):
 
     def _request_rows(self, request_id: str) -> Iterator[tuple[int, object]]:
         head = self.last_position()
-        with self._reader("read_request") as conn:
-            cursor = conn.execute(_REQUEST_SQL, (_index_value(request_id), head))
-            rows = cursor.fetchall()
+        rows = self._query("read_request", _REQUEST_SQL, (_index_value(request_id), head))
         for row in rows:
             yield int(row[0]), row[1]
 
@@ -571,30 +568,41 @@ class PostgresStore(EventStore):
             with contextlib.suppress(Exception):
                 writer.close()
 
-    @contextlib.contextmanager
-    def _reader(self, action: str) -> Iterator[psycopg.Connection[Any]]:
-        with self._lock:
-            self._check_open()
-            conn = self._idle.pop() if self._idle else None
-        try:
-            if conn is None or conn.closed:
-                conn = self._connect(readonly=True)
-            yield conn
-        except self._psycopg.Error as exc:
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
-            raise self._translate(exc, action) from exc
-        except BaseException:
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
-            raise
-        with self._lock:
-            if not self._closed and len(self._idle) < _MAX_IDLE_READERS:
-                self._idle.append(conn)
-                return
-        conn.close()
+    def _query(self, action: str, statement: str, params: tuple[object, ...] = ()) -> list[Any]:
+        """Run one read on an idle reader connection (or a new one) and return its rows.
+
+        An idle connection may have been closed by the server meanwhile (a restart, an
+        administrator, an idle timeout): a read is safe to repeat, so it is, once, on a new
+        connection.
+        """
+        for attempt in (1, 2):
+            with self._lock:
+                self._check_open()
+                conn = self._idle.pop() if self._idle else None
+            reused = conn is not None
+            try:
+                if conn is None or conn.closed:
+                    conn = self._connect(readonly=True)
+                rows = conn.execute(statement, params or None).fetchall()
+            except self._psycopg.Error as exc:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                if reused and attempt == 1 and is_connection_lost(exc):
+                    continue
+                raise self._translate(exc, action) from exc
+            except BaseException:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                raise
+            with self._lock:
+                if not self._closed and len(self._idle) < _MAX_IDLE_READERS:
+                    self._idle.append(conn)
+                    return rows
+            conn.close()
+            return rows
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _listening(self) -> psycopg.Connection[Any] | None:
         """Return the LISTENing connection, or ``None`` when it cannot be had (poll)."""

@@ -47,7 +47,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from routeledger.events import SchemaVersionError, StoreError
@@ -154,6 +154,21 @@ _PAGE_SQL = (
 _REQUEST_SQL = (
     "SELECT position, data FROM routeledger_events WHERE request_id = %s AND position <= %s "
     "ORDER BY position"
+)
+_EVENT_DATA_SQL = "SELECT data FROM routeledger_events WHERE position = %s"
+_SNAPSHOT_PUT_SQL = (
+    "INSERT INTO routeledger_snapshots (position, format, code, anchor, checksum, state) "
+    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (position) DO UPDATE SET format = "
+    "EXCLUDED.format, code = EXCLUDED.code, anchor = EXCLUDED.anchor, "
+    "checksum = EXCLUDED.checksum, state = EXCLUDED.state"
+)
+_SNAPSHOT_PRUNE_SQL = (
+    "DELETE FROM routeledger_snapshots WHERE position NOT IN (SELECT position FROM "
+    "routeledger_snapshots WHERE position <= %s ORDER BY position DESC LIMIT %s)"
+)
+_SNAPSHOT_ROWS_SQL = (
+    "SELECT position, format, code, anchor, checksum, state FROM routeledger_snapshots "
+    "ORDER BY position DESC"
 )
 
 
@@ -338,6 +353,43 @@ class PostgresStore(EventStore):
             if conn is not None:
                 with contextlib.suppress(Exception):
                     conn.close()
+
+    # --- snapshots (see ``_snapshots``, which checks and builds the rows) -----------------------
+
+    def put_snapshot(
+        self, position: int, row: Callable[[object], tuple[object, ...]], *, keep: int
+    ) -> bool:
+        """Store the snapshot row ``row(data of the event at position)``; keep the newest ``keep``.
+
+        One transaction on the writer connection: nothing is stored when the log holds no
+        event at ``position`` (the fold ran ahead of it). Returns whether a row was stored.
+
+        Raises:
+            StoreError: the write failed; the table is as it was.
+        """
+        with self._write_lock:
+            self._check_writable()
+            try:
+                writer = self._writer_connection()
+                with writer.transaction():
+                    found = writer.execute(_EVENT_DATA_SQL, (position,)).fetchone()
+                    if found is None:
+                        return False
+                    writer.execute(_SNAPSHOT_PUT_SQL, row(found[0]))
+                    writer.execute(_SNAPSHOT_PRUNE_SQL, (position, keep))
+            except self._psycopg.Error as exc:
+                self._drop_writer()
+                raise self._translate(exc, f"snapshot at {position}") from exc
+        return True
+
+    def snapshot_rows(self) -> list[tuple[Any, ...]]:
+        """Return the stored snapshot rows, newest first, unchecked."""
+        return self._query("read snapshots", _SNAPSHOT_ROWS_SQL)
+
+    def event_data(self, position: int) -> object | None:
+        """Return the stored data (JSON text) of the event at ``position``, or ``None``."""
+        rows = self._query("read an event", _EVENT_DATA_SQL, (position,))
+        return rows[0][0] if rows else None
 
     # --- strict concurrency -----------------------------------------------------------------
 

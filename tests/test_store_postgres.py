@@ -478,3 +478,32 @@ def test_a_closed_store_gives_its_slots_back(url: str) -> None:
         assert b.try_acquire_slot("p", 1) is None
         a.close()
         assert b.try_acquire_slot("p", 1) is not None
+
+
+# --- snapshots --------------------------------------------------------------------------------
+
+
+def test_snapshots_on_postgresql_start_a_runtime_with_the_figures_of_a_full_replay(
+    url: str, fake: Any, config_for: Any, req: Any
+) -> None:
+    """The writer stores snapshots in PostgreSQL; a restart loads one, and it is checked."""
+    from routeledger import LogConfig
+    from routeledger.store import load_snapshot, read_snapshots
+
+    cfg = config_for({"a": fake}, log=LogConfig(snapshot_every=10))
+    with Runtime.start(cfg, event_log=url) as rt:
+        for _ in range(6):
+            rt.complete(req())
+    with PostgresStore(url, readonly=True) as store:
+        rows = read_snapshots(store)
+        assert rows and isinstance(rows[0].state, bytes)
+        loaded = load_snapshot(store)
+        assert loaded is not None and loaded.position == rows[0].position
+    with Runtime.start(cfg, event_log=url) as rt:
+        assert rt.get_metrics() == replay(url, snapshots=False).metrics
+        assert rt.get_metrics()["a"].requests == 6
+    # A snapshot whose anchor no longer matches the log is ignored, never trusted.
+    sql(url, "UPDATE routeledger_snapshots SET anchor = 'x'")
+    with PostgresStore(url, readonly=True) as store:
+        assert load_snapshot(store) is None
+    assert replay(url).metrics == replay(url, snapshots=False).metrics

@@ -35,7 +35,7 @@ from routeledger._cache import ResponseCache, cache_key
 from routeledger._interpreter import ThreadedInterpreter
 from routeledger._startup import config_digest, config_summary, fold_log
 from routeledger.actors._buckets import RESUME_SCAN_EVENTS, HeaderReader, recent_attempts
-from routeledger.actors._budget import Budget
+from routeledger.actors._budget import Budget, check_strict, strict_slots
 from routeledger.actors._bus import EventBus
 from routeledger.actors._clock import Clock, SystemClock
 from routeledger.actors._desk import BufferedEmitter, RoutingDesk
@@ -220,6 +220,7 @@ class Runtime:
             StoreError: The event log cannot be opened.
         """
         validate_config(config, environ=environ)
+        check_strict(config, event_log)
         self = object.__new__(cls)
         self._init(
             config,
@@ -315,9 +316,12 @@ class Runtime:
                 )
             ]
         )
+        shared = strict_slots(config, self._store)  # "strict": one database slot per request
         self._handles: dict[str, ProviderHandle] = {
             p.name: ProviderHandle(
-                p, Budget(p.max_concurrency, self._signal), resume.stats.get(p.name)
+                p,
+                Budget(p.max_concurrency, self._signal, shared=shared, provider=p.name),
+                resume.stats.get(p.name),
             )
             for p in config.providers
         }

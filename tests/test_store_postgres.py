@@ -507,3 +507,54 @@ def test_snapshots_on_postgresql_start_a_runtime_with_the_figures_of_a_full_repl
     with PostgresStore(url, readonly=True) as store:
         assert load_snapshot(store) is None
     assert replay(url).metrics == replay(url, snapshots=False).metrics
+
+
+def test_a_strict_budget_holds_its_limit_across_daemons(url: str) -> None:
+    """Two daemons' budgets of one provider, limit 2 each: 2 requests in flight in total."""
+    from routeledger.actors._budget import Budget
+
+    with PostgresStore(url) as one, PostgresStore(url) as two:
+        a = Budget(2, shared=one, provider="p")
+        b = Budget(2, shared=two, provider="p")
+        assert a.try_acquire() and b.try_acquire()
+        assert not a.try_acquire() and not b.try_acquire()
+        assert a.in_flight == 1 and b.in_flight == 1  # a refused slot is given back locally
+        a.release()
+        assert b.try_acquire()
+        assert not a.try_acquire()
+
+
+def test_a_strict_budget_falls_back_to_its_local_limit_when_the_database_is_away(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Slots that cannot be had (StoreError) leave the local limit in force, said once."""
+    from routeledger.actors._budget import Budget
+
+    class Away:
+        def try_acquire_slot(self, provider: str, limit: int) -> None:
+            raise StoreError("unreachable")
+
+        def release_slot(self, slot: object) -> None:
+            raise AssertionError("nothing was taken")
+
+    budget = Budget(2, shared=Away(), provider="p")
+    with caplog.at_level("WARNING", logger="routeledger"):
+        assert budget.try_acquire() and budget.try_acquire()
+        assert not budget.try_acquire()
+        budget.release()
+    assert sum("shared slots unavailable" in r.message for r in caplog.records) == 1
+
+
+def test_strict_shared_concurrency_is_refused_without_postgresql(tmp_path: Path) -> None:
+    """shared_concurrency = "strict" with a SQLite file or in memory is a ConfigError."""
+    from types import SimpleNamespace
+
+    from routeledger import ConfigError
+    from routeledger.actors._budget import check_strict
+
+    strict = SimpleNamespace(shared_concurrency="strict")
+    for log in (tmp_path / "x.sqlite", None):
+        with pytest.raises(ConfigError, match="strict"):
+            check_strict(strict, log)
+    check_strict(strict, "postgresql://u@127.0.0.1/db")
+    check_strict(SimpleNamespace(shared_concurrency="lease"), None)

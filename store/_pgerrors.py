@@ -82,7 +82,7 @@ def translate(exc: psycopg.Error, *, url: str, action: str, secrets: list[str]) 
         action: what the store was doing, for the message (``"append"``, ``"read"``, ...).
         secrets: passwords to remove from the driver's text.
     """
-    text = str(exc).strip().replace("\n", " ")
+    text = " ".join(str(exc).split())  # libpq breaks its lines with newlines and tabs
     for secret in secrets:
         text = text.replace(secret, "***")
     state = exc.sqlstate

@@ -405,16 +405,21 @@ class PostgresStore(EventStore):
         """
         with self._slot_lock:
             self._check_open()
-            held = [s.number for s in self._held if s.provider == provider]
-            try:
-                conn = self._slot_connection()
-                row = conn.execute(
-                    "SELECT routeledger_try_slot(hashtext(%s), %s, %s::int[])",
-                    (_SLOT_SPACE + provider, limit, held),
-                ).fetchone()
-            except self._psycopg.Error as exc:
-                self._drop_slots()
-                raise self._translate(exc, "try_acquire_slot") from exc
+            for attempt in (1, 2):
+                held = [s.number for s in self._held if s.provider == provider]
+                try:
+                    conn = self._slot_connection()
+                    row = conn.execute(
+                        "SELECT routeledger_try_slot(hashtext(%s), %s, %s::int[])",
+                        (_SLOT_SPACE + provider, limit, held),
+                    ).fetchone()
+                    break
+                except self._psycopg.Error as exc:
+                    # The session is gone, and every slot it held with it: start a new one.
+                    self._drop_slots()
+                    if attempt == 1 and is_connection_lost(exc):
+                        continue
+                    raise self._translate(exc, "try_acquire_slot") from exc
             if row is None or row[0] is None:
                 return None
             slot = Slot(provider, int(row[0]))

@@ -558,3 +558,17 @@ def test_strict_shared_concurrency_is_refused_without_postgresql(tmp_path: Path)
             check_strict(strict, log)
     check_strict(strict, "postgresql://u@127.0.0.1/db")
     check_strict(SimpleNamespace(shared_concurrency="lease"), None)
+
+
+def test_slots_of_a_terminated_session_are_forgotten_and_the_next_take_reconnects(
+    url: str,
+) -> None:
+    """The slot session is terminated: its slots are free at the server and here alike."""
+    with PostgresStore(url) as a, PostgresStore(url) as b:
+        held = a.try_acquire_slot("p", 1)
+        assert held is not None
+        assert a._slots_conn is not None
+        terminate(url, a._slots_conn.info.backend_pid)
+        assert b.try_acquire_slot("p", 1) is not None  # the server released it
+        assert a.try_acquire_slot("p", 2) is not None  # a reconnects, holding nothing
+        a.release_slot(held)  # a no-op: that session is gone

@@ -22,7 +22,15 @@ from typing import Any, Protocol
 
 from routeledger.events import ConfigError, StoreError
 
-__all__ = ["Budget", "CapacitySignal", "SlotStore", "check_strict", "strict_slots"]
+__all__ = [
+    "SHARED_POLL_S",
+    "Budget",
+    "CapacitySignal",
+    "RemoteReleases",
+    "SlotStore",
+    "check_strict",
+    "strict_slots",
+]
 
 log = logging.getLogger("routeledger")
 
@@ -37,6 +45,11 @@ class SlotStore(Protocol):
     def release_slot(self, slot: Any) -> None:
         """Give a slot back."""
         ...
+
+
+SHARED_POLL_S = 0.02
+"""How often requests waiting for a shared (strict) slot get a turn: another daemon's
+release wakes nobody in this process."""
 
 
 class CapacitySignal:
@@ -163,6 +176,32 @@ class Budget:
     def load(self) -> float:
         """Return the share of the budget in use."""
         return self.in_flight / self.limit if self.limit > 0 else 1.0
+
+
+class RemoteReleases:
+    """Give waiting requests a turn every ``poll_s`` (strict mode), until :meth:`stop`.
+
+    A slot freed by another daemon sends no signal to this process: without this, a request
+    waiting for it would wait until a local release, or its queue timeout. A notify with no
+    waiter costs one lock and an increment.
+    """
+
+    def __init__(self, signal: CapacitySignal, *, poll_s: float = SHARED_POLL_S) -> None:
+        self._signal = signal
+        self._poll_s = poll_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rl-shared-slots", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._poll_s):
+            if getattr(self._signal, "waiting", 1):
+                self._signal.notify()
+
+    def stop(self) -> None:
+        """Stop the thread (idempotent)."""
+        self._stop.set()
+        self._thread.join(timeout=1.0)
 
 
 def strict_slots(config: object, store: object) -> SlotStore | None:

@@ -35,7 +35,7 @@ from routeledger._cache import ResponseCache, cache_key
 from routeledger._interpreter import ThreadedInterpreter
 from routeledger._startup import config_digest, config_summary, fold_log
 from routeledger.actors._buckets import RESUME_SCAN_EVENTS, HeaderReader, recent_attempts
-from routeledger.actors._budget import Budget, check_strict, strict_slots
+from routeledger.actors._budget import Budget, RemoteReleases, check_strict, strict_slots
 from routeledger.actors._bus import EventBus
 from routeledger.actors._clock import Clock, SystemClock
 from routeledger.actors._desk import BufferedEmitter, RoutingDesk
@@ -275,6 +275,8 @@ class Runtime:
         )
         self._bus = EventBus()
         self._signal = WaitQueue()
+        shared = strict_slots(config, self._store)  # "strict": one database slot per request
+        self._remote_releases = RemoteReleases(self._signal) if shared is not None else None
 
         # The log is the source of truth: live figures and routing state continue from it.
         projections = fold_log(self._store)
@@ -316,7 +318,6 @@ class Runtime:
                 )
             ]
         )
-        shared = strict_slots(config, self._store)  # "strict": one database slot per request
         self._handles: dict[str, ProviderHandle] = {
             p.name: ProviderHandle(
                 p,
@@ -445,6 +446,8 @@ class Runtime:
             _OPEN.discard(self)
         cancelled = self._requests.drain(grace_s)
         self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._remote_releases is not None:
+            self._remote_releases.stop()
         # Refuse new decisions and send what gathered; let the health actor observe it (its
         # transitions then wait in the supervisor's mailbox, ahead of the stop), so nothing
         # is sent to an actor that already stopped.

@@ -572,3 +572,43 @@ def test_slots_of_a_terminated_session_are_forgotten_and_the_next_take_reconnect
         assert b.try_acquire_slot("p", 1) is not None  # the server released it
         assert a.try_acquire_slot("p", 2) is not None  # a reconnects, holding nothing
         a.release_slot(held)  # a no-op: that session is gone
+
+
+def test_strict_mode_holds_max_concurrency_in_total_at_the_provider(
+    url: str, config_for: Any, req: Any
+) -> None:
+    """Two runtimes (two daemons' sessions), max_concurrency=2: at most 2 at the provider.
+
+    The configuration field comes with the lease mode (``shared_concurrency``); a subclass
+    adds it here. The control, the same load without it, goes above 2.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import msgspec
+
+    from routeledger import FailoverConfig, RuntimeConfig
+    from routeledger.testing import Behaviour, FakeProvider
+
+    class Strict(RuntimeConfig, kw_only=True):
+        shared_concurrency: str = "strict"
+
+    def peak(strict: bool) -> int:
+        with FakeProvider(Behaviour(latency_ms=40), seed=0) as fake:
+            base = config_for(
+                {"a": fake},
+                per_provider={"a": {"max_concurrency": 2}},
+                failover=FailoverConfig(queue_timeout_s=5.0),
+            )
+            cfg = Strict(**msgspec.structs.asdict(base)) if strict else base
+            with (
+                Runtime.start(cfg, event_log=url, active_health_checks=False) as one,
+                Runtime.start(cfg, event_log=url, active_health_checks=False) as two,
+                ThreadPoolExecutor(8) as pool,
+            ):
+                calls = [pool.submit((one, two)[i % 2].complete, req()) for i in range(16)]
+                # Requests wait for a slot (the queue), in strict mode one another daemon frees.
+                assert [call.exception(timeout=30) for call in calls] == [None] * len(calls)
+            return fake.stats.max_concurrent
+
+    assert peak(strict=False) > 2
+    assert peak(strict=True) <= 2

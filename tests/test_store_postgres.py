@@ -612,3 +612,23 @@ def test_strict_mode_holds_max_concurrency_in_total_at_the_provider(
 
     assert peak(strict=False) > 2
     assert peak(strict=True) <= 2
+
+
+def test_a_runtime_recovers_from_its_connections_being_terminated(
+    url: str, fake: Any, config_for: Any, req: Any
+) -> None:
+    """Every session of a running runtime is terminated: it goes on, and live equals replay."""
+    with Runtime.start(config_for({"a": fake}), event_log=url) as rt:
+        rt.complete(req())
+        rt.flush()
+        sql(
+            url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND datname = current_database()",
+        )
+        for _ in range(2):
+            rt.complete(req())
+        rt.flush()
+        assert rt.store_error is None
+        assert rt.get_metrics() == replay(url).metrics
+        assert rt.get_metrics()["a"].requests == 3

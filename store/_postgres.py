@@ -39,6 +39,9 @@ reads use a few idle connections, one per running iterator, and page by position
 head they saw at their first step (no long transaction is held). Every connection is a
 session connection: LISTEN and advisory locks (strict concurrency) do not work through a
 pooler in transaction mode.
+
+This module is over 500 lines because one set of connections and locks serves the log, its
+snapshots and the strict-concurrency slots; split, each part would reach into the others'.
 """
 
 from __future__ import annotations

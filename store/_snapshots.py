@@ -164,12 +164,12 @@ def write_snapshot(store: EventStore, projections: Projections) -> bool:
     code = code_identity()
     if isinstance(store, PostgresStore):
 
-        def row(anchored: object) -> tuple[int, int, str, str, str, bytes]:
+        def build(anchored: object) -> tuple[int, int, str, str, str, bytes]:
             anchor = _anchor(anchored)
             checksum = _checksum(SNAPSHOT_FORMAT, code, position, anchor, state)
             return (position, SNAPSHOT_FORMAT, code, anchor, checksum, state)
 
-        return store.put_snapshot(position, row, keep=KEEP)
+        return store.put_snapshot(position, build, keep=KEEP)
     with store._write_lock:
         writer = store._writer_connection()
         try:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from pg_support import fresh_url, server_url, start_server, stop_server
+from support import wait_for
 
 from routeledger import Runtime, replay
 from routeledger.events import (
@@ -62,8 +63,8 @@ def sql(url: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
 
 
 def terminate(url: str, store_pid: int) -> None:
-    """Terminate the server backend ``store_pid`` (as an administrator would)."""
-    sql(url, "SELECT pg_terminate_backend(%s)", store_pid)
+    """Terminate the server backend ``store_pid`` (as an administrator would), and wait for it."""
+    sql(url, "SELECT pg_terminate_backend(%s, 5000)", store_pid)
 
 
 # --- opening, URLs and secrets ----------------------------------------------------------------
@@ -394,7 +395,7 @@ def test_a_terminated_connection_is_recovered_by_the_next_call(
     assert store.last_position() == 1
     sql(
         url,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
         "WHERE pid <> pg_backend_pid() AND datname = current_database()",
     )
     assert store.append([probe(2)]) == [2]
@@ -477,7 +478,8 @@ def test_a_closed_store_gives_its_slots_back(url: str) -> None:
         assert a.try_acquire_slot("p", 1) is not None
         assert b.try_acquire_slot("p", 1) is None
         a.close()
-        assert b.try_acquire_slot("p", 1) is not None
+        # The server frees a session's locks as its backend exits, just after the close.
+        wait_for(lambda: b.try_acquire_slot("p", 1) is not None, "the slot to come back")
 
 
 # --- snapshots --------------------------------------------------------------------------------
@@ -569,7 +571,7 @@ def test_slots_of_a_terminated_session_are_forgotten_and_the_next_take_reconnect
         assert held is not None
         assert a._slots_conn is not None
         terminate(url, a._slots_conn.info.backend_pid)
-        assert b.try_acquire_slot("p", 1) is not None  # the server released it
+        wait_for(lambda: b.try_acquire_slot("p", 1) is not None, "the server to release it")
         assert a.try_acquire_slot("p", 2) is not None  # a reconnects, holding nothing
         a.release_slot(held)  # a no-op: that session is gone
 
@@ -623,7 +625,7 @@ def test_a_runtime_recovers_from_its_connections_being_terminated(
         rt.flush()
         sql(
             url,
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
             "WHERE pid <> pg_backend_pid() AND datname = current_database()",
         )
         for _ in range(2):

@@ -274,7 +274,11 @@ def run_tail(args: argparse.Namespace) -> int:
                 out.flush()
             if not args.follow:
                 break
-            time.sleep(POLL_INTERVAL_S)
+            wait = getattr(store, "wait_for_commit", None)  # PostgreSQL: woken by NOTIFY
+            if wait is not None:
+                wait(next_position - 1, 1.0)
+            else:
+                time.sleep(POLL_INTERVAL_S)
     except KeyboardInterrupt:
         pass  # Ctrl-C is the normal way to stop following.
     except BrokenPipeError:

@@ -634,3 +634,27 @@ def test_a_runtime_recovers_from_its_connections_being_terminated(
         assert rt.store_error is None
         assert rt.get_metrics() == replay(url).metrics
         assert rt.get_metrics()["a"].requests == 3
+
+
+def test_tail_follows_a_postgresql_log_as_it_grows(store: PostgresStore, url: str) -> None:
+    """`routeledger tail --db URL` prints the log, then each event another process appends."""
+    store.append([probe(1)])
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "routeledger", "tail", "--db", url, "--from", "1"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(tail.stdout.readline, "")))  # type: ignore[union-attr]
+    reader.start()
+    try:
+        wait_for(lambda: len(lines) >= 1, "the first line")
+        store.append([probe(2)])
+        wait_for(lambda: len(lines) >= 2, "the appended event's line")
+    finally:
+        tail.terminate()
+        tail.wait(timeout=10)
+        reader.join(timeout=10)
+        assert tail.stdout is not None
+        tail.stdout.close()
+    assert lines[0].split()[0] == "1" and lines[1].split()[0] == "2"

@@ -37,9 +37,9 @@ def server_url() -> str:
 
 
 def with_schema(url: str, schema: str) -> str:
-    """Return ``url`` with its connections' ``search_path`` set to ``schema``."""
+    """Return ``url`` with its connections' ``search_path`` (and application name) ``schema``."""
     sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
+    return f"{url}{sep}options={quote(f'-csearch_path={schema}')}&application_name={schema}"
 
 
 @contextlib.contextmanager
@@ -57,9 +57,9 @@ def fresh_url() -> Iterator[str]:
         with psycopg.connect(base, autocommit=True) as conn:
             # Sessions a test left open (a killed child's) must not hold the drop up.
             conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE pid <> pg_backend_pid() AND query LIKE %s",
-                (f"%{schema}%",),
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND application_name = %s",
+                (schema,),
             )
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 

@@ -658,3 +658,27 @@ def test_tail_follows_a_postgresql_log_as_it_grows(store: PostgresStore, url: st
         assert tail.stdout is not None
         tail.stdout.close()
     assert lines[0].split()[0] == "1" and lines[1].split()[0] == "2"
+
+
+def test_the_commands_added_since_read_a_postgresql_log_without_showing_its_password(
+    url: str, fake: Any, config_for: Any, req: Any, tmp_path: Path
+) -> None:
+    """export, report and scenario read a URL's log; nothing they write shows its password."""
+    secret_url = url.replace("postgresql://postgres@", "postgresql://postgres:hunter2@")
+    with Runtime.start(config_for({"a": fake}), event_log=secret_url) as rt:
+        for _ in range(2):
+            rt.complete(req())
+    commands = {
+        "export": ["export", "--db", secret_url, "--format", "jsonl"],
+        "report": ["report", "--db", secret_url, "-o", str(tmp_path / "r.html")],
+        "scenario": ["scenario", "--db", secret_url, "-o", str(tmp_path / "s.toml")],
+    }
+    for name, args in commands.items():
+        out = subprocess.run(
+            [sys.executable, "-m", "routeledger", *args], capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0, (name, out.stderr)
+        assert "hunter2" not in out.stdout + out.stderr, name
+    assert len(replay(url).metrics) == 1
+    for written in ("r.html", "s.toml"):
+        assert "hunter2" not in (tmp_path / written).read_text(), written

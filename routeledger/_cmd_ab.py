@@ -130,7 +130,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
         epilog=f"metrics: {metrics}".replace("%", "%%"),
     )
-    p.add_argument("--db", required=True, metavar="FILE", help="the SQLite event log")
+    p.add_argument(
+        "--db", required=True, metavar="FILE", help="the SQLite event log or a postgresql:// URL"
+    )
     p.add_argument("--test", metavar="NAME", help="only this test (default: every test)")
     p.add_argument(
         "--metric",

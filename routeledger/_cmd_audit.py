@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "strategy's scores, each attempt and the outcome."
         ),
     )
-    p.add_argument("--db", required=True, help="event log file")
+    p.add_argument("--db", required=True, help="event log file, or a postgresql:// URL")
     p.add_argument("request_id", metavar="REQUEST_ID")
     p.add_argument("--json", action="store_true", help="print the events as JSON lines")
     p.set_defaults(func=run)
@@ -34,12 +34,13 @@ def run(args: argparse.Namespace) -> int:
 
     from routeledger._replay import open_readonly
     from routeledger.events import RequestError, escape_controls, escape_json_controls
+    from routeledger.store import shown_target
 
     with open_readonly(args.db) as store:
         trail = list(store.read_request(args.request_id))
     if not trail:
         raise RequestError(
-            f"no events for request {escape_controls(args.request_id)!r} in {args.db}"
+            f"no events for request {escape_controls(args.request_id)!r} in {shown_target(args.db)}"
         )
     if args.json:
         for stored in trail:

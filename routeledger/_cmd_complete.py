@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--provider", help="preferred provider")
     p.add_argument("--stream", action="store_true", help="print the answer as it streams")
-    p.add_argument("--db", help="event log file (default: in memory)")
+    p.add_argument("--db", help="event log file or postgresql:// URL (default: in memory)")
     p.set_defaults(func=run)
 
 

@@ -36,7 +36,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--requests", type=int, default=300, help="requests in all (default 300)")
     p.add_argument("--concurrency", type=int, default=8, help="concurrent callers (default 8)")
     p.add_argument(
-        "--db", default="routeledger-demo.sqlite", help="event log file (replaced if it exists)"
+        "--db",
+        default="routeledger-demo.sqlite",
+        help="event log file (replaced if it exists), or an empty postgresql:// log",
     )
     p.add_argument("--seed", type=int, default=7, help="seed of the fakes and the router")
     p.set_defaults(func=run)
@@ -129,12 +131,20 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo."""
     from routeledger import ABTestConfig, Runtime, replay
     from routeledger._cmd_replay import figure_lines
-    from routeledger.events import escape_controls
+    from routeledger.events import StoreError, escape_controls
+    from routeledger.store import is_postgres_url, open_store, shown_target
     from routeledger.testing import Behaviour, FakeProvider
 
-    db = Path(args.db)
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    db: str | Path = Path(args.db)
+    if is_postgres_url(args.db):
+        # A shared database is never emptied by a demo: it must hold no log yet.
+        db = args.db
+        with open_store(db) as store:
+            if store.last_position():
+                raise StoreError(f"{shown_target(db)} holds a log already", path=shown_target(db))
+    else:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
     n = max(4, args.requests)
     behaviours = {
         "fast": Behaviour(latency_ms=5, jitter_ms=5),
@@ -192,13 +202,16 @@ def run(args: argparse.Namespace) -> int:
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(tally.items()))
     print(f"\noutcomes seen by the callers: {outcomes}")
     projections = replay(db)
-    print(f"\nreplayed from {db.resolve()} ({projections.events} events):")
+    where = db.resolve() if isinstance(db, Path) else shown_target(db)
+    print(f"\nreplayed from {where} ({projections.events} events):")
     print("\n".join(figure_lines(projections, ("metrics", "usage", "ab"), "all")))
     example = examples[0] if examples else "REQUEST_ID"
-    print(f"\naudit a request that failed over: routeledger audit --db {db} {example}")
-    print(f"replay it again:   routeledger replay --db {db} all")
+    shown = shown_target(db)
+    print(f"\naudit a request that failed over: routeledger audit --db {shown} {example}")
+    print(f"replay it again:   routeledger replay --db {shown} all")
     from routeledger._cmd_report import write_report
 
-    report = write_report(db, db.with_suffix(".html"), progress=False)
+    html = db.with_suffix(".html") if isinstance(db, Path) else Path("routeledger-demo.html")
+    report = write_report(db, html, progress=False)
     print(f"report (charts, open in a browser): {report.resolve()}")
     return 0

@@ -62,7 +62,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "other fields as JSON)."
         ),
     )
-    p.add_argument("--db", required=True, metavar="FILE", help="the SQLite event log")
+    p.add_argument(
+        "--db", required=True, metavar="FILE", help="the SQLite event log or a postgresql:// URL"
+    )
     p.add_argument("--format", required=True, choices=("jsonl", "csv"), help="output format")
     p.add_argument(
         "--type",

@@ -31,7 +31,9 @@ def register(subparsers: Any) -> None:
             "re-read at each scrape so they follow a running writer, until SIGINT or SIGTERM."
         ),
     )
-    parser.add_argument("--db", required=True, metavar="FILE", help="the SQLite event log")
+    parser.add_argument(
+        "--db", required=True, metavar="FILE", help="the SQLite event log or a postgresql:// URL"
+    )
     parser.add_argument(
         "--port", type=int, required=True, metavar="N", help="port to bind (0: pick a free one)"
     )
@@ -50,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
             "the metrics command needs the prometheus extra: pip install 'routeledger[prometheus]'"
         ) from None
     from routeledger.prometheus import LogCollector
+    from routeledger.store import shown_target
 
     collector = LogCollector(args.db)  # a missing or unreadable file fails here, before serving
     registry = CollectorRegistry()
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         port = int(server.server_address[1])
         host = f"[{args.host}]" if ":" in args.host else str(args.host)
         # Flushed at once: a parent process reads this line to learn the port.
-        print(f"serving {args.db} on http://{host}:{port}/metrics", flush=True)
+        print(f"serving {shown_target(args.db)} on http://{host}:{port}/metrics", flush=True)
         while not stop.wait(0.5):
             pass
         server.shutdown()

@@ -34,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Fold an event log file into metrics, usage and A/B results and print "
         "them: the same figures the runtime that wrote the log reported live.",
     )
-    replay.add_argument("--db", required=True, metavar="FILE", help="the SQLite event log")
+    replay.add_argument(
+        "--db", required=True, metavar="FILE", help="the SQLite event log or a postgresql:// URL"
+    )
     replay.add_argument(
         "section",
         nargs="?",
@@ -63,7 +65,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Print the events of an event log, one line each, and (by default) keep "
         "printing new ones as they are committed. Stop with Ctrl-C.",
     )
-    tail.add_argument("--db", required=True, metavar="FILE", help="the SQLite event log")
+    tail.add_argument(
+        "--db", required=True, metavar="FILE", help="the SQLite event log or a postgresql:// URL"
+    )
     tail.add_argument(
         "--from",
         dest="from_position",
@@ -88,15 +92,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_replay(args: argparse.Namespace) -> int:
     """Fold the log named by ``args.db`` and print the chosen sections."""
     from routeledger._replay import replay
+    from routeledger.store import shown_target
 
     projections = replay(args.db, strict=args.strict)
     sections = ("metrics", "usage", "ab") if args.section == "all" else (args.section,)
+    db = shown_target(args.db)  # a URL's password is never printed
     if args.json:
-        sys.stdout.write(_replay_json(projections, sections, args.db, args.period) + "\n")
+        sys.stdout.write(_replay_json(projections, sections, db, args.period) + "\n")
         return 0
-    out: list[str] = [
-        f"{args.db}: {projections.events} event(s), last position {projections.position}"
-    ]
+    out: list[str] = [f"{db}: {projections.events} event(s), last position {projections.position}"]
     if projections.skipped_unknown:
         out.append(f"skipped {projections.skipped_unknown} event(s) of unknown type")
     out.extend(figure_lines(projections, sections, args.period))
@@ -250,15 +254,10 @@ def _iso(ts: float) -> str:
 def run_tail(args: argparse.Namespace) -> int:
     """Print events from ``args.from_position`` on; with ``--follow``, wait for more."""
     import time
-    from pathlib import Path
 
-    from routeledger.events import StoreError
-    from routeledger.store import SQLiteStore
+    from routeledger._replay import open_readonly
 
-    path = Path(args.db)
-    if not path.is_file():
-        raise StoreError(f"no event log at {str(path)!r}", path=str(path))
-    store = SQLiteStore(path, readonly=True)
+    store = open_readonly(args.db)
     out = sys.stdout
     try:
         next_position = args.from_position
@@ -275,7 +274,11 @@ def run_tail(args: argparse.Namespace) -> int:
                 out.flush()
             if not args.follow:
                 break
-            time.sleep(POLL_INTERVAL_S)
+            wait = getattr(store, "wait_for_commit", None)  # PostgreSQL: woken by NOTIFY
+            if wait is not None:
+                wait(next_position - 1, 1.0)
+            else:
+                time.sleep(POLL_INTERVAL_S)
     except KeyboardInterrupt:
         pass  # Ctrl-C is the normal way to stop following.
     except BrokenPipeError:

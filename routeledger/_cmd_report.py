@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from routeledger._report import ReportFold
-    from routeledger.store import SQLiteStore
+    from routeledger.store import EventStore
 
 __all__ = ["LARGE_LOG", "Progress", "register", "run", "write_report"]
 
@@ -35,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "intervals."
         ),
     )
-    p.add_argument("--db", required=True, metavar="FILE", help="the SQLite event log")
+    p.add_argument(
+        "--db", required=True, metavar="FILE", help="the SQLite event log or a postgresql:// URL"
+    )
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
     p.add_argument(
         "--progress",
@@ -76,7 +78,7 @@ class Progress:
         self.stream.flush()
 
 
-def _fold(store: SQLiteStore, progress: Progress | None) -> ReportFold:
+def _fold(store: EventStore, progress: Progress | None) -> ReportFold:
     from routeledger._report import ReportFold
 
     last = store.last_position()
@@ -115,6 +117,7 @@ def write_report(
     """
     from routeledger._replay import open_readonly
     from routeledger._report import render_html
+    from routeledger.store import shown_target
 
     err = stream if stream is not None else sys.stderr
     store = open_readonly(db)
@@ -122,7 +125,8 @@ def write_report(
         if progress is None:
             progress = err.isatty() and store.last_position() >= LARGE_LOG
         bar = Progress(store.last_position(), err) if progress else None
-        page = render_html(_fold(store, bar), source=Path(db).name)
+        # Named by its file, or its URL's last part (never a password).
+        page = render_html(_fold(store, bar), source=Path(shown_target(db)).name)
     finally:
         store.close()
     target = Path(output)

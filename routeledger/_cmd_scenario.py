@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "ISO 8601 (UTC without a zone) or seconds after the log's first event."
         ),
     )
-    p.add_argument("--db", required=True, help="the event log (SQLite file)")
+    p.add_argument("--db", required=True, help="the event log (SQLite file or postgresql:// URL)")
     p.add_argument("--from", dest="start", help="window start (default: the log's start)")
     p.add_argument("--to", dest="end", help="window end, excluded (default: the log's end)")
     p.add_argument("-o", "--output", required=True, help="scenario TOML file to write")
@@ -64,7 +64,10 @@ def run(args: argparse.Namespace) -> int:
         bucket_s=args.bucket_s,
         config=args.config,
     )
-    text = scenario_toml(data, db=args.db, bucket_s=args.bucket_s)
+    from routeledger.store import shown_target
+
+    # The file names its source: a URL's password must not land in it.
+    text = scenario_toml(data, db=shown_target(args.db), bucket_s=args.bucket_s)
     Path(args.output).write_text(text, encoding="utf-8")
     sim = data["simulation"]
     traced = sum(1 for p in data["providers"] if "sim" in p)

@@ -35,10 +35,16 @@ def run(args: argparse.Namespace) -> int:
     from routeledger._replay import replay
     from routeledger.events import StoreError
     from routeledger.sim import load_scenario, simulate
+    from routeledger.store import is_postgres_url, open_store, shown_target
 
     scenario = load_scenario(args.scenario)
     if args.db and os.path.exists(args.db):
         raise StoreError(f"{args.db} exists; simulate writes a new log", path=args.db)
+    if args.db and is_postgres_url(args.db):
+        with open_store(args.db) as store:
+            if store.last_position():
+                shown = shown_target(args.db)
+                raise StoreError(f"{shown} holds a log; simulate writes a new log", path=shown)
     result = simulate(scenario, seed=args.seed, db=args.db)
     projections = replay(args.db) if args.db else result.projections
     assert projections is not None
@@ -62,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     if result.errors:
         lines.append("errors: " + ", ".join(f"{k} {v}" for k, v in result.errors.items()))
-    lines.append(f"{result.events} event(s)" + (f" in {args.db}" if args.db else ""))
+    lines.append(f"{result.events} event(s)" + (f" in {shown_target(args.db)}" if args.db else ""))
     lines.extend(figure_lines(projections, ("metrics", "usage", "ab"), "all"))
     sys.stdout.write("\n".join(lines) + "\n")
     return 0

@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--db", help="the event log (SQLite file)")
+    source.add_argument("--db", help="the event log (SQLite file or postgresql:// URL)")
     source.add_argument("--scenario", help="a scenario file (from `routeledger scenario`)")
     p.add_argument("--strategy", help="simulate with this routing strategy")
     p.add_argument(

@@ -1,4 +1,4 @@
-"""Replay an event log file into fresh projections: the figures a live runtime reported."""
+"""Replay an event log (a file or a ``postgresql://`` URL) into fresh projections."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from routeledger.events import Projections, StoreError
 __all__ = ["open_readonly", "replay"]
 
 if TYPE_CHECKING:
-    from routeledger.store import SQLiteStore
+    from routeledger.store import PostgresStore, SQLiteStore
 
 
-def open_readonly(path: str | os.PathLike[str]) -> SQLiteStore:
-    """Open an existing event log read-only.
+def open_readonly(path: str | os.PathLike[str]) -> SQLiteStore | PostgresStore:
+    """Open an existing event log read-only: a SQLite file, or a ``postgresql://`` URL.
 
     Any schema version this routeledger knows is read as it is (an older log is not migrated),
     and the log may sit in a read-only directory or on a read-only filesystem.
@@ -23,7 +23,12 @@ def open_readonly(path: str | os.PathLike[str]) -> SQLiteStore:
     Raises:
         StoreError: the file is missing or is not a readable event log.
     """
-    from routeledger.store import SQLiteStore  # sqlite and the store stay off the import path
+    # sqlite, psycopg and the store stay off the import path
+    from routeledger.store import PostgresStore, SQLiteStore, is_postgres_url
+
+    if is_postgres_url(path):
+        assert isinstance(path, str)
+        return PostgresStore(path, readonly=True)
 
     file = Path(path)
     if not file.is_file():
@@ -42,7 +47,7 @@ def replay(
     wrote the log, up to the same position.
 
     Args:
-        path: the SQLite event log.
+        path: the SQLite event log, or a ``postgresql://`` URL.
         strict: raise on an event type this version does not know; with ``False`` such
             events are skipped (and counted by the store), never silently.
         snapshots: start from the newest valid snapshot stored in the file and fold only

@@ -35,7 +35,7 @@ from routeledger._cache import ResponseCache, cache_key
 from routeledger._interpreter import ThreadedInterpreter
 from routeledger._startup import config_digest, config_summary, fold_log
 from routeledger.actors._buckets import RESUME_SCAN_EVENTS, HeaderReader, recent_attempts
-from routeledger.actors._budget import Budget
+from routeledger.actors._budget import Budget, RemoteReleases, check_strict, strict_slots
 from routeledger.actors._bus import EventBus
 from routeledger.actors._clock import Clock, SystemClock
 from routeledger.actors._desk import BufferedEmitter, RoutingDesk
@@ -109,7 +109,14 @@ from routeledger.events import (
     validate_config,
     validate_request,
 )
-from routeledger.store import EventStore, MemoryStore, SQLiteStore, forget_gaps, take_gaps
+from routeledger.store import (
+    EventStore,
+    MemoryStore,
+    forget_gaps,
+    open_store,
+    shown_target,
+    take_gaps,
+)
 
 if TYPE_CHECKING:
     from routeledger.actors._writer import LogView
@@ -199,7 +206,8 @@ class Runtime:
 
         Args:
             config: The configuration.
-            event_log: A SQLite file path, a store, or ``None`` for an in-memory log.
+            event_log: A SQLite file path, a ``postgresql://`` URL (the ``postgres`` extra), a
+                store, or ``None`` for an in-memory log.
             clock: The clock (tests and simulations inject a virtual one).
             seed: Seeds the RNG of every random choice (default ``config.seed``).
             environ: Where ``api_key_env`` variables are read (default ``os.environ``).
@@ -212,6 +220,7 @@ class Runtime:
             StoreError: The event log cannot be opened.
         """
         validate_config(config, environ=environ)
+        check_strict(config, event_log)
         self = object.__new__(cls)
         self._init(
             config,
@@ -248,11 +257,12 @@ class Runtime:
         if event_log is None:
             self._store: EventStore = MemoryStore()
         elif isinstance(event_log, str | os.PathLike):
-            self._store = SQLiteStore(event_log, synchronous=config.log.synchronous)
+            # A path opens a SQLite file; a postgresql:// URL opens PostgresStore.
+            self._store = open_store(event_log, synchronous=config.log.synchronous)
         else:
             self._store = event_log
-        self.event_log_path = (
-            os.fspath(event_log) if isinstance(event_log, str | os.PathLike) else None
+        self.event_log_path = (  # a URL's password masked: this is shown in output
+            shown_target(event_log) if isinstance(event_log, str | os.PathLike) else None
         )
         self.store_error: StoreError | None = None
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rl-async")
@@ -265,6 +275,8 @@ class Runtime:
         )
         self._bus = EventBus()
         self._signal = WaitQueue()
+        shared = strict_slots(config, self._store)  # "strict": one database slot per request
+        self._remote_releases = RemoteReleases(self._signal) if shared is not None else None
 
         # The log is the source of truth: live figures and routing state continue from it.
         projections = fold_log(self._store)
@@ -308,7 +320,9 @@ class Runtime:
         )
         self._handles: dict[str, ProviderHandle] = {
             p.name: ProviderHandle(
-                p, Budget(p.max_concurrency, self._signal), resume.stats.get(p.name)
+                p,
+                Budget(p.max_concurrency, self._signal, shared=shared, provider=p.name),
+                resume.stats.get(p.name),
             )
             for p in config.providers
         }
@@ -432,6 +446,8 @@ class Runtime:
             _OPEN.discard(self)
         cancelled = self._requests.drain(grace_s)
         self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._remote_releases is not None:
+            self._remote_releases.stop()
         # Refuse new decisions and send what gathered; let the health actor observe it (its
         # transitions then wait in the supervisor's mailbox, ahead of the stop), so nothing
         # is sent to an actor that already stopped.

@@ -119,7 +119,7 @@ from routeledger.events import (
     validate_config,
 )
 from routeledger.events._projections import Projections
-from routeledger.store import EventStore, MemoryStore, SQLiteStore
+from routeledger.store import EventStore, MemoryStore, open_store
 
 __all__ = [
     "Arrival",
@@ -628,7 +628,8 @@ def simulate(
     scenario: Scenario, *, seed: int = 0, db: str | os.PathLike[str] | None = None
 ) -> SimResult:
     """Run ``scenario`` and return its result; with ``db`` the event log is kept there."""
-    store: EventStore = SQLiteStore(db) if db is not None else MemoryStore()
+    # A path is a SQLite file; a postgresql:// URL opens PostgresStore.
+    store: EventStore = open_store(db) if db is not None else MemoryStore()
     try:
         return Simulation(scenario, seed=seed, store=store).run()
     finally:

@@ -29,12 +29,18 @@ Sections (each one a key of the JSON written to ``--json-out``):
 - ``whatif_1m`` (only with ``--only``: about a minute): ``routeledger.whatif`` on logs of
   50,000 and 1,000,000 synthetic events in a fresh subprocess: time and peak RSS, which
   should stay flat.
+- ``postgres`` (only with ``--postgres URL``, each run in a schema of its own, dropped after):
+  events/s appended by 4 writer processes sharing the log (``PostgresStore.append``, 20 and
+  200 events per batch), and ``Runtime.complete`` at concurrency 1 with the log in
+  PostgreSQL next to the SQLite default, interleaved (the goal: no worse).
 
 Usage::
 
     .venv/bin/python scripts/bench.py                  # full run (several minutes)
     .venv/bin/python scripts/bench.py --quick          # reduced run (under a minute)
     .venv/bin/python scripts/bench.py --tiny           # smoke-test sized; figures meaningless
+    bash scripts/with-postgres.sh sh -c '.venv/bin/python scripts/bench.py --quick \
+      --only postgres --postgres "$ROUTELEDGER_TEST_PG_URL"'
 
 The exit status is 0 when every section ran (missed targets are reported, not fatal; use
 ``--strict`` to exit 1 on a missed target) and 2 when a section failed to run.
@@ -87,7 +93,7 @@ from routeledger import (
 )
 from routeledger.actors._writer import Append, EventWriter, Flush, LogWriterActor
 from routeledger.actors.wire._openai import build_payload
-from routeledger.events import Event
+from routeledger.events import Event, HealthProbed
 from routeledger.store import SQLiteStore
 
 MODEL = ModelSpec(name="bench-model", input_per_mtok=0.15, output_per_mtok=0.60)
@@ -1236,6 +1242,134 @@ class Row:
     passed: bool | None
 
 
+# --- 8. PostgreSQL: one log shared by several processes -----------------------------------------
+
+PG_WRITER_FLAG = "--child-pg-writer"
+
+
+def pg_writer_child(url: str, batches: int, size: int) -> None:
+    """Append ``batches`` batches of ``size`` events after a line on stdin; print the time."""
+    from routeledger.store import PostgresStore
+
+    store = PostgresStore(url)
+    events = [
+        HealthProbed(ts=float(i), provider="bench", healthy=True, latency_ms=1.0)
+        for i in range(size)
+    ]
+    print("ready", flush=True)
+    sys.stdin.readline()
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        store.append(events)
+    print(f"{time.perf_counter() - t0:.6f}", flush=True)
+    store.close()
+
+
+@contextlib.contextmanager
+def pg_schema(url: str) -> Iterator[str]:
+    """Yield ``url`` pointed at a new schema of its own; drop the schema afterwards."""
+    import uuid
+    from urllib.parse import quote
+
+    import psycopg
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        sep = "&" if "?" in url else "?"
+        yield f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def pg_writers_rate(url: str, writers: int, batches: int, size: int) -> float:
+    """Return the events/s that ``writers`` processes append to one fresh log together."""
+    with pg_schema(url) as schema_url:
+        from routeledger.store import PostgresStore
+
+        PostgresStore(schema_url).close()  # the tables, before the writers race to them
+        children = [
+            subprocess.Popen(
+                [sys.executable, __file__, PG_WRITER_FLAG, schema_url, str(batches), str(size)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(writers)
+        ]
+        try:
+            for child in children:
+                assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+            t0 = time.perf_counter()
+            for child in children:
+                assert child.stdin is not None
+                child.stdin.write("go\n")
+                child.stdin.close()
+            for child in children:
+                assert child.stdout is not None
+                child.stdout.readline()
+                child.wait(timeout=120)
+            elapsed = time.perf_counter() - t0
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.kill()
+                if child.stdout is not None:
+                    child.stdout.close()
+        with PostgresStore(schema_url, readonly=True) as store:
+            assert store.last_position() == writers * batches * size
+    return writers * batches * size / elapsed
+
+
+def bench_postgres(scale: Scale, url: str, pg_url: str, work: Path) -> dict[str, Any]:
+    """4 writer processes on one PostgreSQL log; c=1 ``complete`` on PostgreSQL vs SQLite."""
+    rounds = max(1, scale.append_rounds)
+    events = max(800, scale.append_events // 10)
+    result: dict[str, Any] = {"writers": 4}
+    for size in (20, 200):
+        batches = max(1, events // (4 * size))
+        rates = [pg_writers_rate(pg_url, 4, batches, size) for _ in range(rounds)]
+        result[f"writers_4_batch_{size}_events_per_s"] = summary(rates)
+    pairs = max(20, scale.overhead_pairs // 2)
+    per_round: dict[str, list[float]] = {
+        "pg_p50_ms": [],
+        "sqlite_p50_ms": [],
+        "pg_minus_sqlite_ms": [],
+    }
+    with pg_schema(pg_url) as schema_url:
+        pg = Runtime.start(
+            RuntimeConfig(providers=[provider("healthy", url)]), event_log=schema_url
+        )
+        lite = start_runtime([provider("healthy", url)], work / "pg-vs-sqlite.sqlite")
+        try:
+            for _ in range(min(50, pairs)):  # warm connections and caches
+                pg.complete(make_request())
+                lite.complete(make_request())
+            for r in range(scale.overhead_rounds):
+                ours: list[float] = []
+                theirs: list[float] = []
+                for i in range(pairs):
+                    first, second = (pg, lite) if (i + r) % 2 else (lite, pg)
+                    a = timed(lambda rt=first: rt.complete(make_request()))
+                    b = timed(lambda rt=second: rt.complete(make_request()))
+                    (ours, theirs)[first is lite].append(a)
+                    (ours, theirs)[second is lite].append(b)
+                pg_p50, lite_p50 = percentile(ours, 0.5) * 1000, percentile(theirs, 0.5) * 1000
+                per_round["pg_p50_ms"].append(pg_p50)
+                per_round["sqlite_p50_ms"].append(lite_p50)
+                per_round["pg_minus_sqlite_ms"].append(pg_p50 - lite_p50)
+            pg.flush()
+            lite.flush()
+        finally:
+            pg.close()
+            lite.close()
+    result.update({k: summary(v) for k, v in per_round.items()})
+    result["pairs_per_round"] = pairs
+    return result
+
+
 def _fmt(value: float, unit: str) -> str:
     if unit in ("events/s", "req/s"):
         return f"{value:,.0f} {unit}"
@@ -1368,6 +1502,15 @@ def build_rows(results: dict[str, Any], scale: Scale) -> list[Row]:
             size = f"{run['events']:,}-event log"
             add(f"whatif, {size}", summary([run["seconds"]]), "s")
             add(f"whatif peak RSS, {size}", summary([run["peak_kib"] / 1024]), "MB")
+    pg = results.get("postgres")
+    if isinstance(pg, dict) and "pg_p50_ms" in pg:
+        for size in (20, 200):
+            add(f"PostgreSQL, 4 writer processes, {size}/batch",
+                pg[f"writers_4_batch_{size}_events_per_s"], "events/s")  # fmt: skip
+        add("complete p50, log in PostgreSQL", pg["pg_p50_ms"], "ms")
+        add("complete p50, log in SQLite", pg["sqlite_p50_ms"], "ms")
+        add("PostgreSQL minus SQLite, p50", pg["pg_minus_sqlite_ms"], "ms", "<= 0.1 ms",
+            pg["pg_minus_sqlite_ms"]["median"] <= 0.1)  # fmt: skip
     return rows
 
 
@@ -1441,6 +1584,9 @@ def run_soak(seconds: float) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return the exit status."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == PG_WRITER_FLAG:
+        pg_writer_child(argv[1], int(argv[2]), int(argv[3]))
+        return 0
     if argv and argv[0] == RSS_CHILD_FLAG:
         url, requests, windows, window_s, log = argv[1:6]
         child_rss(url, int(requests), int(windows), float(window_s), log)
@@ -1455,7 +1601,14 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         default="",
         help="comma-separated sections to run (overhead, overhead_5ms, throughput, streaming, "
-        "failover, event_log, footprint, start_1m, whatif_1m); default all but whatif_1m",
+        "failover, event_log, footprint, start_1m, whatif_1m, postgres); default all but "
+        "whatif_1m and postgres",
+    )
+    parser.add_argument(
+        "--postgres",
+        default="",
+        metavar="URL",
+        help="also run the postgres section against this server (a schema of its own per run)",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     parser.add_argument(
@@ -1478,6 +1631,8 @@ def main(argv: list[str] | None = None) -> int:
         "footprint",
         "start_1m",
     ]
+    if args.postgres and "postgres" not in sections:
+        sections.append("postgres")
 
     def on_term(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)
@@ -1512,6 +1667,7 @@ def main(argv: list[str] | None = None) -> int:
             "footprint": lambda: bench_footprint(scale, url, work),
             "start_1m": lambda: bench_start_1m(scale, url, bad_url, work),
             "whatif_1m": lambda: bench_whatif_1m(scale, url, bad_url, work),
+            "postgres": lambda: bench_postgres(scale, url, args.postgres, work),
         }
         for name in sections:
             t0 = time.perf_counter()

@@ -41,8 +41,10 @@ schema version is not involved)::
 Only the newest :data:`KEEP` snapshots are kept: each write deletes older ones, and any that
 claims a position beyond the one written (it cannot be of this log), in its own transaction,
 so the table stays small and a crash mid-write leaves the previous one intact.
-Only :class:`~routeledger.store.SQLiteStore` keeps snapshots; for any other store writing is
-a no-op and reading finds none.
+:class:`~routeledger.store.SQLiteStore` and :class:`~routeledger.store.PostgresStore` keep
+snapshots (PostgreSQL: in ``routeledger_snapshots``, the same columns, ``state`` a bytea, its
+row written and pruned in one transaction by the store's own methods); for any other store
+writing is a no-op and reading finds none.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ import msgspec
 
 from routeledger.events import Projections, ProjectionsState
 from routeledger.store._base import EventStore
+from routeledger.store._postgres import PostgresStore
 from routeledger.store._sqlerrors import translate
 from routeledger.store._sqlite import SQLiteStore
 
@@ -153,10 +156,20 @@ def write_snapshot(store: EventStore, projections: Projections) -> bool:
         StoreError: the write failed; the table is as it was.
     """
     position = projections.position
-    if not isinstance(store, SQLiteStore) or not projections.contiguous or position < 1:
+    if not isinstance(store, SQLiteStore | PostgresStore):
+        return False
+    if not projections.contiguous or position < 1:
         return False
     state = _encoder.encode(projections.state())
     code = code_identity()
+    if isinstance(store, PostgresStore):
+
+        def build(anchored: object) -> tuple[int, int, str, str, str, bytes]:
+            anchor = _anchor(anchored)
+            checksum = _checksum(SNAPSHOT_FORMAT, code, position, anchor, state)
+            return (position, SNAPSHOT_FORMAT, code, anchor, checksum, state)
+
+        return store.put_snapshot(position, build, keep=KEEP)
     with store._write_lock:
         writer = store._writer_connection()
         try:
@@ -195,6 +208,8 @@ def read_snapshots(store: EventStore) -> list[StoredSnapshot]:
     Raises:
         StoreError: the table cannot be read.
     """
+    if isinstance(store, PostgresStore):
+        return [StoredSnapshot(int(r[0]), *r[1:]) for r in store.snapshot_rows()]
     if not isinstance(store, SQLiteStore):
         return []
     reader = store._acquire_reader()
@@ -261,12 +276,16 @@ def _check(store: EventStore, row: StoredSnapshot) -> str | None:
         return "malformed row"
     if _checksum(SNAPSHOT_FORMAT, code, row.position, row.anchor, row.state) != row.checksum:
         return "bad checksum"
-    assert isinstance(store, SQLiteStore)  # read_snapshots reads no other store
-    reader = store._acquire_reader()
-    try:
-        event = reader.execute(_EVENT_SQL, (row.position,)).fetchone()
-    finally:
-        store._release_reader(reader)
+    if isinstance(store, PostgresStore):
+        data = store.event_data(row.position)
+        event = None if data is None else (data,)
+    else:
+        assert isinstance(store, SQLiteStore)  # read_snapshots reads no other store
+        reader = store._acquire_reader()
+        try:
+            event = reader.execute(_EVENT_SQL, (row.position,)).fetchone()
+        finally:
+            store._release_reader(reader)
     if event is None:
         return f"the log holds no event at {row.position}"
     if _anchor(event[0]) != row.anchor:

@@ -1,7 +1,8 @@
-"""The event store contract, run against every implementation (MemoryStore, SQLiteStore)."""
+"""The event store contract, run against every implementation (Memory, SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import threading
@@ -13,6 +14,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pg_support import fresh_url
 
 from routeledger.events import (
     EVENT_TYPES,
@@ -30,6 +32,7 @@ from routeledger.store import (
     EventNotStorable,
     EventStore,
     MemoryStore,
+    PostgresStore,
     SQLiteStore,
     StoredEvent,
     event_to_row,
@@ -95,18 +98,25 @@ class Counter:
         self.positions.append(position)
 
 
-def _open(kind: str, directory: Path) -> EventStore:
-    if kind == "memory":
-        return MemoryStore()
-    return SQLiteStore(directory / "events.sqlite", busy_timeout_s=10.0)
+@contextlib.contextmanager
+def _open(kind: str, directory: Path) -> Iterator[EventStore]:
+    """Open an empty store of ``kind`` (PostgreSQL: in a fresh schema), closed afterwards."""
+    with contextlib.ExitStack() as stack:
+        if kind == "memory":
+            s: EventStore = MemoryStore()
+        elif kind == "sqlite":
+            s = SQLiteStore(directory / "events.sqlite", busy_timeout_s=10.0)
+        else:
+            s = PostgresStore(stack.enter_context(fresh_url()))
+        stack.callback(s.close)
+        yield s
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
     """Every store implementation, empty, closed after the test."""
-    s = _open(request.param, tmp_path)
-    yield s
-    s.close()
+    with _open(request.param, tmp_path) as s:
+        yield s
 
 
 # --- the contract -------------------------------------------------------------------------
@@ -322,17 +332,13 @@ _finite_events = st.lists(
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.sampled_from(["memory", "sqlite"]), st.lists(_finite_events, max_size=6))
+@given(st.sampled_from(["memory", "sqlite", "postgres"]), st.lists(_finite_events, max_size=6))
 def test_positions_strictly_increase(kind: str, batches: list[list[Event]]) -> None:
     """Whatever the batch sizes, positions strictly increase by one and match the reads."""
-    with tempfile.TemporaryDirectory() as directory:
-        store = _open(kind, Path(directory))
-        try:
-            seen: list[int] = []
-            for batch in batches:
-                seen += store.append(batch)
-            assert seen == list(range(1, len(seen) + 1))
-            assert [s.position for s in store.read()] == seen
-            assert [s.event for s in store.read()] == [e for b in batches for e in b]
-        finally:
-            store.close()
+    with tempfile.TemporaryDirectory() as directory, _open(kind, Path(directory)) as store:
+        seen: list[int] = []
+        for batch in batches:
+            seen += store.append(batch)
+        assert seen == list(range(1, len(seen) + 1))
+        assert [s.position for s in store.read()] == seen
+        assert [s.event for s in store.read()] == [e for b in batches for e in b]

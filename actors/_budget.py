@@ -5,6 +5,10 @@ The budget is shared on the provider's handle. Its limit is changed only by the 
 the decision) and releasing (by the thread whose call ended) are single atomic operations, so
 the hot path takes no extra actor round trip. A released slot gives the requests waiting in
 the runtime's bounded queue their turns (by priority: ``routeledger.actors._waitqueue``).
+
+When several runtimes share one log, each may use only its granted ``share`` of the limit
+(a capacity lease, see :mod:`routeledger.actors._lease`), set off the request path by the
+lease thread; ``None`` (a runtime alone) leaves the whole limit.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class CapacitySignal:
 class Budget:
     """At most ``limit`` requests in flight; ``peak`` is the most seen at once."""
 
-    __slots__ = ("_lock", "_signal", "in_flight", "limit", "peak")
+    __slots__ = ("_lock", "_signal", "in_flight", "limit", "peak", "share")
 
     def __init__(self, limit: int, signal: CapacitySignal | None = None) -> None:
         self._lock = threading.Lock()
@@ -52,11 +56,27 @@ class Budget:
         self.limit = limit
         self.in_flight = 0
         self.peak = 0
+        self.share: int | None = None
+        """This runtime's granted part of ``limit`` on a shared log (``None``: all of it)."""
+
+    @property
+    def cap(self) -> int:
+        """Return how many slots this runtime may hold now (the limit, or its share)."""
+        share = self.share
+        return self.limit if share is None or share > self.limit else share
+
+    def set_share(self, share: int | None) -> None:
+        """Grant this runtime ``share`` slots of the limit (``None``: the whole limit)."""
+        with self._lock:
+            old, self.share = self.cap, share
+        if self.cap > old and self._signal is not None:
+            self._signal.notify()
 
     def try_acquire(self) -> bool:
         """Reserve a slot if one is free; return whether it was reserved."""
         with self._lock:
-            if self.in_flight >= self.limit:
+            share = self.share
+            if self.in_flight >= self.limit or (share is not None and self.in_flight >= share):
                 return False
             self.in_flight += 1
             if self.in_flight > self.peak:
@@ -82,4 +102,5 @@ class Budget:
     @property
     def load(self) -> float:
         """Return the share of the budget in use."""
-        return self.in_flight / self.limit if self.limit > 0 else 1.0
+        cap = self.cap
+        return self.in_flight / cap if cap > 0 else 1.0

@@ -50,11 +50,14 @@ __all__ = [
     "EstimateCosts",
     "FindCapable",
     "Flush",
+    "FollowLog",
     "GetABResults",
     "GetHealth",
     "GetMetrics",
     "GetUsage",
     "HealthMessage",
+    "HonourRetryAfter",
+    "ObserveLog",
     "Ping",
     "ProbeRequested",
     "ProbeResult",
@@ -187,10 +190,21 @@ class UseHealth(NamedTuple):
 
 
 class ApplyHealth(NamedTuple):
-    """Tell (from the health actor): apply this circuit transition to routing, record it."""
+    """Tell (from the health actor): apply this circuit transition to routing, record it.
+
+    ``record=False``: another runtime sharing the log recorded it; only apply it."""
 
     provider: str
     transition: Transition
+    record: bool = True
+
+
+class HonourRetryAfter(NamedTuple):
+    """Tell (from the log follower): another runtime was told to wait before calling
+    ``provider`` again; route nothing to it before ``until`` (this runtime's monotonic)."""
+
+    provider: str
+    until: float
 
 
 class ProviderCrashed(NamedTuple):
@@ -219,6 +233,7 @@ SupervisorMessage = (
     | UseHealth
     | ApplyHealth
     | ProviderCrashed
+    | HonourRetryAfter
 )
 
 
@@ -248,7 +263,14 @@ class GetHealth(NamedTuple):
     """Ask: every provider's health. Answer: ``dict[str, ProviderHealth]``."""
 
 
-HealthMessage = RecordOutcomes | ProbeResult | Tick | GetHealth
+class ObserveLog(NamedTuple):
+    """Tell (from the log follower): events other runtimes sharing the log recorded, in
+    position order (their outcomes, and the circuit transitions their leader recorded)."""
+
+    events: list[Event]
+
+
+HealthMessage = RecordOutcomes | ProbeResult | Tick | GetHealth | ObserveLog
 
 
 # -- to a provider actor ----------------------------------------------------------------------
@@ -316,7 +338,13 @@ class DescribeLog(NamedTuple):
     """
 
 
-WriterMessage = Append | CloseLog | Flush | GetMetrics | GetUsage | GetABResults | DescribeLog
+class FollowLog(NamedTuple):
+    """Tell: fold what other runtimes appended to the shared log since the last fold."""
+
+
+WriterMessage = (
+    Append | CloseLog | Flush | GetMetrics | GetUsage | GetABResults | DescribeLog | FollowLog
+)
 
 PING = Ping()
 SYNC = Sync()

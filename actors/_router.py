@@ -176,6 +176,8 @@ class Router:
             for i, p in enumerate(config.providers)
         }
         self._ready = ready or {}
+        self.shared_waits: dict[str, float] = {}
+        """Provider -> monotonic time before which another runtime's Retry-After holds."""
         self.pools: dict[str, PoolConfig] = {}
         self._turns: dict[tuple[str | None, str], int] = {}
         self._swrr: dict[object, dict[str, float]] = {}
@@ -377,6 +379,8 @@ class Router:
             if not kept:
                 decided(dropped, reason="retry budget exhausted")
                 raise RetryBudgetExhausted(request.request_id)
+        if self.shared_waits:
+            not_before = self._with_shared_waits(not_before, now)
         waiting = {n: t - now for n in kept if (t := (not_before or {}).get(n, 0.0)) > now}
         if waiting:
             for name, wait in waiting.items():
@@ -490,6 +494,18 @@ class Router:
             key=key,
             spare_keys=spare_keys,
         )
+
+    def _with_shared_waits(
+        self, not_before: Mapping[str, float] | None, now: float
+    ) -> dict[str, float]:
+        """Return ``not_before`` with the waits other runtimes were told (expired ones go)."""
+        merged = dict(not_before or {})
+        for name, until in list(self.shared_waits.items()):
+            if until <= now:
+                del self.shared_waits[name]
+            elif until > merged.get(name, 0.0):
+                merged[name] = until
+        return merged
 
     def _within_retry_budget(
         self, kept: list[str], dropped: dict[str, str], now: float
@@ -643,7 +659,7 @@ class Router:
             priority=p.priority,
             weight=p.config.weight,
             in_flight=p.budget.in_flight,
-            limit=p.budget.limit,
+            limit=p.budget.cap,
             latency_ms=snap.latencies[name],
             cost=snap.costs[name],
             headroom=self._headroom.get(name, 1.0) if self._limited else 1.0,
@@ -664,7 +680,7 @@ class Router:
                 if due:
                     p.circuit.take_probe()
                 return name, due
-            dropped[name] = f"saturated ({p.budget.in_flight}/{p.budget.limit} in flight)"
+            dropped[name] = f"saturated ({p.budget.in_flight}/{p.budget.cap} in flight)"
         return None, False
 
     def _route_decided(
@@ -767,19 +783,32 @@ class Router:
 
     # -- health -----------------------------------------------------------------------------
 
-    def apply_health(self, provider: str, transition: Transition) -> list[str]:
-        """Apply a circuit transition decided by the health actor; return callbacks to fire."""
+    def apply_health(
+        self, provider: str, transition: Transition, *, record: bool = True
+    ) -> list[str]:
+        """Apply a circuit transition decided by the health actor; return callbacks to fire.
+
+        ``record=False``: another runtime sharing the log recorded it; routing only follows.
+        """
         p = self.providers.get(provider)
         if p is None:
             return []
         fired = []
         if transition.prior is not None:  # a step the breaker took on the way: log it first
-            fired = self.apply_health(provider, transition.prior)
+            fired = self.apply_health(provider, transition.prior, record=record)
         p.circuit.apply(transition, half_open_probes=self.config.health.half_open_probes)
         self._bump()
+        if not record:
+            return fired
         events, more = _recording.transition_events(provider, transition, ts=self._now())
         self.emit(events)
         return fired + more
+
+    def honour_retry_after(self, provider: str, until: float) -> None:
+        """Route nothing to ``provider`` before ``until`` (monotonic): another runtime sharing
+        the log was told to wait (a ``Retry-After``)."""
+        if provider in self.providers and until > self.shared_waits.get(provider, 0.0):
+            self.shared_waits[provider] = until
 
     def disable(self, provider: str, reason: str) -> None:
         """Take a provider out of service for good (restart intensity exceeded)."""

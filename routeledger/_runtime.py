@@ -39,13 +39,16 @@ from routeledger.actors._budget import Budget
 from routeledger.actors._bus import EventBus
 from routeledger.actors._clock import Clock, SystemClock
 from routeledger.actors._desk import BufferedEmitter, RoutingDesk
+from routeledger.actors._follow import LogFollower
 from routeledger.actors._health import HealthActor
 from routeledger.actors._keys import fingerprint
+from routeledger.actors._lease import SharedLog, daemon_id
 from routeledger.actors._messages import Decision, RouteQuery
 from routeledger.actors._protocol import (
     PING,
     SYNC,
     TICK,
+    Append,
     AssignABVariant,
     ClearRoutes,
     CloseLog,
@@ -277,15 +280,14 @@ class Runtime:
             wall_now=clock.time(),
             mono_now=clock.monotonic(),
         )
-        self._writer = LogWriterActor.start(
-            EventWriter(
-                self._store,
-                config=config.log,
-                clock=clock,
-                on_error=self._on_store_error,
-                projections=projections,
-            )
+        event_writer = EventWriter(
+            self._store,
+            config=config.log,
+            clock=clock,
+            on_error=self._on_store_error,
+            projections=projections,
         )
+        self._writer = LogWriterActor.start(event_writer)
         emit = BufferedEmitter(self._writer, self._bus)
         # Events an earlier runtime could not write before it closed: its gap goes in first.
         log_file = getattr(self._store, "path", None)
@@ -312,6 +314,17 @@ class Runtime:
             )
             for p in config.providers
         }
+        # Other runtimes may share the log: this one follows it (see actors/_lease.py).
+        self.daemon_id = daemon_id(clock.time())
+        self._shared = SharedLog(
+            daemon=self.daemon_id,
+            mode=config.shared_concurrency,
+            ttl_s=config.lease_ttl_s,
+            clock=clock,
+            budgets={n: h.budget for n, h in self._handles.items()},
+            append=self._append_events,
+        )
+        event_writer.on_folded = self._shared.on_folded
         router = Router(
             config,
             budgets={n: h.budget for n, h in self._handles.items()},
@@ -364,8 +377,18 @@ class Runtime:
             provider_refs=self._provider_refs,
             active=active_health_checks,
             resumed=resume.circuits,
+            leader=self._shared.leader,
         )
         self._supervisor.tell(UseHealth(self._health))
+        self._shared.health = self._health
+        self._shared.supervisor = self._supervisor
+        self._shared.start()
+        # A store in this process's memory has no other writer to follow.
+        self._follower = (
+            None
+            if isinstance(self._store, MemoryStore)
+            else LogFollower(self._store, self._writer, lambda: event_writer.followed).start()
+        )
         self._requests = ThreadedInterpreter(
             desk=self._desk,
             handles=self._handles,
@@ -405,6 +428,13 @@ class Runtime:
 
     def _provider_refs(self) -> dict[str, pykka.ActorRef[ProviderActor]]:
         return {n: h.actor_ref for n, h in self._handles.items() if h.actor_ref is not None}
+
+    def _append_events(self, events: list[Any]) -> None:
+        """Send events made off the routing desk (heartbeats) to the log writer."""
+        try:
+            self._writer.tell(Append(events))
+        except pykka.ActorDeadError:
+            log.error("log writer is gone; %d events not recorded", len(events))
 
     def _on_store_error(self, error: StoreError | None) -> None:
         self.store_error = error
@@ -450,6 +480,9 @@ class Runtime:
                 ref.stop(block=True, timeout=ASK_TIMEOUT_S)
             except (pykka.ActorDeadError, pykka.Timeout):
                 pass
+        if self._follower is not None:
+            self._follower.stop()
+        self._shared.stop()  # a shared runtime's last heartbeat frees its leases at once
         unwritten = Unwritten()
         try:
             answer = self._writer.ask(CloseLog(grace_s), timeout=grace_s + ASK_TIMEOUT_S)
@@ -889,7 +922,9 @@ class Runtime:
         self._ask_supervisor(ClearRoutes())
 
     def flush(self) -> None:
-        """Return when every event of the calls that returned so far is durable in the log.
+        """Return when every event of the calls that returned so far is durable in the log,
+        and the live figures have folded the log up to its head (other runtimes' events
+        too, when several share it): then ``get_metrics() == replay(log).metrics``.
 
         A returned call's records wait on the routing desk; an ask of the supervisor sends
         them (events to the log writer, outcomes to the health actor). The health actor's

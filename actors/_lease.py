@@ -161,6 +161,8 @@ class SharedLog:
                 if kind is DaemonHeartbeat:
                     assert isinstance(event, DaemonHeartbeat)
                     if event.daemon != self.daemon:
+                        if event.daemon not in self._peers:
+                            self._wake.set()  # a newcomer learns our claims at once
                         self._peers[event.daemon] = _Peer(event, mono)
                         beats = True
                     continue
@@ -223,12 +225,17 @@ class SharedLog:
                 budget.set_share(None if not stale else 0)
             return
         daemons = sorted([*live, self.daemon] + (["~anonymous"] if anonymous else []))
+        changed = False
         for name, budget in self.budgets.items():
             limit = budget.limit
             grant = grants(limit, daemons, self.daemon)
             # An unnamed runtime (no heartbeat yet) is assumed to use its grant.
             others = limit - grant if anonymous else sum(c.get(name, 0) for c in claims)
-            budget.set_share(0 if stale else max(0, min(grant, limit - others)))
+            share = 0 if stale else max(0, min(grant, limit - others))
+            changed = changed or share != budget.share
+            budget.set_share(share)
+        if changed:
+            self._wake.set()  # the others learn the new claim now, not at the next renewal
 
     def _claims(self) -> dict[str, int]:
         return {name: max(b.cap, b.in_flight) for name, b in self.budgets.items()}

@@ -172,9 +172,9 @@ class SharedLog:
                     assert isinstance(event, AttemptFailed)
                     health.append(event)
                     if event.retry_after_s is not None and self.supervisor is not None:
-                        left = event.retry_after_s - max(0.0, wall - event.ts)
-                        if left > 0:
-                            self.supervisor.tell(HonourRetryAfter(event.provider, mono + left))
+                        until = event.ts + event.retry_after_s
+                        if until > wall:
+                            self.supervisor.tell(HonourRetryAfter(event.provider, until))
             if not beats and not self._live(mono):
                 self._anonymous_until = mono + self.ttl_s
             became_shared = not self.shared

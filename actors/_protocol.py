@@ -201,7 +201,8 @@ class ApplyHealth(NamedTuple):
 
 class HonourRetryAfter(NamedTuple):
     """Tell (from the log follower): another runtime was told to wait before calling
-    ``provider`` again; route nothing to it before ``until`` (this runtime's monotonic)."""
+    ``provider`` again; route nothing to it before ``until`` (wall-clock Unix seconds, the
+    only clock runtimes sharing a log have in common)."""
 
     provider: str
     until: float

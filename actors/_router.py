@@ -177,7 +177,7 @@ class Router:
         }
         self._ready = ready or {}
         self.shared_waits: dict[str, float] = {}
-        """Provider -> monotonic time before which another runtime's Retry-After holds."""
+        """Provider -> wall-clock time before which another runtime's Retry-After holds."""
         self.pools: dict[str, PoolConfig] = {}
         self._turns: dict[tuple[str | None, str], int] = {}
         self._swrr: dict[object, dict[str, float]] = {}
@@ -500,11 +500,12 @@ class Router:
     ) -> dict[str, float]:
         """Return ``not_before`` with the waits other runtimes were told (expired ones go)."""
         merged = dict(not_before or {})
+        wall = self.clock.time()
         for name, until in list(self.shared_waits.items()):
-            if until <= now:
+            if until <= wall:
                 del self.shared_waits[name]
-            elif until > merged.get(name, 0.0):
-                merged[name] = until
+            elif (local := now + (until - wall)) > merged.get(name, 0.0):
+                merged[name] = local
         return merged
 
     def _within_retry_budget(
@@ -805,7 +806,7 @@ class Router:
         return fired + more
 
     def honour_retry_after(self, provider: str, until: float) -> None:
-        """Route nothing to ``provider`` before ``until`` (monotonic): another runtime sharing
+        """Route nothing to ``provider`` before ``until`` (wall-clock): another runtime sharing
         the log was told to wait (a ``Retry-After``)."""
         if provider in self.providers and until > self.shared_waits.get(provider, 0.0):
             self.shared_waits[provider] = until

@@ -44,7 +44,7 @@ import os
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pykka
 
@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from routeledger.actors._budget import Budget
     from routeledger.actors._clock import Clock
 
-__all__ = ["SharedLog", "daemon_id", "grants"]
+__all__ = ["SharedLog", "SharedLogView", "daemon_id", "grants"]
 
 log = logging.getLogger("routeledger")
 
@@ -79,6 +79,21 @@ def grants(limit: int, daemons: Sequence[str], daemon: str) -> int:
     n = len(daemons)
     rank = daemons.index(daemon)
     return limit // n + (1 if rank < limit % n else 0)
+
+
+class SharedLogView(NamedTuple):
+    """What a runtime knows of the runtimes sharing its log (``Runtime.get_shared_log()``)."""
+
+    daemon: str
+    """This runtime's id."""
+    shared: bool
+    """Another runtime's events were seen: heartbeats and leases are on."""
+    leader: bool
+    """This runtime records circuit transitions and probes."""
+    peers: list[str]
+    """The other live runtimes, by id."""
+    slots: dict[str, int]
+    """Per provider, the slots this runtime may hold now (its share, or the whole limit)."""
 
 
 class _Peer:
@@ -207,6 +222,16 @@ class SharedLog:
         """Return the ids of the other live runtimes this runtime knows of."""
         with self._lock:
             return self._live(self.clock.monotonic())
+
+    def view(self) -> SharedLogView:
+        """Return what this runtime knows of the others, as plain values."""
+        return SharedLogView(
+            daemon=self.daemon,
+            shared=self.shared,
+            leader=self.leader(),
+            peers=self.peers(),
+            slots={name: b.cap for name, b in self.budgets.items()},
+        )
 
     def apply_shares(self) -> None:
         """Set each budget's usable share from the latest heartbeats (off the request path)."""

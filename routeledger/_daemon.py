@@ -11,7 +11,7 @@ object a line on stdin, with one JSON object a line on stdout. The multi-process
 - ``flush``: ``rt.flush()``; ``{"position": ..}`` (the last position folded).
 - ``metrics``: ``rt.get_metrics()`` as plain data.
 - ``health``: each provider's circuit state.
-- ``shared``: ``{"daemon", "peers", "leader", "caps": {provider: slots usable}}``.
+- ``shared``: ``rt.get_shared_log()`` as ``{"daemon", "peers", "leader", "caps"}``.
 - ``close``: closes the runtime and exits.
 
 Errors of a command are answered as ``{"error": "..."}``; the daemon keeps serving.
@@ -70,12 +70,12 @@ def handle(rt: Runtime, command: dict[str, Any]) -> dict[str, Any]:
     if op == "health":
         return {name: h.state for name, h in rt.get_provider_health().items()}
     if op == "shared":
-        shared = rt._shared
+        view = rt.get_shared_log()
         return {
-            "daemon": shared.daemon,
-            "peers": shared.peers(),
-            "leader": shared.leader(),
-            "caps": {name: b.cap for name, b in shared.budgets.items()},
+            "daemon": view.daemon,
+            "peers": view.peers,
+            "leader": view.leader,
+            "caps": view.slots,
         }
     raise ValueError(f"unknown op {op!r}")
 

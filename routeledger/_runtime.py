@@ -42,7 +42,7 @@ from routeledger.actors._desk import BufferedEmitter, RoutingDesk
 from routeledger.actors._follow import LogFollower
 from routeledger.actors._health import HealthActor
 from routeledger.actors._keys import fingerprint
-from routeledger.actors._lease import SharedLog, daemon_id
+from routeledger.actors._lease import SharedLog, SharedLogView, daemon_id
 from routeledger.actors._messages import Decision, RouteQuery
 from routeledger.actors._protocol import (
     PING,
@@ -746,6 +746,16 @@ class Runtime:
                 raise RequestError(f"unknown provider {provider!r}")
             return handle.budget.in_flight
         return {n: h.budget.in_flight for n, h in self._handles.items()}
+
+    def get_shared_log(self) -> SharedLogView:
+        """Return what this runtime knows of the other runtimes sharing its event log.
+
+        ``daemon`` (this runtime's id), ``shared``, ``leader``, ``peers`` (the other live
+        runtimes) and ``slots`` (per provider, how many calls this runtime may have in
+        flight now: its lease, or the whole ``max_concurrency`` when alone). See the README's
+        "Several daemons, one log".
+        """
+        return self._shared.view()
 
     def get_provider_health(self) -> dict[str, ProviderHealth]:
         """Return every provider's health (``disabled`` for providers taken out of service)."""

@@ -143,7 +143,7 @@ def test_a_runtime_alone_on_its_log_writes_no_heartbeat_and_leads(
     with Runtime.start(config_for({"a": fake}), event_log=db) as rt:
         rt.complete(req())  # type: ignore[arg-type]
         rt.flush()
-        assert rt._shared.leader() and not rt._shared.shared
+        assert rt.get_shared_log().leader and not rt.get_shared_log().shared
         assert rt._handles["a"].budget.share is None
     assert not events(db, "daemon.heartbeat")
     assert not [e for e in events(db) if isinstance(e, DaemonHeartbeat)]
@@ -167,5 +167,5 @@ def test_two_runtimes_in_one_process_share_a_log_and_agree_after_flush(
         want = replay(str(db)).metrics.snapshot()
         assert one.get_metrics() == want == two.get_metrics()
         assert want["a"].requests == 6
-        wait_for(lambda: one._shared.peers() == [two.daemon_id], "one to see two")
-        assert one._shared.leader() != two._shared.leader()
+        wait_for(lambda: one.get_shared_log().peers == [two.daemon_id], "one to see two")
+        assert one.get_shared_log().leader != two.get_shared_log().leader

@@ -12,8 +12,10 @@ store is polled every :data:`POLL_S` with ``last_position()``. For SQLite, a pol
 ``SELECT MAX(position)`` on the primary key's b-tree through the store's pooled read
 connection (a few microseconds, no page of the table read). ``PRAGMA data_version`` would say
 the same thing ("the file changed") but needs one connection held open for it and a second
-query for the position anyway. 25 ms keeps a failure seen by one runtime well inside a second
-of steering the others, at about 40 cheap queries a second per runtime.
+query for the position anyway. While the log is shared, 25 ms keeps a failure seen by one
+runtime well inside a second of steering the others (about 40 queries a second, some 0.5 % of
+a core here); a runtime alone polls every :data:`ALONE_POLL_S` (idle CPU near zero), so a
+runtime that joins it is noticed within that, and the two then follow each other at 25 ms.
 
 The follower never touches the projections itself: the writer's thread owns them.
 """
@@ -33,12 +35,15 @@ from routeledger.events import StoreError
 if TYPE_CHECKING:
     from routeledger.store import EventStore
 
-__all__ = ["POLL_S", "LogFollower"]
+__all__ = ["ALONE_POLL_S", "POLL_S", "LogFollower"]
 
 log = logging.getLogger("routeledger")
 
 POLL_S = 0.025
-"""How often a store without commit notifications is polled."""
+"""How often a store without commit notifications is polled while the log is shared."""
+
+ALONE_POLL_S = 0.25
+"""How often it is polled while this runtime has seen no other on the log."""
 
 WAIT_S = 1.0
 """How long one ``wait_for_commit`` may block (the thread checks for a stop between)."""
@@ -52,6 +57,9 @@ class LogFollower:
         writer: The log writer actor.
         followed: Returns the last position the writer folded or read past.
         poll_s: The poll interval of a store without ``wait_for_commit``.
+        shared: Returns whether another runtime was seen (poll at ``poll_s``, else at
+            ``alone_poll_s``).
+        alone_poll_s: The poll interval while not shared.
     """
 
     def __init__(
@@ -61,11 +69,15 @@ class LogFollower:
         followed: Callable[[], int],
         *,
         poll_s: float = POLL_S,
+        shared: Callable[[], bool] | None = None,
+        alone_poll_s: float = ALONE_POLL_S,
     ) -> None:
         self._store = store
         self._writer = writer
         self._followed = followed
         self._poll_s = poll_s
+        self._shared = shared
+        self._alone_poll_s = alone_poll_s
         self._told = 0
         self._stop = threading.Event()
         self._failed = False
@@ -87,7 +99,8 @@ class LogFollower:
         wait: Callable[[int, float], int] | None = getattr(self._store, "wait_for_commit", None)
         if wait is not None:
             return wait(self._followed(), WAIT_S)
-        if self._stop.wait(self._poll_s):
+        alone = self._shared is not None and not self._shared()
+        if self._stop.wait(self._alone_poll_s if alone else self._poll_s):
             return None
         return self._store.last_position()
 

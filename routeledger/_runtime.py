@@ -387,7 +387,12 @@ class Runtime:
         self._follower = (
             None
             if isinstance(self._store, MemoryStore)
-            else LogFollower(self._store, self._writer, lambda: event_writer.followed).start()
+            else LogFollower(
+                self._store,
+                self._writer,
+                lambda: event_writer.followed,
+                shared=lambda shared=self._shared: shared.shared,
+            ).start()
         )
         self._requests = ThreadedInterpreter(
             desk=self._desk,

@@ -280,7 +280,7 @@ class EventWriter:
                         raise
                     log.error("event log: %s; left out of the figures", exc.message)
                     self.followed = exc.position
-        except StoreError as exc:
+        except Exception as exc:  # a store's failure (or a bug) must not stop the writer
             level = logging.DEBUG if self._follow_failed else logging.WARNING
             log.log(level, "event log: following the shared log failed: %s", exc)
             self._follow_failed = True

@@ -384,6 +384,7 @@ class Runtime:
         self._shared.supervisor = self._supervisor
         self._shared.start()
         # A store in this process's memory has no other writer to follow.
+        shared_log = self._shared  # the thread holds it, not the runtime
         self._follower = (
             None
             if isinstance(self._store, MemoryStore)
@@ -391,7 +392,7 @@ class Runtime:
                 self._store,
                 self._writer,
                 lambda: event_writer.followed,
-                shared=lambda shared=self._shared: shared.shared,
+                shared=lambda: shared_log.shared,
             ).start()
         )
         self._requests = ThreadedInterpreter(

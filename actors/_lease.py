@@ -32,9 +32,11 @@ runtime's router wait that long before it routes to that provider
 (:meth:`routeledger.actors._router.Router.honour_retry_after`), reckoned from the event's
 wall-clock time.
 
-Known limits: two runtimes that start within one poll interval of each other may each use
-their whole budget, and each lead, until they have seen each other's first heartbeat (about
-``2 * POLL_S`` plus a commit); a transition decided in that window may be recorded twice.
+A runtime that starts on a log others already share learns them from the heartbeats at the
+log's tail (:meth:`SharedLog.prime`) before it serves. Known limit: two runtimes that start
+on an unshared log within one poll of each other may each use their whole budget, and each
+lead, until they have seen each other's first heartbeat (a poll or two plus a commit); a
+transition decided in that window may be recorded twice.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pykka
@@ -179,6 +181,7 @@ class SharedLog:
                         if event.daemon not in self._peers:
                             self._wake.set()  # a newcomer learns our claims at once
                         self._peers[event.daemon] = _Peer(event, mono)
+                        self._anonymous_until = 0.0  # the unnamed runtime has a name now
                         beats = True
                     continue
                 if kind is AttemptSucceeded or kind is CircuitStateChanged:
@@ -190,7 +193,9 @@ class SharedLog:
                         until = event.ts + event.retry_after_s
                         if until > wall:
                             self.supervisor.tell(HonourRetryAfter(event.provider, until))
-            if not beats and not self._live(mono):
+            if not beats and not self._peers:
+                # Events of a runtime not named by any heartbeat yet (it heartbeats as soon as
+                # it sees ours); once runtimes are named, their events are theirs.
                 self._anonymous_until = mono + self.ttl_s
             became_shared = not self.shared
             if became_shared:
@@ -202,6 +207,35 @@ class SharedLog:
             log.info("event log shared with another runtime; heartbeats and leases on")
             self._wake.set()  # heartbeat now: the others learn of us at once
         self.apply_shares()
+
+    def prime(self, events: Iterable[Event]) -> None:
+        """Take in the heartbeats at the log's tail when this runtime starts.
+
+        A runtime joining runtimes that already share the log knows them (and their claims)
+        before it serves, instead of using its whole budget until their next heartbeat. Only
+        heartbeats count: a log last written by a runtime alone (this one's predecessor, say)
+        has none. A heartbeat is live for the rest of its lease, reckoned in wall-clock time.
+        """
+        mono, wall = self.clock.monotonic(), self.clock.time()
+        with self._lock:
+            for event in events:
+                if type(event) is not DaemonHeartbeat:
+                    continue
+                assert isinstance(event, DaemonHeartbeat)
+                if event.daemon == self.daemon:
+                    continue
+                age = max(0.0, wall - event.ts)
+                self._peers[event.daemon] = _Peer(event, mono - age)
+            live = self._live(mono)
+            if live:
+                self.shared = True
+                self._shared_since = mono
+        if live:
+            log.info(
+                "event log shared with %d other runtime(s); heartbeats and leases on", len(live)
+            )
+            self._wake.set()
+            self.apply_shares()
 
     # -- leadership and leases --------------------------------------------------------------
 

@@ -325,6 +325,7 @@ class Runtime:
             append=self._append_events,
         )
         event_writer.on_folded = self._shared.on_folded
+        self._shared.prime(_log_tail(self._store, projections.position))
         router = Router(
             config,
             budgets={n: h.budget for n, h in self._handles.items()},
@@ -955,6 +956,22 @@ class Runtime:
         self._ask(self._health, GetHealth())
         self._ask_supervisor(SYNC)
         self._ask(self._writer, Flush())
+
+
+TAIL_EVENTS = 512
+"""How many of the log's last events a starting runtime reads for live heartbeats."""
+
+
+def _log_tail(store: EventStore, position: int) -> list[Any]:
+    """Return the last events of the log up to ``position`` (none if it cannot be read)."""
+    if isinstance(store, MemoryStore) or position <= 0:
+        return []
+    try:
+        start = max(1, position - TAIL_EVENTS + 1)
+        return [e for _, e in store.read(start, limit=position - start + 1, strict=False)]
+    except Exception as exc:  # a damaged tail was reported by the fold already
+        log.debug("event log: the tail could not be read for heartbeats: %s", exc)
+        return []
 
 
 def _ready(handle: ProviderHandle) -> bool:

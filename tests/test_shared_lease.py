@@ -155,3 +155,35 @@ def test_a_followers_breaker_counts_others_failures_but_stays_where_the_log_says
     assert breaker.state == OPEN and breaker.open_until == 25.0  # 20 s of cooldown left
     monitor.keep("p")
     assert breaker.state == OPEN
+
+
+def test_a_starting_runtime_learns_the_live_runtimes_from_the_heartbeats_at_the_logs_tail() -> None:
+    """Heartbeats younger than their lease make a new runtime shared before it serves."""
+    log, budget, clock = shared(limit=6)
+    now = clock.time()
+    live = DaemonHeartbeat(ts=now - 1.0, daemon=OLDER, ttl_s=3.0, claims={"p": 5})
+    gone = DaemonHeartbeat(ts=now - 10.0, daemon=YOUNGER, ttl_s=3.0, claims={"p": 6})
+    log.prime([gone, RequestReceived(ts=now, request_id="r", model="m"), live])
+    assert log.shared and log.peers() == [OLDER] and not log.leader()
+    assert budget.cap == 1
+    clock.advance(2.1)  # the live one's lease ends 3 s after its heartbeat
+    own_beat(log)
+    log.apply_shares()
+    assert log.peers() == [] and budget.cap == 6
+
+
+def test_a_log_last_written_by_a_runtime_alone_does_not_make_the_next_one_shared() -> None:
+    """No heartbeat at the tail (a restart after a lone runtime): nothing is shared."""
+    log, budget, clock = shared(limit=6)
+    log.prime([RequestReceived(ts=clock.time(), request_id="r", model="m")])
+    assert not log.shared and budget.share is None and log.leader()
+
+
+def test_a_runtime_known_by_its_events_counts_no_more_once_it_is_named_and_gone() -> None:
+    """The unnamed runtime's assumed grant ends with its first heartbeat, not its ttl."""
+    log, budget, _ = shared(limit=6)
+    log.on_folded([(1, RequestReceived(ts=0.0, request_id="r", model="m"))], False)
+    own_beat(log)
+    assert budget.cap == 3
+    log.on_folded([(2, beat(OLDER, {"p": 3})), (3, beat(OLDER, {}, stopping=True))], False)
+    assert budget.cap == 6

@@ -79,6 +79,9 @@ class HealthMonitor:
         self.breakers = {name: CircuitBreaker(config) for name in providers}
         self.recorded = {name: b.state_of() for name, b in self.breakers.items()}
         """Each circuit's last recorded state: where a follower's breaker stays."""
+        self.half_open_at: dict[str, float] = {}
+        """Wall-clock time each circuit last went half-open (another runtime's attempts
+        started after it are that runtime's half-open probes)."""
 
     def resume(self, circuits: Mapping[str, Resumed], now: float) -> None:
         """Continue the circuits the log left open (nothing is recorded: it already was)."""
@@ -120,7 +123,13 @@ class HealthMonitor:
         breaker = self.breakers.get(event.provider)
         if breaker is None:
             return []
-        t = breaker.record(ok=ok, latency_ms=event.latency_ms, now=now, error=error)
+        # Routing lets only probes through a half-open circuit: an attempt another runtime
+        # started after the circuit went half-open is one (one started before is not).
+        started = event.ts - event.latency_ms / 1000
+        probe = breaker.state == HALF_OPEN and started >= self.half_open_at.get(
+            event.provider, float("inf")
+        )
+        t = breaker.record(ok=ok, latency_ms=event.latency_ms, now=now, probe=probe, error=error)
         return [t] if t is not None else []
 
     def adopt(
@@ -135,6 +144,8 @@ class HealthMonitor:
             return None
         resumed = resumed_circuit(event, config=self.config, wall_now=wall_now, mono_now=mono_now)
         breaker.adopt(event.to_state, resumed, mono_now)
+        if event.to_state == HALF_OPEN:
+            self.half_open_at[event.provider] = event.ts
         self.recorded[event.provider] = breaker.state_of()
         return Transition(
             event.from_state,
@@ -145,11 +156,15 @@ class HealthMonitor:
             event.trips,
         )
 
-    def recorded_now(self, provider: str) -> None:
+    def recorded_now(self, provider: str, transition: Transition, wall_now: float) -> None:
         """Note that the breaker's current state was recorded (by this runtime, the leader)."""
         breaker = self.breakers.get(provider)
         if breaker is not None:
             self.recorded[provider] = breaker.state_of()
+        if transition.to_state == HALF_OPEN or (
+            transition.prior is not None and transition.prior.to_state == HALF_OPEN
+        ):
+            self.half_open_at[provider] = wall_now
 
     def keep(self, provider: str) -> None:
         """Put a follower's breaker back to the last recorded state (its evidence stays)."""
@@ -338,7 +353,7 @@ class HealthActor(pykka.ThreadingActor):
                 self._decided(event.provider, self.monitor.observe_recorded(event, mono))
 
     def _apply(self, provider: str, transition: Transition) -> None:
-        self.monitor.recorded_now(provider)
+        self.monitor.recorded_now(provider, transition, self._clock.time())
         self._supervisor.tell(ApplyHealth(provider, transition))
         # A newly opened circuit has a deadline the timer must wake for.
         self._wake.set()

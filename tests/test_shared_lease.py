@@ -9,6 +9,7 @@ from routeledger.actors._health import HealthMonitor
 from routeledger.actors._lease import SharedLog, daemon_id, grants
 from routeledger.events import (
     AttemptFailed,
+    AttemptSucceeded,
     CircuitStateChanged,
     DaemonHeartbeat,
     Event,
@@ -187,3 +188,21 @@ def test_a_runtime_known_by_its_events_counts_no_more_once_it_is_named_and_gone(
     assert budget.cap == 3
     log.on_folded([(2, beat(OLDER, {"p": 3})), (3, beat(OLDER, {}, stopping=True))], False)
     assert budget.cap == 6
+
+
+def test_another_runtimes_attempt_through_a_half_open_circuit_is_its_probe() -> None:
+    """Started after the circuit went half-open it closes it; started before, it does not."""
+    monitor = HealthMonitor(HealthConfig(failure_threshold=1, cooldown_s=1.0), ["p"])
+    (opened,) = monitor.observe_recorded(failure(), 0.0)
+    monitor.recorded_now("p", opened, 100.0)
+    (half,) = monitor.poll(2.0)[0][1:]
+    monitor.recorded_now("p", half, 102.0)
+
+    def success(ts: float) -> AttemptSucceeded:
+        return AttemptSucceeded(
+            ts=ts, request_id="r", attempt=1, provider="p", model="m", latency_ms=500.0
+        )
+
+    assert monitor.observe_recorded(success(102.4), 2.5) == []  # started at 101.9: too early
+    (closed,) = monitor.observe_recorded(success(103.0), 3.0)
+    assert closed.to_state == CLOSED

@@ -189,3 +189,26 @@ def test_a_retry_after_seen_by_one_daemon_is_honoured_by_the_others(
         assert group[0].ask("burst", n=1, preferred="busy")["ok"] == 1  # failed over
         wait_for(lambda: group[1].ask("route")["provider"] == "spare", "the wait", 1.0)
         assert group[1].ask("health")["busy"] == "closed"  # a wait, not a broken circuit
+
+
+def test_a_follower_s_probe_through_a_half_open_circuit_closes_it_for_every_daemon(
+    daemons: Starter, config_for: Callable[..., RuntimeConfig]
+) -> None:
+    """After the cooldown, a follower's call to the recovered provider closes its circuit."""
+    with FakeProvider(Behaviour(status=500), seed=11) as flaky, FakeProvider(seed=12) as spare:
+        config = config_for(
+            {"flaky": flaky, "spare": spare},
+            per_provider={"flaky": {"priority": 200}, "spare": {"priority": 100}},
+            health=HealthConfig(failure_threshold=2, cooldown_s=0.5),
+        )
+        group = daemons(config, 2)
+        acquainted(group)
+        follower = next(d for d in group if not d.ask("shared")["leader"])
+        assert follower.ask("burst", n=2)["ok"] == 2
+        for d in group:
+            wait_for(lambda d=d: d.ask("health")["flaky"] != "closed", "the trip", 1.0)  # type: ignore[misc]
+        flaky.set_behaviour(Behaviour())
+        wait_for(lambda: follower.ask("health")["flaky"] == "half_open", "the cooldown", 2.0)
+        assert follower.ask("burst", n=1)["ok"] == 1  # the probe
+        for d in group:
+            wait_for(lambda d=d: d.ask("health")["flaky"] == "closed", "the recovery", 1.0)  # type: ignore[misc]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,9 @@ POLL_S = 0.025
 
 ALONE_POLL_S = 0.25
 """How often it is polled while this runtime has seen no other on the log."""
+
+RETELL_S = 1.0
+"""How long the follower waits for a writer still behind the head before telling it again."""
 
 WAIT_S = 1.0
 """How long one ``wait_for_commit`` may block (the thread checks for a stop between)."""
@@ -79,6 +83,7 @@ class LogFollower:
         self._shared = shared
         self._alone_poll_s = alone_poll_s
         self._told = 0
+        self._told_at = 0.0
         self._stop = threading.Event()
         self._failed = False
         self._thread = threading.Thread(target=self._run, name="routeledger-follower", daemon=True)
@@ -123,9 +128,11 @@ class LogFollower:
             self._failed = False
             if head is None or self._stop.is_set():
                 continue
-            # One tell per new head: the writer reads everything up to the head it finds.
-            if head > self._followed() and head > self._told:
-                self._told = head
+            # One tell per new head (the writer reads everything up to the head it finds), and
+            # again after a while if the writer is still behind (its read failed).
+            now = time.monotonic()
+            if head > self._followed() and (head > self._told or now - self._told_at > RETELL_S):
+                self._told, self._told_at = head, now
                 try:
                     self._writer.tell(FollowLog())
                 except pykka.ActorDeadError:

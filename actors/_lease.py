@@ -24,8 +24,8 @@ thirds of its lease takes no new slot (the others may soon count it dead). A run
 dies frees its share when its lease expires; one that closes frees it at once (its last
 heartbeat says ``stopping``). Another runtime known only from its events (no heartbeat yet)
 is assumed to claim its grant. ``"local"``: every runtime uses the whole ``L`` (as if
-alone). ``"strict"`` belongs to the PostgreSQL store (advisory locks, one per request);
-on a store without them it behaves as ``"lease"``.
+alone). ``"strict"`` belongs to the PostgreSQL store (an advisory lock per request holds
+the total exactly), so leases are off in that mode too.
 
 **Rate limits.** An attempt another runtime recorded with a ``Retry-After`` makes this
 runtime's router wait that long before it routes to that provider
@@ -269,8 +269,8 @@ class SharedLog:
 
     def apply_shares(self) -> None:
         """Set each budget's usable share from the latest heartbeats (off the request path)."""
-        if not self.shared or self.mode == "local":
-            return
+        if not self.shared or self.mode != "lease":
+            return  # "local": each runtime alone; "strict": the store's slots hold the total
         mono = self.clock.monotonic()
         with self._lock:
             live = self._live(mono)

@@ -382,8 +382,8 @@ class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     shared_concurrency: Literal["local", "lease", "strict"] = "lease"
     """How ``max_concurrency`` holds when several runtimes share one log: ``lease`` (each
     runtime uses its granted share, from heartbeat leases), ``local`` (each runtime alone,
-    as if unshared), ``strict`` (one slot per request, PostgreSQL advisory locks). A runtime
-    alone on its log uses its whole budget in every mode."""
+    as if unshared), ``strict`` (one slot per request, PostgreSQL advisory locks; no
+    leases). A runtime alone on its log uses its whole budget in every mode."""
     lease_ttl_s: float = 3.0
     """How long a shared-log runtime's heartbeat (its leadership and capacity leases) holds;
     it renews every third of it. A runtime that died frees its share after this long."""

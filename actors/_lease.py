@@ -165,6 +165,8 @@ class SharedLog:
                             self._own_seen = self.clock.monotonic()
                 return
             self._foreign([event for _, event in batch])
+        except pykka.ActorDeadError:
+            pass  # the runtime is closing: its health actor or supervisor already stopped
         except Exception:
             log.exception("shared log: following another runtime's events failed")
 

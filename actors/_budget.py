@@ -12,6 +12,9 @@ given a :class:`SlotStore` also takes one of the provider's ``limit`` slots in t
 at one round trip; the slot is given back with the local one. When the database cannot be
 reached the budget falls back to its local limit (logged once at WARNING): requests keep
 being served, each daemon within its own ``max_concurrency``.
+When several runtimes share one log, each may use only its granted ``share`` of the limit
+(a capacity lease, see :mod:`routeledger.actors._lease`), set off the request path by the
+lease thread; ``None`` (a runtime alone) leaves the whole limit.
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ class Budget:
         "in_flight",
         "limit",
         "peak",
+        "share",
     )
 
     def __init__(
@@ -112,11 +116,27 @@ class Budget:
         self.limit = limit
         self.in_flight = 0
         self.peak = 0
+        self.share: int | None = None
+        """This runtime's granted part of ``limit`` on a shared log (``None``: all of it)."""
+
+    @property
+    def cap(self) -> int:
+        """Return how many slots this runtime may hold now (the limit, or its share)."""
+        share = self.share
+        return self.limit if share is None or share > self.limit else share
+
+    def set_share(self, share: int | None) -> None:
+        """Grant this runtime ``share`` slots of the limit (``None``: the whole limit)."""
+        with self._lock:
+            old, self.share = self.cap, share
+        if self.cap > old and self._signal is not None:
+            self._signal.notify()
 
     def try_acquire(self) -> bool:
         """Reserve a slot if one is free; return whether it was reserved."""
         with self._lock:
-            if self.in_flight >= self.limit:
+            share = self.share
+            if self.in_flight >= self.limit or (share is not None and self.in_flight >= share):
                 return False
             self.in_flight += 1
             if self.in_flight > self.peak:
@@ -175,7 +195,8 @@ class Budget:
     @property
     def load(self) -> float:
         """Return the share of the budget in use."""
-        return self.in_flight / self.limit if self.limit > 0 else 1.0
+        cap = self.cap
+        return self.in_flight / cap if cap > 0 else 1.0
 
 
 class RemoteReleases:

@@ -184,6 +184,34 @@ class CircuitBreaker:
         self.trips = resumed.trips
         self._opened_at = now
 
+    def state_of(self) -> tuple[str, float | None, int, float | None]:
+        """Return the state a follower keeps to (see :meth:`restore`)."""
+        return (self.state, self.open_until, self.trips, self._opened_at)
+
+    def restore(self, state: tuple[str, float | None, int, float | None]) -> None:
+        """Go back to a state taken by :meth:`state_of`, keeping the evidence counted since.
+
+        A runtime that follows another's circuit decisions (a shared log's follower) counts
+        every outcome, but its own breaker never moves: it takes the leader's transitions.
+        """
+        self.state, self.open_until, self.trips, self._opened_at = state
+
+    def adopt(self, to_state: str, resumed: Resumed | None, now: float) -> None:
+        """Take a transition another runtime recorded (``resumed``: its local deadline)."""
+        if to_state == CLOSED or resumed is None:
+            self.state = CLOSED
+            self.open_until = None
+            self._opened_at = None
+            self.trips = 0
+            self.consecutive_failures = 0
+            self._window.clear()
+            return
+        opened = self._opened_at
+        self.resume(resumed, now)
+        self._opened_at = now if opened is None else opened
+        if to_state == HALF_OPEN:
+            self.state = HALF_OPEN
+
     def _trip_reason(self) -> str | None:
         c = self.config
         if self.consecutive_failures >= c.failure_threshold:

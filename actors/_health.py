@@ -6,6 +6,14 @@ clock to move circuits whose cooldown ended to half-open and to probe every prov
 ``interval_s`` (never two probe rounds at once). Every transition goes to the supervisor,
 which applies it to routing and records it, so the log shows each transition exactly once
 and in order with the routing decisions around it.
+
+Runtimes sharing one log (:mod:`routeledger.actors._lease`) share their circuits: each
+breaker also counts the outcomes other runtimes recorded (``ObserveLog``), but only the
+leader's breakers move, record transitions and probe. A follower's breaker counts the same
+evidence and goes back to the last recorded state after each outcome
+(:meth:`CircuitBreaker.restore`); the leader's recorded transitions reach it through the log
+and it adopts them (:meth:`HealthMonitor.adopt`), applying them to routing unrecorded. A
+runtime alone on its log is its own leader: it behaves exactly as before.
 """
 
 from __future__ import annotations
@@ -24,17 +32,25 @@ from routeledger.actors._circuit import (
     Resumed,
     Transition,
     counts_against_health,
+    resumed_circuit,
 )
 from routeledger.actors._protocol import (
     ApplyHealth,
     GetHealth,
     HealthMessage,
+    ObserveLog,
     ProbeRequested,
     ProbeResult,
     RecordOutcomes,
     Tick,
 )
-from routeledger.events import ProviderHealth
+from routeledger.events import (
+    AttemptFailed,
+    AttemptSucceeded,
+    CircuitStateChanged,
+    Event,
+    ProviderHealth,
+)
 
 if TYPE_CHECKING:
     from routeledger.actors._clock import Clock
@@ -47,6 +63,13 @@ __all__ = ["HealthActor", "HealthMonitor"]
 
 log = logging.getLogger("routeledger")
 
+FOLLOWER_RECHECK_S = 0.5
+"""How often a follower's timer checks whether it became the leader."""
+
+
+def _always() -> bool:
+    return True
+
 
 class HealthMonitor:
     """The circuits of every provider, driven by outcomes, probes and time."""
@@ -54,6 +77,11 @@ class HealthMonitor:
     def __init__(self, config: HealthConfig, providers: Iterable[str]) -> None:
         self.config = config
         self.breakers = {name: CircuitBreaker(config) for name in providers}
+        self.recorded = {name: b.state_of() for name, b in self.breakers.items()}
+        """Each circuit's last recorded state: where a follower's breaker stays."""
+        self.half_open_at: dict[str, float] = {}
+        """Wall-clock time each circuit last went half-open (another runtime's attempts
+        started after it are that runtime's half-open probes)."""
 
     def resume(self, circuits: Mapping[str, Resumed], now: float) -> None:
         """Continue the circuits the log left open (nothing is recorded: it already was)."""
@@ -61,6 +89,7 @@ class HealthMonitor:
             breaker = self.breakers.get(name)
             if breaker is not None:
                 breaker.resume(resumed, now)
+                self.recorded[name] = breaker.state_of()
 
     def observe(self, outcome: Outcome, now: float) -> list[Transition]:
         """Fold an attempt's outcome in; 400-class request errors do not count."""
@@ -80,6 +109,68 @@ class HealthMonitor:
             error=type(outcome.error).__name__ if outcome.error is not None else None,
         )
         return [x for x in (due, t) if x is not None]
+
+    def observe_recorded(self, event: Event, now: float) -> list[Transition]:
+        """Fold in an attempt's end that another runtime recorded (a shared log)."""
+        if not self.config.enabled:
+            return []
+        if isinstance(event, AttemptSucceeded):
+            ok, error = True, None
+        elif isinstance(event, AttemptFailed) and event.counts_against_health:
+            ok, error = False, event.error
+        else:
+            return []
+        breaker = self.breakers.get(event.provider)
+        if breaker is None:
+            return []
+        # Routing lets only probes through a half-open circuit: an attempt another runtime
+        # started after the circuit went half-open is one (one started before is not).
+        started = event.ts - event.latency_ms / 1000
+        probe = breaker.state == HALF_OPEN and started >= self.half_open_at.get(
+            event.provider, float("inf")
+        )
+        t = breaker.record(ok=ok, latency_ms=event.latency_ms, now=now, probe=probe, error=error)
+        return [t] if t is not None else []
+
+    def adopt(
+        self, event: CircuitStateChanged, *, wall_now: float, mono_now: float
+    ) -> Transition | None:
+        """Take a circuit transition another runtime recorded; return it for routing.
+
+        Its deadline is reckoned from the event's wall-clock time, as at a restart.
+        """
+        breaker = self.breakers.get(event.provider)
+        if breaker is None:
+            return None
+        resumed = resumed_circuit(event, config=self.config, wall_now=wall_now, mono_now=mono_now)
+        breaker.adopt(event.to_state, resumed, mono_now)
+        if event.to_state == HALF_OPEN:
+            self.half_open_at[event.provider] = event.ts
+        self.recorded[event.provider] = breaker.state_of()
+        return Transition(
+            event.from_state,
+            event.to_state,
+            event.reason,
+            {},
+            resumed.open_until if resumed is not None else None,
+            event.trips,
+        )
+
+    def recorded_now(self, provider: str, transition: Transition, wall_now: float) -> None:
+        """Note that the breaker's current state was recorded (by this runtime, the leader)."""
+        breaker = self.breakers.get(provider)
+        if breaker is not None:
+            self.recorded[provider] = breaker.state_of()
+        if transition.to_state == HALF_OPEN or (
+            transition.prior is not None and transition.prior.to_state == HALF_OPEN
+        ):
+            self.half_open_at[provider] = wall_now
+
+    def keep(self, provider: str) -> None:
+        """Put a follower's breaker back to the last recorded state (its evidence stays)."""
+        breaker = self.breakers.get(provider)
+        if breaker is not None:
+            breaker.restore(self.recorded[provider])
 
     def probed(self, result: ProbeResult, now: float) -> list[Transition]:
         """Fold an active probe's result in.
@@ -153,9 +244,11 @@ class HealthActor(pykka.ThreadingActor):
         provider_refs: Callable[[], dict[str, pykka.ActorRef[ProviderActor]]],
         active: bool = True,
         resumed: Mapping[str, Resumed] | None = None,
+        leader: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__()
         self.monitor = HealthMonitor(config, providers)
+        self._leader = leader or _always
         self.monitor.resume(resumed or {}, clock.monotonic())
         self._clock = clock
         self._supervisor = supervisor
@@ -189,6 +282,10 @@ class HealthActor(pykka.ThreadingActor):
             self._timer.join(timeout=5)
 
     def _deadline(self) -> float:
+        if not self._leader():
+            # A follower moves no circuit and probes nothing; it looks again soon, in case
+            # it became the leader.
+            return self._clock.monotonic() + FOLLOWER_RECHECK_S
         d = self._next_probe if self._active else float("inf")
         circuit = self.monitor.next_deadline()
         return min(d, circuit) if circuit is not None else d
@@ -217,12 +314,13 @@ class HealthActor(pykka.ThreadingActor):
                 case RecordOutcomes(outcomes):
                     now = self._clock.monotonic()
                     for outcome in outcomes:
-                        for t in self.monitor.observe(outcome, now):
-                            self._apply(outcome.provider, t)
+                        self._decided(outcome.provider, self.monitor.observe(outcome, now))
                 case ProbeResult():
                     self._probes_outstanding = max(0, self._probes_outstanding - 1)
-                    for t in self.monitor.probed(message, self._clock.monotonic()):
-                        self._apply(message.provider, t)
+                    now = self._clock.monotonic()
+                    self._decided(message.provider, self.monitor.probed(message, now))
+                case ObserveLog(events):
+                    self._observe_log(events)
                 case Tick():
                     self._tick()
                 case GetHealth():
@@ -233,12 +331,36 @@ class HealthActor(pykka.ThreadingActor):
             log.exception("health actor: handling %s failed", type(message).__name__)
         return None
 
+    def _decided(self, provider: str, transitions: list[Transition]) -> None:
+        """Record what the breaker decided (leader), or keep it where the log says (follower)."""
+        if not transitions:
+            return
+        if self._leader():
+            for t in transitions:
+                self._apply(provider, t)
+        else:
+            self.monitor.keep(provider)
+
+    def _observe_log(self, events: list[Event]) -> None:
+        mono = self._clock.monotonic()
+        for event in events:
+            if isinstance(event, CircuitStateChanged):
+                t = self.monitor.adopt(event, wall_now=self._clock.time(), mono_now=mono)
+                if t is not None:
+                    self._supervisor.tell(ApplyHealth(event.provider, t, record=False))
+                    self._wake.set()
+            elif isinstance(event, AttemptSucceeded | AttemptFailed):
+                self._decided(event.provider, self.monitor.observe_recorded(event, mono))
+
     def _apply(self, provider: str, transition: Transition) -> None:
+        self.monitor.recorded_now(provider, transition, self._clock.time())
         self._supervisor.tell(ApplyHealth(provider, transition))
         # A newly opened circuit has a deadline the timer must wake for.
         self._wake.set()
 
     def _tick(self) -> None:
+        if not self._leader():
+            return
         now = self._clock.monotonic()
         for provider, t in self.monitor.poll(now):
             self._apply(provider, t)

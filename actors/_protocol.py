@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         ABTestConfig,
         Event,
         PoolConfig,
+        ProviderRateLimited,
         Request,
         Response,
     )
@@ -50,11 +51,14 @@ __all__ = [
     "EstimateCosts",
     "FindCapable",
     "Flush",
+    "FollowLog",
     "GetABResults",
     "GetHealth",
     "GetMetrics",
     "GetUsage",
     "HealthMessage",
+    "HonourRetryAfter",
+    "ObserveLog",
     "Ping",
     "ProbeRequested",
     "ProbeResult",
@@ -187,10 +191,21 @@ class UseHealth(NamedTuple):
 
 
 class ApplyHealth(NamedTuple):
-    """Tell (from the health actor): apply this circuit transition to routing, record it."""
+    """Tell (from the health actor): apply this circuit transition to routing, record it.
+
+    ``record=False``: another runtime sharing the log recorded it; only apply it."""
 
     provider: str
     transition: Transition
+    record: bool = True
+
+
+class HonourRetryAfter(NamedTuple):
+    """Tell (from the log follower): another runtime marked a provider rate-limited; fold
+    its ``provider.rate_limited`` event into this runtime's marks (one code path with the
+    runtime's own marks, see :mod:`routeledger.actors._ratelimit`)."""
+
+    event: ProviderRateLimited
 
 
 class ProviderCrashed(NamedTuple):
@@ -219,6 +234,7 @@ SupervisorMessage = (
     | UseHealth
     | ApplyHealth
     | ProviderCrashed
+    | HonourRetryAfter
 )
 
 
@@ -248,7 +264,14 @@ class GetHealth(NamedTuple):
     """Ask: every provider's health. Answer: ``dict[str, ProviderHealth]``."""
 
 
-HealthMessage = RecordOutcomes | ProbeResult | Tick | GetHealth
+class ObserveLog(NamedTuple):
+    """Tell (from the log follower): events other runtimes sharing the log recorded, in
+    position order (their outcomes, and the circuit transitions their leader recorded)."""
+
+    events: list[Event]
+
+
+HealthMessage = RecordOutcomes | ProbeResult | Tick | GetHealth | ObserveLog
 
 
 # -- to a provider actor ----------------------------------------------------------------------
@@ -316,7 +339,13 @@ class DescribeLog(NamedTuple):
     """
 
 
-WriterMessage = Append | CloseLog | Flush | GetMetrics | GetUsage | GetABResults | DescribeLog
+class FollowLog(NamedTuple):
+    """Tell: fold what other runtimes appended to the shared log since the last fold."""
+
+
+WriterMessage = (
+    Append | CloseLog | Flush | GetMetrics | GetUsage | GetABResults | DescribeLog | FollowLog
+)
 
 PING = Ping()
 SYNC = Sync()

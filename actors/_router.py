@@ -74,7 +74,7 @@ from routeledger.events._types import CAPABILITIES
 if TYPE_CHECKING:
     from routeledger.actors._budget import Budget
     from routeledger.actors._clock import Clock
-    from routeledger.events import ModelSpec, ProviderConfig, Request
+    from routeledger.events import ModelSpec, ProviderConfig, ProviderRateLimited, Request
 
 __all__ = ["Router"]
 
@@ -715,7 +715,7 @@ class Router:
             priority=p.priority,
             weight=p.config.weight,
             in_flight=p.budget.in_flight,
-            limit=p.budget.limit,
+            limit=p.budget.cap,
             latency_ms=snap.latencies[name],
             cost=snap.costs[name],
             headroom=self._headroom.get(name, 1.0) if self._limited else 1.0,
@@ -736,7 +736,7 @@ class Router:
                 if due:
                     p.circuit.take_probe()
                 return name, due
-            dropped[name] = f"saturated ({p.budget.in_flight}/{p.budget.limit} in flight)"
+            dropped[name] = f"saturated ({p.budget.in_flight}/{p.budget.cap} in flight)"
         return None, False
 
     def _route_decided(
@@ -844,19 +844,32 @@ class Router:
 
     # -- health -----------------------------------------------------------------------------
 
-    def apply_health(self, provider: str, transition: Transition) -> list[str]:
-        """Apply a circuit transition decided by the health actor; return callbacks to fire."""
+    def apply_health(
+        self, provider: str, transition: Transition, *, record: bool = True
+    ) -> list[str]:
+        """Apply a circuit transition decided by the health actor; return callbacks to fire.
+
+        ``record=False``: another runtime sharing the log recorded it; routing only follows.
+        """
         p = self.providers.get(provider)
         if p is None:
             return []
         fired = []
         if transition.prior is not None:  # a step the breaker took on the way: log it first
-            fired = self.apply_health(provider, transition.prior)
+            fired = self.apply_health(provider, transition.prior, record=record)
         p.circuit.apply(transition, half_open_probes=self.config.health.half_open_probes)
         self._bump()
+        if not record:
+            return fired
         events, more = _recording.transition_events(provider, transition, ts=self._now())
         self.emit(events)
         return fired + more
+
+    def honour_rate_limit(self, event: ProviderRateLimited) -> None:
+        """Fold another runtime's ``provider.rate_limited`` mark, as this runtime's own."""
+        if event.provider in self.providers:
+            self.marks.apply(event)
+            self._bump()
 
     def disable(self, provider: str, reason: str) -> None:
         """Take a provider out of service for good (restart intensity exceeded)."""

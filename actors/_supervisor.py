@@ -30,6 +30,7 @@ from routeledger.actors._protocol import (
     DisabledProviders,
     EstimateCosts,
     FindCapable,
+    HonourRetryAfter,
     ProviderCrashed,
     RecordABMetrics,
     RecordCacheHit,
@@ -153,8 +154,10 @@ class SupervisorActor(pykka.ThreadingActor):
                     router.finished(None, RequestEnded(response, None, 0, 0.0), query)
                 case RecordEvents(events):
                     router.emit(list(events))
-                case ApplyHealth(provider, transition):
-                    router.apply_health(provider, transition)
+                case ApplyHealth(provider, transition, record):
+                    router.apply_health(provider, transition, record=record)
+                case HonourRetryAfter(event):
+                    router.honour_rate_limit(event)
                 case ProviderCrashed(provider, reason):
                     self._crashed(router, provider, reason)
                 case UseHealth(health):

@@ -24,6 +24,14 @@ the log file (:mod:`routeledger.store._gaps`) for the next start to record.
 Every ``log.snapshot_every`` events, after a commit, and at close (once the log is that long),
 the writer also stores a snapshot of the projections (``routeledger.store.write_snapshot``) on
 its own thread; a snapshot that fails is logged and never stops the writer.
+
+Several runtimes may share one log (see :mod:`routeledger.actors._follow`). The writer then
+folds the whole log, in position order, into its projections: :meth:`EventWriter.catch_up`
+reads what others appended since the last fold (a ``FollowLog`` tell from the follower, and
+every ``Flush``), and a commit whose positions do not follow the last folded one first folds
+the others' events before them. The store returns the positions of each batch it appends,
+so whatever the writer reads back is another runtime's by construction; each folded batch,
+own or foreign, goes to ``on_folded`` (the shared-log coordinator).
 """
 
 from __future__ import annotations
@@ -40,15 +48,18 @@ from routeledger.actors._protocol import (
     CloseLog,
     DescribeLog,
     Flush,
+    FollowLog,
     GetABResults,
     GetMetrics,
     GetUsage,
     WriterMessage,
 )
-from routeledger.events import Event, EventsDropped, Projections, StoreError
+from routeledger.events import Event, EventsDropped, Projections, StoreCorrupted, StoreError
 from routeledger.store import EventNotStorable, save_gap, write_snapshot
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from routeledger.actors._clock import Clock
     from routeledger.events import LogConfig, ProviderMetrics
     from routeledger.store import EventStore
@@ -67,6 +78,9 @@ log = logging.getLogger("routeledger")
 
 RETRY_MIN_S = 0.05
 RETRY_MAX_S = 2.0
+
+Folded = Callable[["Sequence[tuple[int, Event]]", bool], None]
+"""Called with each folded batch of ``(position, event)`` and whether it is this writer's."""
 
 
 class Unwritten(NamedTuple):
@@ -121,6 +135,10 @@ class EventWriter:
         self._batch = config.batch_max_events
         self._snapshot_at = self.projections.snapshot_position
         self._snapshot_failed = False
+        self.followed = self.projections.position
+        """The last position folded or read past (unknown rows are read past, not folded)."""
+        self.on_folded: Folded | None = None
+        self._follow_failed = False
 
     def add(self, events: list[Event]) -> None:
         """Queue events; past the buffer's bound they are counted as dropped."""
@@ -221,12 +239,56 @@ class EventWriter:
         else:
             self._gap_at -= n
         self._batch = min(self._batch * 2, self.config.batch_max_events)
+        if positions and positions[0] > self.followed + 1:
+            # Another runtime committed between our last fold and this batch: fold its
+            # events first, so that the projections see the log in position order.
+            self.catch_up(positions[0] - 1)
         apply = self.projections.apply
         for position, event in zip(positions, batch, strict=True):
             apply(position, event)
+        if positions:
+            self.followed = max(self.followed, positions[-1])
+            if self.on_folded is not None:
+                self.on_folded(list(zip(positions, batch, strict=True)), True)
         if self.projections.position - self._snapshot_at >= self.config.snapshot_every > 0:
             self.snapshot()
         return True
+
+    def catch_up(self, upto: int | None = None) -> int:
+        """Fold what other runtimes appended after :attr:`followed`, up to ``upto`` (default:
+        the log's head now); return how many events were folded. Never raises.
+
+        A row that cannot be decoded is left out (and logged), as at start; rows of unknown
+        types are read past. A failing read is logged once and retried at the next call.
+        """
+        store, projections = self.store, self.projections
+        folded: list[tuple[int, Event]] = []
+        try:
+            head = store.last_position() if upto is None else upto
+            while self.followed < head:
+                start = self.followed + 1
+                try:
+                    for position, event in store.read(
+                        start, limit=head - self.followed, strict=False
+                    ):
+                        projections.apply(position, event)
+                        self.followed = position
+                        folded.append((position, event))
+                    self.followed = head
+                except StoreCorrupted as exc:
+                    if exc.position is None or exc.position < start:
+                        raise
+                    log.error("event log: %s; left out of the figures", exc.message)
+                    self.followed = exc.position
+        except Exception as exc:  # a store's failure (or a bug) must not stop the writer
+            level = logging.DEBUG if self._follow_failed else logging.WARNING
+            log.log(level, "event log: following the shared log failed: %s", exc)
+            self._follow_failed = True
+        else:
+            self._follow_failed = False
+        if folded and self.on_folded is not None:
+            self.on_folded(folded, False)
+        return len(folded)
 
     def close(self, grace_s: float) -> Unwritten:
         """Commit what is pending, retrying a failing store for up to ``grace_s`` (real time).
@@ -354,7 +416,14 @@ class LogWriterActor(pykka.ThreadingActor):
                 if not writer.commit(force=True):
                     assert writer.error is not None
                     raise writer.error
+                writer.catch_up()  # and every other runtime's events up to the log's head
                 return True
+            case FollowLog():
+                try:
+                    writer.catch_up()
+                except Exception:
+                    log.exception("log writer: following the log failed")
+                return None
             case GetMetrics():
                 writer.commit()
                 return writer.projections.metrics.snapshot()

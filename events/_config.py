@@ -16,7 +16,7 @@ import os
 import re
 import typing
 from collections.abc import Mapping
-from typing import Any, TypeGuard
+from typing import Any, Literal, TypeGuard
 from urllib.parse import SplitResult, urlsplit
 
 import msgspec
@@ -389,6 +389,14 @@ class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ab_tests: list[ABTestConfig] = msgspec.field(default_factory=list)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     seed: int | None = None
+    shared_concurrency: Literal["local", "lease", "strict"] = "lease"
+    """How ``max_concurrency`` holds when several runtimes share one log: ``lease`` (each
+    runtime uses its granted share, from heartbeat leases), ``local`` (each runtime alone,
+    as if unshared), ``strict`` (one slot per request, PostgreSQL advisory locks; no
+    leases). A runtime alone on its log uses its whole budget in every mode."""
+    lease_ttl_s: float = 3.0
+    """How long a shared-log runtime's heartbeat (its leadership and capacity leases) holds;
+    it renews every third of it. A runtime that died frees its share after this long."""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RuntimeConfig:
@@ -613,6 +621,12 @@ def validate_config(config: RuntimeConfig, *, environ: Mapping[str, str] | None 
         problems.append(
             f"strategy {config.strategy!r} is unknown (expected one of {sorted(STRATEGIES)})"
         )
+    if config.shared_concurrency not in ("local", "lease", "strict"):
+        problems.append(
+            f"shared_concurrency {config.shared_concurrency!r} is unknown "
+            "(expected 'local', 'lease' or 'strict')"
+        )
+    _check_number(problems, "lease_ttl_s", config.lease_ttl_s, minimum=0.05)
 
     f = config.failover
     _check_number(problems, "failover.max_attempts", f.max_attempts, minimum=1, integer=True)

@@ -39,6 +39,7 @@ __all__ = [
     "CircuitStateChanged",
     "ConcurrencyLimitChanged",
     "ConfigurationApplied",
+    "DaemonHeartbeat",
     "Event",
     "EventsDropped",
     "FallbackExhausted",
@@ -434,6 +435,23 @@ class EventsDropped(Event, frozen=True, kw_only=True, tag="log.events_dropped"):
     ts: float
 
 
+class DaemonHeartbeat(Event, frozen=True, kw_only=True, tag="daemon.heartbeat"):
+    """A runtime sharing its log with others is alive, and holds these capacity leases.
+
+    Written only once a runtime has seen another runtime's events in its log (a runtime alone
+    writes none). ``daemon`` names the runtime (ordered by start time: the smallest live one
+    leads); ``claims`` is, per provider, the most slots it may use until ``ttl_s`` after
+    this heartbeat (its granted share, or its requests in flight if more). ``stopping``: it
+    is closing, and its leases are free at once.
+    """
+
+    daemon: str
+    ttl_s: float
+    claims: dict[str, int] = {}
+    stopping: bool = False
+    ts: float
+
+
 AnyEvent = (
     RequestReceived
     | RequestRejected
@@ -462,6 +480,7 @@ AnyEvent = (
     | ConfigurationApplied
     | RuntimeChangesDropped
     | EventsDropped
+    | DaemonHeartbeat
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {

@@ -39,13 +39,16 @@ from routeledger.actors._budget import Budget, RemoteReleases, check_strict, str
 from routeledger.actors._bus import EventBus
 from routeledger.actors._clock import Clock, SystemClock
 from routeledger.actors._desk import BufferedEmitter, RoutingDesk
+from routeledger.actors._follow import LogFollower
 from routeledger.actors._health import HealthActor
 from routeledger.actors._keys import fingerprint
+from routeledger.actors._lease import SharedLog, SharedLogView, daemon_id
 from routeledger.actors._messages import Decision, RouteQuery
 from routeledger.actors._protocol import (
     PING,
     SYNC,
     TICK,
+    Append,
     AssignABVariant,
     ClearRoutes,
     CloseLog,
@@ -289,15 +292,14 @@ class Runtime:
             wall_now=clock.time(),
             mono_now=clock.monotonic(),
         )
-        self._writer = LogWriterActor.start(
-            EventWriter(
-                self._store,
-                config=config.log,
-                clock=clock,
-                on_error=self._on_store_error,
-                projections=projections,
-            )
+        event_writer = EventWriter(
+            self._store,
+            config=config.log,
+            clock=clock,
+            on_error=self._on_store_error,
+            projections=projections,
         )
+        self._writer = LogWriterActor.start(event_writer)
         emit = BufferedEmitter(self._writer, self._bus)
         # Events an earlier runtime could not write before it closed: its gap goes in first.
         log_file = getattr(self._store, "path", None)
@@ -326,6 +328,18 @@ class Runtime:
             )
             for p in config.providers
         }
+        # Other runtimes may share the log: this one follows it (see actors/_lease.py).
+        self.daemon_id = daemon_id(clock.time())
+        self._shared = SharedLog(
+            daemon=self.daemon_id,
+            mode=config.shared_concurrency,
+            ttl_s=config.lease_ttl_s,
+            clock=clock,
+            budgets={n: h.budget for n, h in self._handles.items()},
+            append=self._append_events,
+        )
+        event_writer.on_folded = self._shared.on_folded
+        self._shared.prime(_log_tail(self._store, projections.position))
         router = Router(
             config,
             budgets={n: h.budget for n, h in self._handles.items()},
@@ -378,8 +392,24 @@ class Runtime:
             provider_refs=self._provider_refs,
             active=active_health_checks,
             resumed=resume.circuits,
+            leader=self._shared.leader,
         )
         self._supervisor.tell(UseHealth(self._health))
+        self._shared.health = self._health
+        self._shared.supervisor = self._supervisor
+        self._shared.start()
+        # A store in this process's memory has no other writer to follow.
+        shared_log = self._shared  # the thread holds it, not the runtime
+        self._follower = (
+            None
+            if isinstance(self._store, MemoryStore)
+            else LogFollower(
+                self._store,
+                self._writer,
+                lambda: event_writer.followed,
+                shared=lambda: shared_log.shared,
+            ).start()
+        )
         self._requests = ThreadedInterpreter(
             desk=self._desk,
             handles=self._handles,
@@ -419,6 +449,13 @@ class Runtime:
 
     def _provider_refs(self) -> dict[str, pykka.ActorRef[ProviderActor]]:
         return {n: h.actor_ref for n, h in self._handles.items() if h.actor_ref is not None}
+
+    def _append_events(self, events: list[Any]) -> None:
+        """Send events made off the routing desk (heartbeats) to the log writer."""
+        try:
+            self._writer.tell(Append(events))
+        except pykka.ActorDeadError:
+            log.error("log writer is gone; %d events not recorded", len(events))
 
     def _on_store_error(self, error: StoreError | None) -> None:
         self.store_error = error
@@ -466,6 +503,9 @@ class Runtime:
                 ref.stop(block=True, timeout=ASK_TIMEOUT_S)
             except (pykka.ActorDeadError, pykka.Timeout):
                 pass
+        if self._follower is not None:
+            self._follower.stop()
+        self._shared.stop()  # a shared runtime's last heartbeat frees its leases at once
         unwritten = Unwritten()
         try:
             answer = self._writer.ask(CloseLog(grace_s), timeout=grace_s + ASK_TIMEOUT_S)
@@ -730,6 +770,16 @@ class Runtime:
             return handle.budget.in_flight
         return {n: h.budget.in_flight for n, h in self._handles.items()}
 
+    def get_shared_log(self) -> SharedLogView:
+        """Return what this runtime knows of the other runtimes sharing its event log.
+
+        ``daemon`` (this runtime's id), ``shared``, ``leader``, ``peers`` (the other live
+        runtimes) and ``slots`` (per provider, how many calls this runtime may have in
+        flight now: its lease, or the whole ``max_concurrency`` when alone). See the README's
+        "Several daemons, one log".
+        """
+        return self._shared.view()
+
     def get_provider_health(self) -> dict[str, ProviderHealth]:
         """Return every provider's health (``disabled`` for providers taken out of service)."""
         health: dict[str, ProviderHealth] = self._ask(self._health, GetHealth())
@@ -905,7 +955,9 @@ class Runtime:
         self._ask_supervisor(ClearRoutes())
 
     def flush(self) -> None:
-        """Return when every event of the calls that returned so far is durable in the log.
+        """Return when every event of the calls that returned so far is durable in the log,
+        and the live figures have folded the log up to its head (other runtimes' events
+        too, when several share it): then ``get_metrics() == replay(log).metrics``.
 
         A returned call's records wait on the routing desk; an ask of the supervisor sends
         them (events to the log writer, outcomes to the health actor). The health actor's
@@ -920,6 +972,22 @@ class Runtime:
         self._ask(self._health, GetHealth())
         self._ask_supervisor(SYNC)
         self._ask(self._writer, Flush())
+
+
+TAIL_EVENTS = 512
+"""How many of the log's last events a starting runtime reads for live heartbeats."""
+
+
+def _log_tail(store: EventStore, position: int) -> list[Any]:
+    """Return the last events of the log up to ``position`` (none if it cannot be read)."""
+    if isinstance(store, MemoryStore) or position <= 0:
+        return []
+    try:
+        start = max(1, position - TAIL_EVENTS + 1)
+        return [e for _, e in store.read(start, limit=position - start + 1, strict=False)]
+    except Exception as exc:  # a damaged tail was reported by the fold already
+        log.debug("event log: the tail could not be read for heartbeats: %s", exc)
+        return []
 
 
 def _ready(handle: ProviderHandle) -> bool:

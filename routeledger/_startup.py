@@ -15,6 +15,8 @@ __all__ = ["config_digest", "config_summary", "fold_log"]
 
 log = logging.getLogger("routeledger")
 
+_SHARED_DEFAULTS: dict[str, Any] = {"shared_concurrency": "lease", "lease_ttl_s": 3.0}
+
 
 def config_summary(config: RuntimeConfig) -> dict[str, Any]:
     """Return the configuration as plain data, without any secret."""
@@ -23,6 +25,11 @@ def config_summary(config: RuntimeConfig) -> dict[str, Any]:
         return None  # Secret: dropped
 
     data: dict[str, Any] = msgspec.to_builtins(config, enc_hook=hook)
+    # Shared-log options at their defaults are left out, so that a configuration written
+    # before they existed keeps its digest (and a restart keeps its run-time changes).
+    for name, default in _SHARED_DEFAULTS.items():
+        if data.get(name) == default:
+            data.pop(name, None)
     for p in data.get("providers", []):
         p.pop("api_key", None)
         p.pop("api_keys", None)

@@ -22,6 +22,9 @@ Sections (each one a key of the JSON written to ``--json-out``):
   of 100k and 1M event logs in a subprocess (rate and peak RSS).
 - ``footprint``: import time, ``Runtime.start`` with 10 providers, RSS after 10,000 requests
   and idle CPU of a started runtime (both in a fresh subprocess).
+- ``shared``: three daemon processes (``python -m routeledger._daemon``) on one SQLite log:
+  the time for a failure seen by one daemon to steer the others, and for every daemon's
+  live figures to agree after a burst (no ``flush()``).
 - ``start_1m``: ``Runtime.start`` on a 1,000,000-event log (built once, batched appends) in a
   fresh subprocess: without a snapshot (a fold of the whole log), with the snapshot its close
   wrote, and with one ``log.snapshot_every`` - 1 events behind; and ``replay`` rates with and
@@ -1227,6 +1230,113 @@ def bench_whatif_1m(scale: Scale, url: str, bad_url: str, work: Path) -> dict[st
     return result
 
 
+# --- 8. several daemons on one SQLite log -----------------------------------------------------
+
+
+class _Daemon:
+    """One ``python -m routeledger._daemon`` process on a shared log, driven by JSON lines."""
+
+    def __init__(self, log: Path, config: RuntimeConfig) -> None:
+        encoded = msgspec.json.encode(msgspec.to_builtins(config, enc_hook=str)).decode()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "routeledger._daemon", "--db", str(log), "--config", encoded],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], STARTUP_TIMEOUT_S)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            raise RuntimeError("a daemon stopped answering")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(answer["error"])
+        return answer
+
+    def send(self, op: str, **args: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
+        self.proc.stdin.flush()
+
+    def ask(self, op: str, **args: Any) -> dict[str, Any]:
+        self.send(op, **args)
+        return self.read()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.ask("close")
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def _acquainted(group: list[_Daemon], timeout: float = 10.0) -> None:
+    ids = [d.read()["ready"] for d in group]
+    end = time.monotonic() + timeout
+    for daemon, me in zip(group, ids, strict=True):
+        while set(daemon.ask("shared")["peers"]) < set(ids) - {me}:
+            if time.monotonic() > end:
+                raise RuntimeError("the daemons did not see each other")
+            time.sleep(0.01)
+
+
+def bench_shared(scale: Scale, url: str, bad_url: str, work: Path) -> dict[str, Any]:
+    """Measure three daemon processes sharing one SQLite log (a fresh log each round).
+
+    - ``steer_ms``: a provider that answers 503 (preferred) fails for daemon A alone; the
+      time from A's last failed call until every other daemon routes away from it.
+    - ``agree_ms``: after each daemon sent a burst of requests, the time until every daemon's
+      live figures are equal and count every request, with no ``flush()`` (the followers
+      polling the log every 25 ms do it).
+    """
+    config = RuntimeConfig(
+        providers=[provider("failing", bad_url, priority=10), provider("healthy", url)],
+        health=HealthConfig(failure_threshold=3),
+    )
+    steer: list[float] = []
+    agree: list[float] = []
+    burst = max(10, scale.failover_pairs // 2)
+    for r in range(scale.failover_rounds):
+        group = [_Daemon(work / f"shared-{r}.sqlite", config) for _ in range(3)]
+        try:
+            _acquainted(group)
+            first, others = group[0], group[1:]
+            first.ask("burst", n=3, preferred="failing", model=MODEL.name)
+            done = time.perf_counter()
+            for daemon in others:
+                while daemon.ask("route", model=MODEL.name)["provider"] == "failing":
+                    time.sleep(0.002)
+            steer.append((time.perf_counter() - done) * 1000)
+            for daemon in group:
+                daemon.send("burst", n=burst, threads=4, model=MODEL.name)
+            sent = sum(daemon.read()["ok"] for daemon in group) + 3
+            done = time.perf_counter()
+            while True:
+                figures = [daemon.ask("metrics") for daemon in group]
+                counted = sum(m["requests"] for m in figures[0].values())
+                if counted >= sent and all(f == figures[0] for f in figures):
+                    break
+                time.sleep(0.002)
+            agree.append((time.perf_counter() - done) * 1000)
+        finally:
+            for daemon in group:
+                daemon.close()
+    return {
+        "daemons": 3,
+        "burst_per_daemon": burst,
+        "steer_ms": summary(steer),
+        "agree_ms": summary(agree),
+    }
+
+
 # --- the report -----------------------------------------------------------------------------
 
 
@@ -1511,6 +1621,11 @@ def build_rows(results: dict[str, Any], scale: Scale) -> list[Row]:
         add("complete p50, log in SQLite", pg["sqlite_p50_ms"], "ms")
         add("PostgreSQL minus SQLite, p50", pg["pg_minus_sqlite_ms"], "ms", "<= 0.1 ms",
             pg["pg_minus_sqlite_ms"]["median"] <= 0.1)  # fmt: skip
+    sh = results.get("shared")
+    if isinstance(sh, dict) and "steer_ms" in sh:
+        add("3 daemons, one SQLite log: failure steers others", sh["steer_ms"], "ms", "< 1000 ms",
+            sh["steer_ms"]["median"] < 1000)  # fmt: skip
+        add("3 daemons: figures agree after a burst", sh["agree_ms"], "ms")
     return rows
 
 
@@ -1601,8 +1716,8 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         default="",
         help="comma-separated sections to run (overhead, overhead_5ms, throughput, streaming, "
-        "failover, event_log, footprint, start_1m, whatif_1m, postgres); default all but "
-        "whatif_1m and postgres",
+        "failover, event_log, footprint, start_1m, whatif_1m, postgres, shared); default all "
+        "but whatif_1m and postgres",
     )
     parser.add_argument(
         "--postgres",
@@ -1630,6 +1745,7 @@ def main(argv: list[str] | None = None) -> int:
         "event_log",
         "footprint",
         "start_1m",
+        "shared",
     ]
     if args.postgres and "postgres" not in sections:
         sections.append("postgres")
@@ -1668,6 +1784,7 @@ def main(argv: list[str] | None = None) -> int:
             "start_1m": lambda: bench_start_1m(scale, url, bad_url, work),
             "whatif_1m": lambda: bench_whatif_1m(scale, url, bad_url, work),
             "postgres": lambda: bench_postgres(scale, url, args.postgres, work),
+            "shared": lambda: bench_shared(scale, url, bad_url, work),
         }
         for name in sections:
             t0 = time.perf_counter()

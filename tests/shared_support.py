@@ -30,10 +30,17 @@ __all__ = ["Daemon", "daemons", "shared_log", "start_daemons"]
 ANSWER_TIMEOUT_S = 20.0
 
 
-@pytest.fixture
-def shared_log(tmp_path: Path) -> Iterator[str]:
-    """Yield the address of a fresh event log several processes may share (a SQLite file)."""
-    yield str(tmp_path / "shared.sqlite")
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Yield the address of a fresh event log several processes may share: a SQLite file, or
+    a fresh schema on the test PostgreSQL server (skipped without one, failed under CI)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "shared.sqlite")
+        return
+    from pg_support import fresh_url
+
+    with fresh_url() as url:
+        yield url
 
 
 class Daemon:

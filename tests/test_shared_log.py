@@ -11,7 +11,7 @@ from support import wait_for
 
 from routeledger import HealthConfig, RuntimeConfig, replay
 from routeledger.events import CircuitStateChanged, DaemonHeartbeat
-from routeledger.store import SQLiteStore
+from routeledger.store import open_store
 from routeledger.testing import Behaviour, FakeProvider
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ Starter = Callable[..., "list[Daemon]"]
 
 def log_events(log: str) -> list[Any]:
     """Return every event of the shared log."""
-    store = SQLiteStore(log, readonly=True)
+    store = open_store(log, readonly=True)
     try:
         return [event for _, event in store.read()]
     finally:

@@ -114,6 +114,16 @@ def test_requests_during_a_total_outage_are_not_counted_against_success() -> Non
     assert_success_while_healthy(run)
 
 
+def test_streams_broken_mid_way_are_left_out_unless_asked_for() -> None:
+    """A stream broken after its first chunk (never re-run) counts only when asked to."""
+    breaking = {"a": SimBehaviour(stream_break_rate=1.0)}  # "b" answers every call whole
+    run = simulate(two_providers(), breaking, Workload(requests=20, stream_share=1.0), seed=1)
+    assert run.result.failed > 0
+    assert_success_while_healthy(run)
+    with pytest.raises(InvariantViolated, match="succeeded while a provider was healthy"):
+        assert_success_while_healthy(run, count_broken_streams=True)
+
+
 def test_a_cost_over_the_cap_is_reported() -> None:
     """A total or per-request cost above the cap breaks cost-under."""
     run = simulate(two_providers(), workload=SMALL, seed=1)

@@ -53,6 +53,7 @@ __all__ = [
     "Flush",
     "FollowLog",
     "GetABResults",
+    "GetBudgets",
     "GetHealth",
     "GetMetrics",
     "GetUsage",
@@ -157,6 +158,10 @@ class FindCapable(NamedTuple):
     model: str
 
 
+class GetBudgets(NamedTuple):
+    """Ask: every spend budget's figures now. Answer: ``list[BudgetStatus]``."""
+
+
 class EstimateCosts(NamedTuple):
     """Ask: a request's estimated cost per provider. Answer: ``dict[str, CostEstimate]``."""
 
@@ -226,6 +231,7 @@ SupervisorMessage = (
     | AssignABVariant
     | RecordABMetrics
     | FindCapable
+    | GetBudgets
     | EstimateCosts
     | DescribeProvider
     | DisabledProviders

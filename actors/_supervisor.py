@@ -30,6 +30,7 @@ from routeledger.actors._protocol import (
     DisabledProviders,
     EstimateCosts,
     FindCapable,
+    GetBudgets,
     HonourRetryAfter,
     ProviderCrashed,
     RecordABMetrics,
@@ -128,6 +129,8 @@ class SupervisorActor(pykka.ThreadingActor):
                 )
             case FindCapable(model):
                 return router.find_capable(model)
+            case GetBudgets():
+                return router.budget_status()
             case EstimateCosts(request):
                 return router.estimate_costs(request)
             case DescribeProvider(provider):

@@ -207,6 +207,11 @@ class Simulation:
                     digest="simulation",
                     providers=[p.name for p in self.config.providers],
                     strategy=self.config.strategy,
+                    # Only what the folds read (the spend budgets), and only when set: the
+                    # simulation's log stays what it was without them.
+                    summary={"budgets": msgspec.to_builtins(self.config.budgets)}
+                    if self.config.budgets
+                    else {},
                 )
             ]
         )

@@ -347,6 +347,8 @@ class Simulation:
             request_id=f"sim-{i:07d}",
             deadline=s.deadline_s,
             stream=stream,
+            session_id=f"session-{i % s.sessions}" if s.sessions else None,
+            metadata=dict(s.metadata),
         )
 
     def submit(self, request: Request, **routing: Any) -> None:

@@ -698,7 +698,9 @@ class Router:
                 else:
                     kept.append(name)
             if kept:
-                dropped.update({n: w for n, w in found.dropped.items() if n not in kept})
+                for name, why in found.dropped.items():
+                    if name not in kept:  # why the requested model's providers failed wins
+                        dropped.setdefault(name, why)
                 near = {n: b for n, b in found.near.items() if n in kept}
                 return fb_scope, snap, found._replace(kept=kept, dropped=dropped, near=near)
         return None

@@ -56,13 +56,13 @@ class BudgetVerdict(NamedTuple):
 
     dropped: dict[str, str]
     """Providers left out by an exceeded ``other_providers`` budget, and why."""
-    refused: list[str]
-    """Exceeded ``refuse`` budgets covering the request (non-empty: refuse it)."""
+    refused: dict[str, str]
+    """Exceeded ``refuse`` budgets covering the request, and why (non-empty: refuse it)."""
     near: dict[str, str]
     """Providers a budget nearing its limit covers (ranked after the others), and which."""
 
 
-_CLEAR = BudgetVerdict({}, [], {})
+_CLEAR = BudgetVerdict({}, {}, {})
 
 
 class BudgetGuard:
@@ -99,16 +99,15 @@ class BudgetGuard:
         if not self.active:
             return _CLEAR
         dropped: dict[str, str] = {}
-        refused: list[str] = []
+        refused: dict[str, str] = {}
         near: dict[str, str] = {}
         for name in candidates:
             for b in self._covering(request, name, specs[name].name):
                 used = self._used(b.name, now)
                 if used >= b.limit:
-                    why = f"budget {b.name!r} exceeded ({used:.6g} of {b.limit:g} {b.period}ly)"
+                    why = f"budget {b.name!r} exceeded ({used:.6g} of {b.limit:g} a {b.period})"
                     if b.on_exceeded == "refuse":
-                        if b.name not in refused:
-                            refused.append(b.name)
+                        refused.setdefault(b.name, why)
                     else:
                         dropped.setdefault(name, why)
                 elif used >= b.prefer_below * b.limit:

@@ -650,10 +650,9 @@ class Router:
             return _Candidates(kept, dropped, panic, None, {})
         verdict = self.spend.check(request, kept, snap.specs, self._now())
         if verdict.refused:
-            names = ", ".join(repr(n) for n in verdict.refused)
             error = BudgetExceeded(
-                f"spend budget {names} exceeded",
-                budgets=verdict.refused,
+                "spend " + "; ".join(verdict.refused.values()),
+                budgets=list(verdict.refused),
                 request_id=request.request_id,
             )
             return _Candidates([], dropped, panic, error, {})
@@ -689,14 +688,19 @@ class Router:
             found = self._candidates(query, fb_scope, snap, banned, over)
             if found.error is not None:
                 continue
-            dropped = {n: f"{why} (model {scope.model!r})" for n, why in exhausted.dropped.items()}
-            kept = []
+            kept, small = [], {}
             for name in found.kept:
                 window = snap.specs[name].context_window
                 if window is not None and need > window:
-                    dropped[name] = f"context window of {model!r} ({window}) < {need} tokens"
+                    small[name] = f"context window of {model!r} ({window}) < {need} tokens"
                 else:
                     kept.append(name)
+            dropped = {
+                n: f"{why} (model {scope.model!r})"
+                for n, why in exhausted.dropped.items()
+                if n not in kept
+            }
+            dropped.update(small)
             if kept:
                 for name, why in found.dropped.items():
                     if name not in kept:  # why the requested model's providers failed wins

@@ -230,7 +230,7 @@ def test_a_refusing_budget_refuses_once_its_limit_is_reached_and_says_so_once(
     [reached] = events(db, "budget.exceeded")
     assert reached.budget == "daily" and reached.spent == pytest.approx(cost * 3)
     [refused, _] = [e for e in events(db, "route.decided") if e.chosen is None]
-    assert refused.reason.startswith("refused: spend budget 'daily' exceeded")
+    assert refused.reason.startswith("refused: spend budget 'daily' exceeded (")
     assert [s.spent for s in replay(db).budgets.status(clock.time())] == [status.spent]
 
 

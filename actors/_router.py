@@ -948,7 +948,8 @@ class Router:
                 self.keys[outcome.provider].failed(
                     outcome.key, outcome.error, self.clock.monotonic()
                 )
-            self.spend.release(outcome.request_id, outcome.attempt)
+            if self.spend.active:
+                self.spend.release(outcome.request_id, outcome.attempt)
             events.append(_recording.attempt_event(outcome, ts=ts))
             # With several keys a 429 rests only its key (the KeyRing), not the provider.
             marked = None if outcome.provider in self.keys else self.marks.marked(outcome, ts)

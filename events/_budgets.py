@@ -76,6 +76,7 @@ class BudgetState(msgspec.Struct, frozen=True, kw_only=True):
 
     budgets: list[BudgetSpend] = []
     tags: dict[str, dict[str, str]] = {}
+    latest_ts: float | None = None
 
 
 class BudgetStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,6 +98,8 @@ class BudgetProjection:
     def __init__(self) -> None:
         self.budgets: dict[str, BudgetSpend] = {}
         self.tags: dict[str, dict[str, str]] = {}
+        self.latest_ts: float | None = None
+        """The ``ts`` of the latest event this fold read: "now" for :meth:`status`."""
         self._tagged = False
         self.handlers: dict[type[Event], Handler] = {
             ConfigurationApplied: self._on_config,
@@ -113,6 +116,7 @@ class BudgetProjection:
         """Fold one event (``position`` is not needed: the order is)."""
         handler = self.handlers.get(type(event))
         if handler is not None:
+            self.latest_ts = event.ts
             handler(event)
 
     # -- handlers ---------------------------------------------------------------------------
@@ -178,8 +182,13 @@ class BudgetProjection:
             return 0.0
         return spend.spent
 
-    def status(self, now: float) -> list[BudgetStatus]:
-        """Return every budget's figures in the period holding ``now``, sorted by name."""
+    def status(self, now: float | None = None) -> list[BudgetStatus]:
+        """Return every budget's figures in the period holding ``now``, sorted by name.
+
+        Without ``now``, as of the latest event folded (a replay shows the log's end).
+        """
+        if now is None:
+            now = self.latest_ts if self.latest_ts is not None else 0.0
         out = []
         for name in sorted(self.budgets):
             config = self.budgets[name].config
@@ -210,6 +219,7 @@ class BudgetProjection:
                 for s in self.budgets.values()
             ],
             tags={k: dict(v) for k, v in self.tags.items()},
+            latest_ts=self.latest_ts,
         )
 
     def load_state(self, state: BudgetState) -> None:
@@ -222,6 +232,7 @@ class BudgetProjection:
         }
         self._tagged = any(b.config.tag is not None for b in self.budgets.values())
         self.tags = {k: dict(v) for k, v in state.tags.items()}
+        self.latest_ts = state.latest_ts
 
     @classmethod
     def from_state(cls, state: BudgetState) -> BudgetProjection:

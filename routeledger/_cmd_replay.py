@@ -191,9 +191,8 @@ def _metrics_lines(projections: Projections) -> list[str]:
 
 
 def budget_status(projections: Projections) -> list[BudgetStatus]:
-    """Return every budget's figures as of the log's latest request (or runtime start)."""
-    now = projections.usage.latest_ts
-    return projections.budgets.status(now) if now is not None else []
+    """Return every budget's figures as of the log's latest event the spend fold read."""
+    return projections.budgets.status()
 
 
 def _budget_lines(projections: Projections) -> list[str]:

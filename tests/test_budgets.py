@@ -13,6 +13,7 @@ from routeledger import (
     BudgetConfig,
     BudgetExceeded,
     ConfigError,
+    LogConfig,
     RouteledgerError,
     Runtime,
     RuntimeConfig,
@@ -291,7 +292,7 @@ def test_spend_survives_a_restart_and_a_new_period_resets_it(
     cost = _one_cost(fakes, config_for, req, tmp_path)
     (a,) = fakes(1)
     budget = BudgetConfig(name="hourly", limit=cost * 0.5, period="hour")
-    cfg = config_for({"a": a}, budgets=[budget])
+    cfg = config_for({"a": a}, budgets=[budget], log=LogConfig(snapshot_every=5))
     clock = VirtualClock()
     with Runtime.start(cfg, event_log=db, clock=clock, active_health_checks=False) as rt:
         rt.complete(req())
@@ -306,7 +307,10 @@ def test_spend_survives_a_restart_and_a_new_period_resets_it(
     assert len(events(db, "budget.exceeded")) == 2  # one per hour
     [reset] = events(db, "budget.reset")
     assert reset.period_start == period_start("hour", clock.time())
-    assert replay(db).budgets.state() == replay(db, snapshots=False).budgets.state()
+    from_snapshot = replay(db)
+    assert from_snapshot.snapshot_position > 0
+    assert from_snapshot.budgets.state() == replay(db, snapshots=False).budgets.state()
+    assert from_snapshot.budgets.status()[0].spent == pytest.approx(cost)
 
 
 def test_concurrent_requests_overshoot_a_budget_by_at_most_one_requests_cost(

@@ -486,7 +486,7 @@ class Router:
         sticky = False
         session = request.session_id
         if session is not None and not any(n in order for n in preferred):
-            home = session_provider(session, kept)
+            home = session_provider(session, self._top_tier(kept))
             if home is not None and not tried.get(home, 0):
                 order = [home, *(n for n in order if n != home)]
                 reason = f"sticky session {session!r} (rendezvous over {len(kept)}); {reason}"
@@ -601,6 +601,12 @@ class Router:
             else:
                 dropped[name] = f"rate limited for {wait:.3g} s more, over max_retry_after_s"
         return rest, limited
+
+    def _top_tier(self, names: list[str]) -> list[str]:
+        """Return the providers of ``names`` with the highest priority (a session's choices:
+        stickiness never sends a session to a backup tier while the top tier can serve)."""
+        top = max(self.providers[n].priority for n in names)
+        return [n for n in names if self.providers[n].priority == top]
 
     def _candidates(
         self,

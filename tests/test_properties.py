@@ -485,11 +485,15 @@ class RuntimeMachine(RuleBasedStateMachine):
     def a_session_stays_on_its_provider_while_it_can_serve(self) -> None:
         """A session's first attempt goes to its rendezvous choice unless that one is full."""
         received: dict[str, Any] = {}
+        priority = {p.name: p.priority for p in self.sim.config.providers}
         for event in log_of(self.sim):
             e: Any = event
             tag = event_tag(event)
             if tag == "request.received":
                 received[e.request_id] = e
+                continue
+            if tag == "provider.priority_changed":
+                priority[e.provider] = e.new
                 continue
             if tag != "route.decided" or e.chosen is None or e.attempt != 1:
                 continue
@@ -498,7 +502,8 @@ class RuntimeMachine(RuleBasedStateMachine):
                 continue
             saturated = {n for n, why in e.excluded.items() if why.startswith("saturated")}
             kept = [n for n in e.candidates if n not in e.excluded or n in saturated]
-            home = session_provider(r.session_id, kept)
+            top = max(priority[n] for n in kept)
+            home = session_provider(r.session_id, [n for n in kept if priority[n] == top])
             assert e.chosen == home or home in saturated, (r.session_id, home, e)
 
     @invariant()

@@ -86,3 +86,19 @@ def test_a_session_moves_while_its_provider_is_out_and_an_explicit_preference_wi
         assert away.provider == second
         assert rt.complete(req(session_id="s")).provider == home
         assert rt.complete(req(session_id="s"), preferred_provider=third).provider == third
+
+
+def test_a_session_never_goes_to_a_backup_tier_while_the_top_tier_serves(
+    fakes: Fakes, config_for: Any, req: Any, db: Path
+) -> None:
+    """Stickiness chooses among the highest-priority candidates only."""
+    a, b, backup = fakes(3)
+    cfg = config_for(
+        {"a": a, "b": b, "backup": backup},
+        per_provider={"a": {"priority": 10}, "b": {"priority": 10}},
+    )
+    sessions = [f"s{i}" for i in range(20)]
+    with Runtime.start(cfg, event_log=db, active_health_checks=False) as rt:
+        chosen = {s: rt.complete(req(session_id=s)).provider for s in sessions}
+    assert chosen == {s: session_provider(s, ["a", "b"]) for s in sessions}
+    assert any(session_provider(s, ["a", "b", "backup"]) == "backup" for s in sessions)

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routeledger import Requirements, Runtime
+from routeledger import RequestError, Requirements, Runtime
 from routeledger.actors._sticky import session_order, session_provider
 from routeledger.testing import FakeProvider
 
@@ -102,3 +103,15 @@ def test_a_session_never_goes_to_a_backup_tier_while_the_top_tier_serves(
         chosen = {s: rt.complete(req(session_id=s)).provider for s in sessions}
     assert chosen == {s: session_provider(s, ["a", "b"]) for s in sessions}
     assert any(session_provider(s, ["a", "b", "backup"]) == "backup" for s in sessions)
+
+
+def test_an_empty_or_non_string_session_id_is_refused_before_routing(
+    fakes: Fakes, config_for: Any, req: Any, db: Path
+) -> None:
+    """A session id must be a non-empty string: anything else is a RequestError."""
+    (a,) = fakes(1)
+    with Runtime.start(config_for({"a": a}), event_log=db, active_health_checks=False) as rt:
+        for bad in ("", 7):
+            with pytest.raises(RequestError, match="session_id must be a non-empty string"):
+                rt.complete(req(session_id=bad))
+        assert a.stats.requests == 0

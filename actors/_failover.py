@@ -414,11 +414,7 @@ def run_request(
         seen = {"usage": end.usage, "cost": end.cost, "ttft_ms": opened.ttft_ms, "stream": True}
         if end.response is not None:
             response = msgspec.structs.replace(
-                end.response,
-                latency_ms=latency_ms,
-                attempts=attempt,
-                request_id=rid,
-                model=decision.model.name,
+                end.response, latency_ms=latency_ms, attempts=attempt, request_id=rid
             )
             yield Record(outcome(decision, latency_ms, **seen), ended(response, None, now))
             return
@@ -549,14 +545,8 @@ def run_request(
                     return None
                 now = clock.monotonic()
                 latency_ms = (now - attempt_started) * 1000.0
-                # The configured model that served (a fallback's, when the request's own
-                # was exhausted), not the provider's dated id for it.
                 response: Response = msgspec.structs.replace(
-                    value,
-                    latency_ms=latency_ms,
-                    attempts=attempt,
-                    request_id=rid,
-                    model=decision.model.name,
+                    value, latency_ms=latency_ms, attempts=attempt, request_id=rid
                 )
                 yield Record(
                     outcome(decision, latency_ms, usage=response.usage, cost=response.cost),

@@ -101,22 +101,33 @@ class BudgetProjection:
         self.latest_ts: float | None = None
         """The ``ts`` of the latest event this fold read: "now" for :meth:`status`."""
         self._tagged = False
+        # The composite projection calls these handlers directly, not apply(): each one
+        # notes the event's time itself.
         self.handlers: dict[type[Event], Handler] = {
-            ConfigurationApplied: self._on_config,
-            RequestReceived: self._on_received,
-            RequestCompleted: self._on_ended,
-            RequestFailed: self._on_ended,
-            RequestRejected: self._on_ended,
-            AttemptSucceeded: self._on_succeeded,
-            BudgetLimitReached: self._on_exceeded,
-            BudgetReset: self._on_reset,
+            event_type: self._timed(handler)
+            for event_type, handler in (
+                (ConfigurationApplied, self._on_config),
+                (RequestReceived, self._on_received),
+                (RequestCompleted, self._on_ended),
+                (RequestFailed, self._on_ended),
+                (RequestRejected, self._on_ended),
+                (AttemptSucceeded, self._on_succeeded),
+                (BudgetLimitReached, self._on_exceeded),
+                (BudgetReset, self._on_reset),
+            )
         }
+
+    def _timed(self, handler: Handler) -> Handler:
+        def handle(event: Any) -> None:
+            self.latest_ts = event.ts
+            handler(event)
+
+        return handle
 
     def apply(self, position: int, event: Event) -> None:
         """Fold one event (``position`` is not needed: the order is)."""
         handler = self.handlers.get(type(event))
         if handler is not None:
-            self.latest_ts = event.ts
             handler(event)
 
     # -- handlers ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from routeledger import replay
 from routeledger.actors._sticky import session_provider
 from routeledger.cli import main
-from routeledger.events import ConfigError, Event, event_tag
+from routeledger.events import ConfigError, Event, event_tag, period_start
 from routeledger.sim import Scenario, Simulation, scenario_from_dict, simulate
 
 
@@ -50,8 +50,9 @@ def test_a_simulated_budget_refuses_past_its_limit_and_is_recorded_once() -> Non
     assert 0.002 <= sum(costs) <= 0.002 + max(costs)
     assert len(_tagged(sim, "budget.exceeded")) == 1
     assert result.projections is not None
-    [status] = result.projections.budgets.status(sim.clock.time())
+    [status] = result.projections.budgets.status()
     assert status.spent == pytest.approx(sum(costs)) and status.exceeded
+    assert status.period_start == period_start("day", sim.clock.time())
 
 
 def test_a_simulated_fallback_serves_while_the_big_models_provider_is_down() -> None:

@@ -77,6 +77,9 @@ class Arrival(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     capabilities: list[str] = []
     deadline_s: float | None = None
     preferred_provider: str | None = None
+    session_id: str | None = None
+    metadata: dict[str, str] | None = None
+    """The request's tags (``None`` when it had none), for budgets scoped by a tag."""
 
 
 class SimBehaviour(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -322,6 +322,8 @@ class Simulation:
             request_id=f"sim-{i:07d}",
             deadline=arrival.deadline_s,
             stream=arrival.stream,
+            session_id=arrival.session_id,
+            metadata=dict(arrival.metadata or {}),
         )
         requirements = (
             Requirements(require_capabilities=frozenset(arrival.capabilities))

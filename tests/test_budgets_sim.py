@@ -132,3 +132,30 @@ limit = 0.01
     assert status["remaining"] == pytest.approx(0.01 - status["spent"])
     assert status["spent"] == pytest.approx(replay(db).metrics.snapshot()["a"].cost)
     assert simulate(_scenario(_provider("a"), simulation={"requests": 5})).failed == 0
+
+
+def test_whatif_replays_recorded_tags_and_sessions_under_a_budget(tmp_path: Path) -> None:
+    """A what-if with a tag budget refuses the recorded team's requests past its limit."""
+    from routeledger._whatif import whatif
+    from routeledger.events import BudgetConfig
+    from routeledger.store import SQLiteStore
+
+    db = tmp_path / "log.sqlite"
+    recorded = _scenario(
+        _provider("a"),
+        _provider("b"),
+        simulation={"requests": 60, "sessions": 4, "metadata": {"team": "search"}},
+    )
+    simulate(recorded, seed=4, db=db)
+    config = recorded.config
+    config.budgets = [BudgetConfig(name="search", limit=0.0005, tag="team=search")]
+    result = whatif(db, config=config)
+    assert result.recorded.failed == 0
+    assert result.whatif.errors.get("BudgetExceeded", 0) > 0
+    assert result.whatif.completed < result.recorded.completed
+    store = SQLiteStore(db, readonly=True)
+    try:
+        sessions = {e.session_id for _, e in store.read() if event_tag(e) == "request.received"}
+    finally:
+        store.close()
+    assert sessions == {f"session-{k}" for k in range(4)}

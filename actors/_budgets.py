@@ -25,7 +25,6 @@ from routeledger.events import (
     BudgetProjection,
     BudgetReset,
     BudgetState,
-    ConfigurationApplied,
     Event,
     RequestCompleted,
     RequestFailed,
@@ -37,18 +36,21 @@ from routeledger.events import (
 if TYPE_CHECKING:
     from routeledger.events import BudgetConfig, BudgetStatus, ModelSpec, Request
 
-__all__ = ["BudgetGuard", "BudgetVerdict"]
+__all__ = ["SPEND_EVENTS", "BudgetGuard", "BudgetVerdict"]
 
-_FOLDED = (
-    AttemptSucceeded,
-    BudgetLimitReached,
-    BudgetReset,
-    ConfigurationApplied,
-    RequestCompleted,
-    RequestFailed,
-    RequestReceived,
-    RequestRejected,
+SPEND_EVENTS = frozenset(
+    {
+        AttemptSucceeded,
+        BudgetLimitReached,
+        BudgetReset,
+        RequestCompleted,
+        RequestFailed,
+        RequestReceived,
+        RequestRejected,
+    }
 )
+"""The events the spend fold reads, but for ``config.applied``: a runtime counts its own
+budgets, whatever another runtime sharing the log configured."""
 
 
 class BudgetVerdict(NamedTuple):
@@ -79,7 +81,7 @@ class BudgetGuard:
         """Fold the events the router records (the ones the spend fold reads)."""
         if self.active:
             for event in events:
-                if isinstance(event, _FOLDED):
+                if type(event) in SPEND_EVENTS:
                     self.fold.apply(0, event)
 
     def _covering(self, request: Request, provider: str, model: str) -> list[BudgetConfig]:

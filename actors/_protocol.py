@@ -60,6 +60,7 @@ __all__ = [
     "HealthMessage",
     "HonourRetryAfter",
     "ObserveLog",
+    "ObserveSpend",
     "Ping",
     "ProbeRequested",
     "ProbeResult",
@@ -205,6 +206,13 @@ class ApplyHealth(NamedTuple):
     record: bool = True
 
 
+class ObserveSpend(NamedTuple):
+    """Tell (from the log follower): events other runtimes recorded that the spend fold
+    reads (their attempts' costs, requests' tags, budget events), in position order."""
+
+    events: list[Event]
+
+
 class HonourRetryAfter(NamedTuple):
     """Tell (from the log follower): another runtime marked a provider rate-limited; fold
     its ``provider.rate_limited`` event into this runtime's marks (one code path with the
@@ -241,6 +249,7 @@ SupervisorMessage = (
     | ApplyHealth
     | ProviderCrashed
     | HonourRetryAfter
+    | ObserveSpend
 )
 
 

@@ -685,34 +685,27 @@ class Router:
         over: int | None,
     ) -> tuple[_Scope, _ProviderViews, _Candidates] | None:
         """Return the first configured fallback model some provider can serve, with its
-        candidates; the reasons the requested model's providers were dropped go with it."""
+        candidates; the reasons the requested model's providers were dropped go with it.
+
+        The filters leave out a fallback without the request's capabilities or with a
+        context window too small for it, like any model."""
         request = query.request
-        need = request.estimated_input_tokens() + (request.max_tokens or 0)
         for model in self.config.fallbacks.get(scope.model, ()):
             fb_scope = scope._replace(model=model)
             snap = self._snapshot(request, model, False, now)
             found = self._candidates(query, fb_scope, snap, banned, over)
             if found.error is not None:
                 continue
-            kept, small = [], {}
-            for name in found.kept:
-                window = snap.specs[name].context_window
-                if window is not None and need > window:
-                    small[name] = f"context window of {model!r} ({window}) < {need} tokens"
-                else:
-                    kept.append(name)
+            kept = found.kept
             dropped = {
                 n: f"{why} (model {scope.model!r})"
                 for n, why in exhausted.dropped.items()
                 if n not in kept
             }
-            dropped.update(small)
-            if kept:
-                for name, why in found.dropped.items():
-                    if name not in kept:  # why the requested model's providers failed wins
-                        dropped.setdefault(name, why)
-                near = {n: b for n, b in found.near.items() if n in kept}
-                return fb_scope, snap, found._replace(kept=kept, dropped=dropped, near=near)
+            for name, why in found.dropped.items():
+                if name not in kept:  # why the requested model's providers failed wins
+                    dropped.setdefault(name, why)
+            return fb_scope, snap, found._replace(dropped=dropped)
         return None
 
     def _within_retry_budget(

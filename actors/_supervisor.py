@@ -32,6 +32,7 @@ from routeledger.actors._protocol import (
     FindCapable,
     GetBudgets,
     HonourRetryAfter,
+    ObserveSpend,
     ProviderCrashed,
     RecordABMetrics,
     RecordCacheHit,
@@ -161,6 +162,8 @@ class SupervisorActor(pykka.ThreadingActor):
                     router.apply_health(provider, transition, record=record)
                 case HonourRetryAfter(event):
                     router.honour_rate_limit(event)
+                case ObserveSpend(events):
+                    router.spend.observe(events)
                 case ProviderCrashed(provider, reason):
                     self._crashed(router, provider, reason)
                 case UseHealth(health):

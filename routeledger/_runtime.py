@@ -403,6 +403,7 @@ class Runtime:
         self._supervisor.tell(UseHealth(self._health))
         self._shared.health = self._health
         self._shared.supervisor = self._supervisor
+        self._shared.follow_spend = bool(config.budgets)
         self._shared.start()
         # A store in this process's memory has no other writer to follow.
         shared_log = self._shared  # the thread holds it, not the runtime

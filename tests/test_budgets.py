@@ -358,3 +358,27 @@ def test_a_runtime_without_budgets_records_no_budget_in_its_configuration(
         rt.flush()
     [applied] = events(db, "config.applied")
     assert "budgets" not in applied.summary and "fallbacks" not in applied.summary
+
+
+def test_a_budget_counts_the_spend_of_every_runtime_sharing_the_log(
+    fakes: Fakes, config_for: Any, req: Any, db: Path, tmp_path: Path
+) -> None:
+    """One runtime spends the budget; another on the same log then refuses."""
+    from support import wait_for
+
+    cost = _one_cost(fakes, config_for, req, tmp_path)
+    (a,) = fakes(1)
+    budget = BudgetConfig(name="shared", limit=cost * 1.5)
+    cfg = config_for({"a": a}, budgets=[budget])
+    with (
+        Runtime.start(cfg, event_log=db, active_health_checks=False) as one,
+        Runtime.start(cfg, event_log=db, active_health_checks=False) as two,
+    ):
+        one.complete(req())
+        one.complete(req())
+        for rt in (one, two, one, two):
+            rt.flush()
+        wait_for(lambda: two.get_budgets()[0].exceeded, "two to fold one's spend")
+        with pytest.raises(BudgetExceeded):
+            two.complete(req())
+        assert two.get_budgets()[0].spent == pytest.approx(cost * 2)

@@ -27,6 +27,11 @@ is assumed to claim its grant. ``"local"``: every runtime uses the whole ``L`` (
 alone). ``"strict"`` belongs to the PostgreSQL store (an advisory lock per request holds
 the total exactly), so leases are off in that mode too.
 
+**Spend budgets.** With budgets configured, the events of other runtimes that the spend fold
+reads (attempts' costs, requests' tags, ``budget.exceeded`` / ``budget.reset``) are folded
+into this runtime's budgets too (:mod:`routeledger.actors._budgets`), so a budget counts
+every runtime's spend. Reservations stay each runtime's own.
+
 **Rate limits.** A ``provider.rate_limited`` mark another runtime recorded (a
 ``Retry-After`` or a reset header, see :mod:`routeledger.actors._ratelimit`) is folded into
 this runtime's marks (:meth:`routeledger.actors._router.Router.honour_rate_limit`): one code
@@ -50,7 +55,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pykka
 
-from routeledger.actors._protocol import HonourRetryAfter, ObserveLog
+from routeledger.actors._budgets import SPEND_EVENTS
+from routeledger.actors._protocol import HonourRetryAfter, ObserveLog, ObserveSpend
 from routeledger.events import (
     AttemptFailed,
     AttemptSucceeded,
@@ -153,6 +159,8 @@ class SharedLog:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self.follow_spend = False
+        """Pass the spend events of other runtimes to routing (the runtime has budgets)."""
 
     # -- what others do ---------------------------------------------------------------------
 
@@ -174,6 +182,7 @@ class SharedLog:
     def _foreign(self, events: list[Event]) -> None:
         mono, wall = self.clock.monotonic(), self.clock.time()
         health: list[Event] = []
+        spend: list[Event] = []
         beats = False
         with self._lock:
             for event in events:
@@ -187,6 +196,8 @@ class SharedLog:
                         self._anonymous_until = 0.0  # the unnamed runtime has a name now
                         beats = True
                     continue
+                if self.follow_spend and kind in SPEND_EVENTS:
+                    spend.append(event)
                 if kind is AttemptSucceeded or kind is CircuitStateChanged or kind is AttemptFailed:
                     health.append(event)
                 elif kind is ProviderRateLimited:
@@ -203,6 +214,8 @@ class SharedLog:
                 self._shared_since = mono
         if health and self.health is not None:
             self.health.tell(ObserveLog(health))
+        if spend and self.supervisor is not None:
+            self.supervisor.tell(ObserveSpend(spend))
         if became_shared:
             log.info("event log shared with another runtime; heartbeats and leases on")
             self._wake.set()  # heartbeat now: the others learn of us at once

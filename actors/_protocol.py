@@ -53,12 +53,14 @@ __all__ = [
     "Flush",
     "FollowLog",
     "GetABResults",
+    "GetBudgets",
     "GetHealth",
     "GetMetrics",
     "GetUsage",
     "HealthMessage",
     "HonourRetryAfter",
     "ObserveLog",
+    "ObserveSpend",
     "Ping",
     "ProbeRequested",
     "ProbeResult",
@@ -157,6 +159,10 @@ class FindCapable(NamedTuple):
     model: str
 
 
+class GetBudgets(NamedTuple):
+    """Ask: every spend budget's figures now. Answer: ``list[BudgetStatus]``."""
+
+
 class EstimateCosts(NamedTuple):
     """Ask: a request's estimated cost per provider. Answer: ``dict[str, CostEstimate]``."""
 
@@ -200,6 +206,13 @@ class ApplyHealth(NamedTuple):
     record: bool = True
 
 
+class ObserveSpend(NamedTuple):
+    """Tell (from the log follower): events other runtimes recorded that the spend fold
+    reads (their attempts' costs, requests' tags, budget events), in position order."""
+
+    events: list[Event]
+
+
 class HonourRetryAfter(NamedTuple):
     """Tell (from the log follower): another runtime marked a provider rate-limited; fold
     its ``provider.rate_limited`` event into this runtime's marks (one code path with the
@@ -226,6 +239,7 @@ SupervisorMessage = (
     | AssignABVariant
     | RecordABMetrics
     | FindCapable
+    | GetBudgets
     | EstimateCosts
     | DescribeProvider
     | DisabledProviders
@@ -235,6 +249,7 @@ SupervisorMessage = (
     | ApplyHealth
     | ProviderCrashed
     | HonourRetryAfter
+    | ObserveSpend
 )
 
 

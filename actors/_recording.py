@@ -54,6 +54,7 @@ def request_received(query: RouteQuery, *, ts: float, include_text: bool) -> Req
         capabilities=sorted(r.needed_capabilities()),
         metadata=dict(r.metadata),
         deadline_s=r.deadline,
+        session_id=r.session_id,
         preferred_provider=query.preferred_provider,
         pool=query.pool,
         ab_test=query.ab_test,

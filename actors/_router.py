@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from routeledger.actors import _recording
 from routeledger.actors._abtests import ABTests
 from routeledger.actors._buckets import RateLimits
+from routeledger.actors._budgets import BudgetGuard
 from routeledger.actors._circuit import CircuitMirror, Transition, counts_against_health
 from routeledger.actors._failover import RetryBudget, RetryBudgetExhausted
 from routeledger.actors._keys import KeyRing
@@ -37,6 +38,7 @@ from routeledger.actors._messages import (
 )
 from routeledger.actors._ratelimit import RateLimitMarks
 from routeledger.actors._resume import Resume
+from routeledger.actors._sticky import session_provider
 from routeledger.actors._strategies import (
     Candidate,
     Ranking,
@@ -49,6 +51,7 @@ from routeledger.events import (
     ABTestConfig,
     AllProvidersUnhealthy,
     AttemptStarted,
+    BudgetExceeded,
     ConcurrencyLimitChanged,
     ConfigError,
     CostEstimate,
@@ -65,6 +68,7 @@ from routeledger.events import (
     Requirements,
     RouteDecided,
     RouteResult,
+    RoutingError,
     RuntimeConfig,
     Usage,
     check_pool,
@@ -74,7 +78,14 @@ from routeledger.events._types import CAPABILITIES
 if TYPE_CHECKING:
     from routeledger.actors._budget import Budget
     from routeledger.actors._clock import Clock
-    from routeledger.events import ModelSpec, ProviderConfig, ProviderRateLimited, Request
+    from routeledger.events import (
+        BudgetState,
+        BudgetStatus,
+        ModelSpec,
+        ProviderConfig,
+        ProviderRateLimited,
+        Request,
+    )
 
 __all__ = ["Router"]
 
@@ -92,6 +103,17 @@ class _Scope(NamedTuple):
     exclude: list[str]
     needed_tokens: int = 0
     """The estimated prompt plus the output asked for: what a context window must hold."""
+
+
+class _Candidates(NamedTuple):
+    """The providers left for one model after the filters and the budgets, or the error."""
+
+    kept: list[str]
+    dropped: dict[str, str]
+    panic: bool
+    error: RoutingError | None
+    near: dict[str, str]
+    """Kept providers a budget nearing its limit covers, and that budget's name."""
 
 
 class _ProviderViews(NamedTuple):
@@ -119,6 +141,19 @@ def _preferred_order(
         if order[0] != ranking.order[0] and not front:
             reason = f"failover to {order[0]!r}; {ranking.reason}"
     return order, reason
+
+
+def _within_budget_first(ranking: Ranking, near: Mapping[str, str]) -> Ranking:
+    """Rank the providers a budget nearing its limit covers after the others (stable)."""
+    ahead = [n for n in ranking.order if n not in near]
+    if not ahead or len(ahead) == len(ranking.order):
+        return ranking
+    order = ahead + [n for n in ranking.order if n in near]
+    reason = ranking.reason
+    if order[0] != ranking.order[0]:
+        first = ranking.order[0]
+        reason = f"{first!r} is near budget {near[first]!r}, {order[0]!r} within; {reason}"
+    return ranking._replace(order=order, reason=reason)
 
 
 def _normal_pool(pool: PoolConfig) -> PoolConfig:
@@ -167,6 +202,7 @@ class Router:
         ready: Mapping[str, Callable[[], bool]] | None = None,
         resume: Resume | None = None,
         keys: Mapping[str, list[str]] | None = None,
+        spend: BudgetState | None = None,
     ) -> None:
         resume = resume or Resume()
         self.config = config
@@ -203,6 +239,8 @@ class Router:
         self.marks = RateLimitMarks()
         """Which providers asked to be left alone until when (``provider.rate_limited``)."""
         self._include_text = config.log.include_text
+        self.spend = BudgetGuard(config.budgets, spend)
+        """Spend budgets: the spend fold over what this router records, plus reservations."""
         self.ab = ABTests(providers=lambda: set(self.providers), clock=clock, rng=rng, emit=emit)
         self._resume(resume)
         # Defined by the configuration: already there (identical) when the log says so.
@@ -295,13 +333,29 @@ class Router:
 
     def received(self, query: RouteQuery) -> None:
         """Record that a request arrived (called once, before its first decision)."""
-        self.emit(
-            [_recording.request_received(query, ts=self._now(), include_text=self._include_text)]
-        )
+        events: list[Event] = [
+            _recording.request_received(query, ts=self._now(), include_text=self._include_text)
+        ]
+        if self.spend.active:
+            self.spend.observe(events)
+            events.extend(self._budget_announcements())
+        self.emit(events)
+
+    def _budget_announcements(self) -> list[Event]:
+        """Return (and fold) the ``budget.exceeded`` / ``budget.reset`` events now due."""
+        events = self.spend.announcements(self._now())
+        self.spend.observe(events)
+        return events
+
+    def budget_status(self) -> list[BudgetStatus]:
+        """Return every spend budget's figures now (spend recorded; reservations apart)."""
+        return self.spend.status(self._now())
 
     def rejected(self, request_id: str, error: Exception) -> None:
         """Record that a request was refused before any provider was tried."""
-        self.emit([_recording.request_rejected(request_id, error, ts=self._now())])
+        events: list[Event] = [_recording.request_rejected(request_id, error, ts=self._now())]
+        self.spend.observe(events)
+        self.emit(events)
 
     def decide(
         self,
@@ -342,6 +396,8 @@ class Router:
         preferred = self._preferences(query)
         snap = self._snapshot(request, scope.model, any_model, now)
 
+        fallback_from: str | None = None
+
         def decided(
             dropped: dict[str, str], *, reason: str = "", scores: dict[str, float] | None = None
         ) -> None:
@@ -357,45 +413,22 @@ class Router:
                         excluded=dict(dropped),
                         scores=scores or {},
                         reason=reason,
+                        fallback_from=fallback_from,
                     )
                 ]
             )
 
-        kept, dropped = self._filter(scope, snap, banned, allow_open=False, over=context_over)
-        panic = False
-        if not kept:
-            # Filters run in a fixed order, so a provider dropped for its circuit could
-            # otherwise have served the request.
-            unhealthy = [n for n, why in dropped.items() if why.startswith("circuit")]
-            if unhealthy and self.config.health.panic_routing:
-                kept, dropped = self._filter(
-                    scope, snap, banned, allow_open=True, over=context_over
-                )
-                panic = True
-            elif unhealthy:
-                decided(dropped)
-                raise AllProvidersUnhealthy(
-                    {n: self.providers[n].circuit.state for n in unhealthy},
-                    request_id=request.request_id,
-                )
-        if not kept:
-            decided(dropped)
-            windows = [why for why in dropped.values() if why.startswith("context window")]
-            if windows and all(
-                why.startswith("context window") or why == "model not served"
-                for why in dropped.values()
-            ):
-                raise PromptTooLong(
-                    f"no configured model {scope.model!r} has a context window that can hold "
-                    f"the request (~{scope.needed_tokens} tokens)",
-                    excluded=dropped,
-                    request_id=request.request_id,
-                )
-            raise NoCapableProvider(
-                f"no provider can serve model {scope.model!r}",
-                excluded=dropped,
-                request_id=request.request_id,
-            )
+        found = self._candidates(query, scope, snap, banned, context_over)
+        if found.error is not None and self.config.fallbacks and not any_model:
+            fallback = self._fallback(query, scope, banned, now, found, context_over)
+            if fallback is not None:
+                fallback_from = scope.model
+                scope, snap, found = fallback
+        kept, dropped, panic, error, near = found
+        if error is not None:
+            refused = isinstance(error, BudgetExceeded)
+            decided(dropped, reason=f"refused: {error.message}" if refused else "")
+            raise error
         if attempt > 1:
             # Before the backoff check: waiting out a backoff for a provider that may not be
             # retried would only delay the refusal.
@@ -447,10 +480,23 @@ class Router:
             current=self._swrr.get(rot_key, {}),
             weights=scope.pool.weights if scope.pool is not None else None,
         )
+        if near:
+            ranking = _within_budget_first(ranking, near)
         order, reason = _preferred_order(ranking, preferred, tried)
+        sticky = False
+        session = request.session_id
+        if session is not None and not any(n in order for n in preferred):
+            home = session_provider(session, self._top_tier(kept))
+            if home is not None and not tried.get(home, 0):
+                order = [home, *(n for n in order if n != home)]
+                reason = f"sticky session {session!r} (rendezvous over {len(kept)}); {reason}"
+                sticky = True
         if rekey is not None and rekey in order:
             order = [rekey, *(n for n in order if n != rekey)]
             reason = f"next API key of {rekey!r}; {ranking.reason}"
+            sticky = False
+        if fallback_from is not None:
+            reason = f"model {fallback_from!r} exhausted, fallback to {scope.model!r}; {reason}"
         if panic:
             reason = f"panic routing (every candidate unhealthy); {reason}"
         chosen, probe = self._reserve(order, dropped, now) if reserve else (order[0], False)
@@ -502,9 +548,12 @@ class Router:
                 model=route.model,
                 confidence=route.confidence,
                 alternatives=route.alternatives,
+                sticky=sticky and chosen == order[0],
+                fallback_from=fallback_from,
             )
         ]
         if reserve:
+            self.spend.hold(request, attempt, chosen, spec.name, snap.costs[chosen])
             events.append(
                 AttemptStarted(
                     ts=self._now(),
@@ -552,6 +601,112 @@ class Router:
             else:
                 dropped[name] = f"rate limited for {wait:.3g} s more, over max_retry_after_s"
         return rest, limited
+
+    def _top_tier(self, names: list[str]) -> list[str]:
+        """Return the providers of ``names`` with the highest priority (a session's choices:
+        stickiness never sends a session to a backup tier while the top tier can serve)."""
+        top = max(self.providers[n].priority for n in names)
+        return [n for n in names if self.providers[n].priority == top]
+
+    def _candidates(
+        self,
+        query: RouteQuery,
+        scope: _Scope,
+        snap: _ProviderViews,
+        banned: frozenset[str],
+        over: int | None,
+    ) -> _Candidates:
+        """Filter the snapshot, then apply the spend budgets; say why nothing is left."""
+        request = query.request
+        kept, dropped = self._filter(scope, snap, banned, allow_open=False, over=over)
+        panic = False
+        if not kept:
+            # Filters run in a fixed order, so a provider dropped for its circuit could
+            # otherwise have served the request.
+            unhealthy = [n for n, why in dropped.items() if why.startswith("circuit")]
+            if unhealthy and self.config.health.panic_routing:
+                kept, dropped = self._filter(scope, snap, banned, allow_open=True, over=over)
+                panic = True
+            elif unhealthy:
+                error: RoutingError = AllProvidersUnhealthy(
+                    {n: self.providers[n].circuit.state for n in unhealthy},
+                    request_id=request.request_id,
+                )
+                return _Candidates([], dropped, False, error, {})
+        if not kept:
+            windows = [why for why in dropped.values() if why.startswith("context window")]
+            if windows and all(
+                why.startswith("context window") or why == "model not served"
+                for why in dropped.values()
+            ):
+                error = PromptTooLong(
+                    f"no configured model {scope.model!r} has a context window that can hold "
+                    f"the request (~{scope.needed_tokens} tokens)",
+                    excluded=dropped,
+                    request_id=request.request_id,
+                )
+            else:
+                error = NoCapableProvider(
+                    f"no provider can serve model {scope.model!r}",
+                    excluded=dropped,
+                    request_id=request.request_id,
+                )
+            return _Candidates([], dropped, False, error, {})
+        if not self.spend.active:
+            return _Candidates(kept, dropped, panic, None, {})
+        verdict = self.spend.check(request, kept, snap.specs, self._now())
+        if verdict.refused:
+            error = BudgetExceeded(
+                "spend " + "; ".join(verdict.refused.values()),
+                budgets=list(verdict.refused),
+                request_id=request.request_id,
+            )
+            return _Candidates([], dropped, panic, error, {})
+        if verdict.dropped:
+            dropped.update(verdict.dropped)
+            kept = [n for n in kept if n not in verdict.dropped]
+            if not kept:
+                budgets = sorted({why.split("'")[1] for why in verdict.dropped.values()})
+                error = BudgetExceeded(
+                    f"every candidate for model {scope.model!r} is over a spend budget",
+                    budgets=budgets,
+                    request_id=request.request_id,
+                )
+                return _Candidates([], dropped, panic, error, {})
+        return _Candidates(kept, dropped, panic, None, verdict.near)
+
+    def _fallback(
+        self,
+        query: RouteQuery,
+        scope: _Scope,
+        banned: frozenset[str],
+        now: float,
+        exhausted: _Candidates,
+        over: int | None,
+    ) -> tuple[_Scope, _ProviderViews, _Candidates] | None:
+        """Return the first configured fallback model some provider can serve, with its
+        candidates; the reasons the requested model's providers were dropped go with it.
+
+        The filters leave out a fallback without the request's capabilities or with a
+        context window too small for it, like any model."""
+        request = query.request
+        for model in self.config.fallbacks.get(scope.model, ()):
+            fb_scope = scope._replace(model=model)
+            snap = self._snapshot(request, model, False, now)
+            found = self._candidates(query, fb_scope, snap, banned, over)
+            if found.error is not None:
+                continue
+            kept = found.kept
+            dropped = {
+                n: f"{why} (model {scope.model!r})"
+                for n, why in exhausted.dropped.items()
+                if n not in kept
+            }
+            for name, why in found.dropped.items():
+                if name not in kept:  # why the requested model's providers failed wins
+                    dropped.setdefault(name, why)
+            return fb_scope, snap, found._replace(dropped=dropped)
+        return None
 
     def _within_retry_budget(
         self, kept: list[str], dropped: dict[str, str], now: float
@@ -753,6 +908,8 @@ class Router:
         model: str | None = None,
         confidence: float = 0.0,
         alternatives: list[str] | None = None,
+        sticky: bool = False,
+        fallback_from: str | None = None,
     ) -> RouteDecided:
         """Return the ``route.decided`` event of one decision, made (``chosen``) or not."""
         return RouteDecided(
@@ -770,6 +927,8 @@ class Router:
             routing_version=self.routing_version,
             attempt=attempt,
             pool=pool,
+            sticky=sticky,
+            fallback_from=fallback_from,
         )
 
     # -- outcomes ---------------------------------------------------------------------------
@@ -788,6 +947,8 @@ class Router:
                 self.keys[outcome.provider].failed(
                     outcome.key, outcome.error, self.clock.monotonic()
                 )
+            if self.spend.active:
+                self.spend.release(outcome.request_id, outcome.attempt)
             events.append(_recording.attempt_event(outcome, ts=ts))
             # With several keys a 429 rests only its key (the KeyRing), not the provider.
             marked = None if outcome.provider in self.keys else self.marks.marked(outcome, ts)
@@ -812,6 +973,11 @@ class Router:
                 )
                 if ab_outcome is not None:  # a cache hit was not routed under the test
                     events.append(ab_outcome)
+        if self.spend.active:
+            if ended is not None:  # an attempt chosen but never sent has no outcome
+                self.spend.release_request(query.request.request_id)
+            self.spend.observe(events)
+            events.extend(self._budget_announcements())
         if events:
             self.emit(events)
 

@@ -30,7 +30,9 @@ from routeledger.actors._protocol import (
     DisabledProviders,
     EstimateCosts,
     FindCapable,
+    GetBudgets,
     HonourRetryAfter,
+    ObserveSpend,
     ProviderCrashed,
     RecordABMetrics,
     RecordCacheHit,
@@ -128,6 +130,8 @@ class SupervisorActor(pykka.ThreadingActor):
                 )
             case FindCapable(model):
                 return router.find_capable(model)
+            case GetBudgets():
+                return router.budget_status()
             case EstimateCosts(request):
                 return router.estimate_costs(request)
             case DescribeProvider(provider):
@@ -158,6 +162,8 @@ class SupervisorActor(pykka.ThreadingActor):
                     router.apply_health(provider, transition, record=record)
                 case HonourRetryAfter(event):
                     router.honour_rate_limit(event)
+                case ObserveSpend(events):
+                    router.spend.observe(events)
                 case ProviderCrashed(provider, reason):
                     self._crashed(router, provider, reason)
                 case UseHealth(health):

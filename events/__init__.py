@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from routeledger.events._address import *  # noqa: F403 - re-export, bounded by each module's __all__
 from routeledger.events._address import __all__ as _address_all
+from routeledger.events._budgets import *  # noqa: F403 - re-export, bounded by each module's __all__
+from routeledger.events._budgets import __all__ as _budgets_all
 from routeledger.events._config import *  # noqa: F403 - re-export, bounded by each module's __all__
 from routeledger.events._config import __all__ as _config_all
 from routeledger.events._errors import *  # noqa: F403 - re-export, bounded by each module's __all__
@@ -24,6 +26,7 @@ from routeledger.events._validation import __all__ as _validation_all
 __all__ = sorted(
     [
         *_address_all,
+        *_budgets_all,
         *_config_all,
         *_errors_all,
         *_events_all,

@@ -26,9 +26,11 @@ from routeledger.events._errors import ConfigError
 from routeledger.events._types import CAPABILITIES, Usage
 
 __all__ = [
+    "BUDGET_PERIODS",
     "KINDS",
     "STRATEGIES",
     "ABTestConfig",
+    "BudgetConfig",
     "CacheConfig",
     "CostConfig",
     "FailoverConfig",
@@ -40,6 +42,8 @@ __all__ = [
     "RuntimeConfig",
     "Secret",
     "check_ab_test",
+    "check_budgets",
+    "check_fallbacks",
     "check_pool",
     "conversion_problems",
     "validate_config",
@@ -376,6 +380,66 @@ class ABTestConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     metrics: dict[str, dict[str, float]] | None = None
 
 
+BUDGET_PERIODS = frozenset({"hour", "day", "month"})
+"""The UTC calendar periods a budget may run over."""
+BUDGET_ACTIONS = frozenset({"refuse", "other_providers"})
+
+
+class BudgetConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A spend budget: at most ``limit`` (in the models' price unit) per UTC ``period``.
+
+    The scope is what the budget counts and constrains: the attempts on ``provider``, of
+    ``model`` (the configured model name), of requests tagged ``tag`` (a metadata key,
+    ``"team"``, or a key and value, ``"team=search"``), or any combination (all must match);
+    none set is a budget over everything. Spend is the cost the ``attempt.succeeded`` events
+    carry (unpriced models count nothing).
+
+    From ``prefer_below`` of the limit on (spend plus what requests in flight may cost), the
+    providers the budget covers are ranked after the others. Once the limit is reached,
+    ``on_exceeded`` says what happens: ``"refuse"`` refuses every request the budget covers
+    with ``BudgetExceeded``; ``"other_providers"`` leaves out the providers it covers, and
+    refuses only when none is left.
+    """
+
+    name: str
+    limit: float
+    period: str = "day"
+    provider: str | None = None
+    model: str | None = None
+    tag: str | None = None
+    on_exceeded: str = "refuse"
+    prefer_below: float = 0.8
+
+    @property
+    def tag_key(self) -> str | None:
+        """Return the metadata key of ``tag`` (``None`` without a tag)."""
+        return None if self.tag is None else self.tag.partition("=")[0]
+
+    @property
+    def tag_value(self) -> str | None:
+        """Return the value ``tag`` requires (``None``: any value of the key)."""
+        if self.tag is None or "=" not in self.tag:
+            return None
+        return self.tag.partition("=")[2]
+
+    def covers_request(self, metadata: Mapping[str, str]) -> bool:
+        """Return whether a request with ``metadata`` is in the budget's tag scope."""
+        key = self.tag_key
+        if key is None:
+            return True
+        if key not in metadata:
+            return False
+        value = self.tag_value
+        return value is None or metadata[key] == value
+
+    def covers(self, provider: str, model: str) -> bool:
+        """Return whether an attempt on ``provider`` with ``model`` is in the budget's scope
+        (the request's tags are checked by :meth:`covers_request`)."""
+        return (self.provider is None or self.provider == provider) and (
+            self.model is None or self.model == model
+        )
+
+
 class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Everything a :class:`Runtime` needs."""
 
@@ -397,6 +461,9 @@ class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     lease_ttl_s: float = 3.0
     """How long a shared-log runtime's heartbeat (its leadership and capacity leases) holds;
     it renews every third of it. A runtime that died frees its share after this long."""
+    budgets: list[BudgetConfig] = msgspec.field(default_factory=list)
+    fallbacks: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    """Model name -> the models to try, in order, when every provider of it is exhausted."""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RuntimeConfig:
@@ -738,6 +805,8 @@ def validate_config(config: RuntimeConfig, *, environ: Mapping[str, str] | None 
     for test in config.ab_tests:
         problems.extend(check_ab_test(test, names, taken=test_names))
         test_names.add(test.name)
+    problems.extend(check_budgets(config))
+    problems.extend(check_fallbacks(config))
     if problems:
         raise ConfigError(problems)
 
@@ -855,4 +924,75 @@ def check_ab_test(test: ABTestConfig, providers: set[str], *, taken: set[str]) -
                 problems.append(
                     f"{where}: metrics[{key!r}][{name!r}] must be a finite number, got {value!r}"
                 )
+    return problems
+
+
+def check_budgets(config: RuntimeConfig) -> list[str]:
+    """Return the problems of the configuration's spend budgets."""
+    problems: list[str] = []
+    providers = {p.name for p in config.providers}
+    models = {m.name for p in config.providers for m in p.models}
+    seen: set[str] = set()
+    for i, b in enumerate(config.budgets):
+        where = f"budgets[{i}] ({b.name!r})"
+        if not isinstance(b.name, str) or not b.name.strip():
+            problems.append(f"budgets[{i}]: name must be a non-empty string")
+        elif b.name in seen:
+            problems.append(f"{where}: duplicate budget name")
+        seen.add(b.name)
+        _check_number(problems, f"{where}.limit", b.limit, minimum=0, inclusive=False)
+        _check_share(problems, f"{where}.prefer_below", b.prefer_below)
+        if b.period not in BUDGET_PERIODS:
+            problems.append(
+                f"{where}: unknown period {b.period!r} (expected one of {sorted(BUDGET_PERIODS)})"
+            )
+        if b.on_exceeded not in BUDGET_ACTIONS:
+            problems.append(
+                f"{where}: on_exceeded {b.on_exceeded!r} is unknown "
+                f"(expected one of {sorted(BUDGET_ACTIONS)})"
+            )
+        if b.provider is not None and b.provider not in providers:
+            problems.append(f"{where}: unknown provider {b.provider!r}")
+        if b.model is not None and b.model not in models:
+            problems.append(f"{where}: no provider serves model {b.model!r}")
+        if b.tag is not None and (not isinstance(b.tag, str) or not b.tag.partition("=")[0]):
+            problems.append(f"{where}: tag must be a metadata key or key=value, got {b.tag!r}")
+    return problems
+
+
+def check_fallbacks(config: RuntimeConfig) -> list[str]:
+    """Return the problems of the configuration's model fallbacks (unknown models, cycles)."""
+    problems: list[str] = []
+    models = {m.name for p in config.providers for m in p.models}
+    for model, chain in config.fallbacks.items():
+        if model not in models:
+            problems.append(f"fallbacks[{model!r}]: no provider serves model {model!r}")
+        if not chain:
+            problems.append(f"fallbacks[{model!r}]: list at least one fallback model")
+        for other in chain:
+            if other not in models:
+                problems.append(f"fallbacks[{model!r}]: no provider serves model {other!r}")
+            elif other == model:
+                problems.append(f"fallbacks[{model!r}]: a model cannot fall back to itself")
+        if len(set(chain)) != len(chain):
+            problems.append(f"fallbacks[{model!r}]: a model is listed twice")
+    # A cycle (big -> small -> big) would make "the request's model" ambiguous: refuse it.
+    for start in sorted(config.fallbacks):
+        path = [start]
+        stack = [(start, iter(config.fallbacks.get(start, ())))]
+        while stack:
+            _, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                path.pop()
+                continue
+            if child == start:
+                if start == min(path):  # each cycle once, from its smallest name
+                    problems.append(f"fallbacks: cycle {' -> '.join([*path, child])}")
+                break
+            if child in path or child not in config.fallbacks:
+                continue
+            path.append(child)
+            stack.append((child, iter(config.fallbacks[child])))
     return problems

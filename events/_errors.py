@@ -31,6 +31,7 @@ Every error routeledger raises derives from :class:`RouteledgerError`. Lower-lev
     │   ├── AllProvidersUnhealthy       every candidate's circuit is open
     │   ├── AllProvidersFailed          the attempts ran out; .attempts lists each failure
     │   ├── AllProvidersSaturated       every candidate's budget stayed full past the wait
+    │   ├── BudgetExceeded              a spend budget covering the request is used up
     │   ├── DeadlineExceeded            the request's deadline passed
     │   ├── RequestCancelled            the caller cancelled the request (an asyncio task)
     │   └── RuntimeClosed               the runtime is closed, or closed before the request ended
@@ -56,6 +57,7 @@ __all__ = [
     "AttemptCancelled",
     "AuthenticationError",
     "BadRequest",
+    "BudgetExceeded",
     "ConfigError",
     "ContextLengthExceeded",
     "DeadlineExceeded",
@@ -280,6 +282,16 @@ class NoCapableProvider(RoutingError):
 class PromptTooLong(NoCapableProvider):
     """No configured model serving the request has a context window that can hold it: the
     estimated prompt plus ``max_tokens`` (the request was sent nowhere)."""
+
+
+class BudgetExceeded(RoutingError):
+    """A spend budget covering the request is used up; ``budgets`` names each one."""
+
+    def __init__(
+        self, message: str, *, budgets: list[str] | None = None, request_id: str | None = None
+    ) -> None:
+        self.budgets = list(budgets or [])
+        super().__init__(message, request_id=request_id)
 
 
 class AllProvidersUnhealthy(RoutingError):

@@ -36,6 +36,8 @@ __all__ = [
     "AttemptFailed",
     "AttemptStarted",
     "AttemptSucceeded",
+    "BudgetLimitReached",
+    "BudgetReset",
     "CircuitStateChanged",
     "ConcurrencyLimitChanged",
     "ConfigurationApplied",
@@ -97,6 +99,7 @@ class RequestReceived(Event, frozen=True, kw_only=True, tag="request.received"):
     pool: str | None = None
     ab_test: str | None = None
     prompt: str | None = None
+    session_id: str | None = None
     ts: float
 
 
@@ -132,6 +135,11 @@ class RouteDecided(Event, frozen=True, kw_only=True, tag="route.decided"):
     before this decision. Stored under its first name, ``config_version``."""
     attempt: int = 1
     pool: str | None = None
+    sticky: bool = False
+    """The request's session decided the provider (rendezvous hashing over the candidates)."""
+    fallback_from: str | None = None
+    """The request's own model, when every provider of it was exhausted and ``model`` is a
+    configured fallback."""
     ts: float
 
 
@@ -244,6 +252,26 @@ class RequestFailed(Event, frozen=True, kw_only=True, tag="request.failed"):
     latency_ms: float = 0.0
     provider: str | None = None
     stream: bool = False
+    ts: float
+
+
+class BudgetLimitReached(Event, frozen=True, kw_only=True, tag="budget.exceeded"):
+    """A spend budget's limit was reached in its current period (once per period)."""
+
+    budget: str
+    period: str
+    period_start: float
+    limit: float
+    spent: float
+    ts: float
+
+
+class BudgetReset(Event, frozen=True, kw_only=True, tag="budget.reset"):
+    """A new period began for a budget that was exceeded in an earlier one."""
+
+    budget: str
+    period: str
+    period_start: float
     ts: float
 
 
@@ -463,6 +491,8 @@ AnyEvent = (
     | FallbackExhausted
     | RequestCompleted
     | RequestFailed
+    | BudgetLimitReached
+    | BudgetReset
     | CircuitStateChanged
     | ProviderUnhealthy
     | ProviderRecovered

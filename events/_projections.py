@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from routeledger.events._abresults import AB_SEED_KEYS, ABProjection, ABState
+from routeledger.events._budgets import BudgetProjection, BudgetState
 from routeledger.events._events import Event
 from routeledger.events._fold import Handler, Projection
 from routeledger.events._metrics import LatencyHistogram, MetricsProjection, MetricsState
@@ -75,6 +76,7 @@ class ProjectionsState(msgspec.Struct, frozen=True, kw_only=True):
     usage: UsageState
     ab: ABState
     routing: RoutingState
+    budgets: BudgetState = msgspec.field(default_factory=BudgetState)
 
 
 class Projections:
@@ -86,6 +88,7 @@ class Projections:
         ab: A/B test outcomes.
         routing: the routing state a restarted runtime continues from (not part of
             :meth:`snapshot`: it is what routing reads, not a reported figure).
+        budgets: what each spend budget spent in its period (``budgets.status(now)``).
         position: the position of the last event applied (0 before any).
         events: how many events were applied.
         skipped_unknown: events of unknown types a non-strict replay skipped (set by the
@@ -102,6 +105,7 @@ class Projections:
         self.usage = UsageProjection()
         self.ab = ABProjection()
         self.routing = RoutingProjection()
+        self.budgets = BudgetProjection()
         self.position = 0
         self.events = 0
         self.skipped_unknown = 0
@@ -109,7 +113,7 @@ class Projections:
         self.snapshot_position = 0
         # One flat table: an event costs one lookup here, not one per projection.
         dispatch: dict[type[Event], Handler] = {}
-        parts: tuple[Any, ...] = (self.metrics, self.usage, self.ab, self.routing)
+        parts: tuple[Any, ...] = (self.metrics, self.usage, self.ab, self.routing, self.budgets)
         for part in parts:
             for event_type, handler in part.handlers.items():
                 if event_type in dispatch:
@@ -153,6 +157,7 @@ class Projections:
             usage=self.usage.state(),
             ab=self.ab.state(),
             routing=self.routing.state(),
+            budgets=self.budgets.state(),
         )
 
     @classmethod
@@ -172,6 +177,7 @@ class Projections:
         projections.usage.load_state(state.usage)
         projections.ab.load_state(state.ab)
         projections.routing.load_state(state.routing)
+        projections.budgets.load_state(state.budgets)
         return projections
 
     def __repr__(self) -> str:

@@ -154,6 +154,8 @@ class Request(msgspec.Struct, frozen=True, kw_only=True):
     """Fields merged into the wire body last, after everything routeledger sets: they can
     override any of it (the model id included). Must be JSON-encodable."""
     priority: int = 0
+    session_id: str | None = None
+    """Requests with one session go to the same provider while it is healthy and has room."""
 
     def needed_capabilities(self) -> frozenset[str]:
         """Return the capabilities a model must have to serve this request."""

@@ -83,6 +83,9 @@ def validate_request(request: object) -> Request:
     problems.extend(_wire_field_problems(request))
     if not isinstance(request.request_id, str) or not request.request_id:
         problems.append("request_id must be a non-empty string")
+    session: object = request.session_id
+    if session is not None and (not isinstance(session, str) or not session):
+        problems.append("session_id must be a non-empty string or None")
     if problems:
         raise RequestError(
             "invalid request: " + "; ".join(problems), request_id=str(request.request_id)

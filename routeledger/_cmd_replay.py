@@ -14,14 +14,14 @@ import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from routeledger.events import Event, Projections
+    from routeledger.events import BudgetStatus, Event, Projections
 
 __all__ = ["figure_lines", "register"]
 
 POLL_INTERVAL_S = 0.2
 """How often ``tail --follow`` looks for newly committed events."""
 
-_SECTIONS = ("metrics", "usage", "ab", "all")
+_SECTIONS = ("metrics", "usage", "ab", "budgets", "all")
 _HIDDEN_IN_LINES = frozenset({"type", "ts", "prompt", "response_text", "summary"})
 """Fields a ``tail`` line leaves out: shown elsewhere on the line, or too long for one line."""
 
@@ -95,7 +95,11 @@ def run_replay(args: argparse.Namespace) -> int:
     from routeledger.store import shown_target
 
     projections = replay(args.db, strict=args.strict)
-    sections = ("metrics", "usage", "ab") if args.section == "all" else (args.section,)
+    sections: tuple[str, ...] = (
+        ("metrics", "usage", "ab") if args.section == "all" else (args.section,)
+    )
+    if args.section == "all" and projections.budgets.budgets:
+        sections += ("budgets",)
     db = shown_target(args.db)  # a URL's password is never printed
     if args.json:
         sys.stdout.write(_replay_json(projections, sections, db, args.period) + "\n")
@@ -127,6 +131,8 @@ def figure_lines(
             out.extend(_metrics_lines(projections))
         elif section == "usage":
             out.extend(_usage_lines(projections, period))
+        elif section == "budgets":
+            out.extend(_budget_lines(projections))
         else:
             out.extend(_ab_lines(projections))
     return [escape_controls(line) for line in out]
@@ -147,6 +153,8 @@ def _replay_json(projections: Projections, sections: tuple[str, ...], db: str, p
         document["usage"] = projections.usage.report(period)
     if "ab" in sections:
         document["ab"] = projections.ab.all_results()
+    if "budgets" in sections:
+        document["budgets"] = budget_status(projections)
     from routeledger.events import escape_json_controls
 
     return escape_json_controls(
@@ -180,6 +188,32 @@ def _metrics_lines(projections: Projections) -> list[str]:
     header = ["PROVIDER", "REQS", "OK", "FAIL", "ERR%", "MEAN_MS", "P50_MS", "P95_MS"]
     header += ["P99_MS", "IN_TOK", "OUT_TOK", "COST", "UNPRICED", "LAST_USED"]
     return ["metrics (per provider, attempts):", *_table(header, rows, left={0, 13})]
+
+
+def budget_status(projections: Projections) -> list[BudgetStatus]:
+    """Return every budget's figures as of the log's latest event the spend fold read."""
+    return projections.budgets.status()
+
+
+def _budget_lines(projections: Projections) -> list[str]:
+    status = budget_status(projections)
+    if not status:
+        return ["budgets: none configured"]
+    rows = [
+        [
+            b.name,
+            b.period,
+            _iso(b.period_start),
+            _money(b.limit),
+            _money(b.spent),
+            _money(b.remaining),
+            "yes" if b.exceeded else "no",
+            b.on_exceeded,
+        ]
+        for b in status
+    ]
+    header = ["BUDGET", "PERIOD", "START", "LIMIT", "SPENT", "REMAINING", "EXCEEDED", "THEN"]
+    return ["budgets (as of the log's latest request):", *_table(header, rows, left={0, 1, 2, 7})]
 
 
 def _usage_lines(projections: Projections, period: str) -> list[str]:

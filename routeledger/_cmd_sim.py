@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     import msgspec
 
-    from routeledger._cmd_replay import figure_lines
+    from routeledger._cmd_replay import budget_status, figure_lines
     from routeledger._replay import replay
     from routeledger.events import StoreError
     from routeledger.sim import load_scenario, simulate
@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
             "usage": projections.usage.report("all"),
             "ab": projections.ab.all_results(),
         }
+        if projections.budgets.budgets:
+            document["budgets"] = budget_status(projections)
         sys.stdout.write(msgspec.json.format(msgspec.json.encode(document), indent=2).decode())
         sys.stdout.write("\n")
         return 0
@@ -69,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
     if result.errors:
         lines.append("errors: " + ", ".join(f"{k} {v}" for k, v in result.errors.items()))
     lines.append(f"{result.events} event(s)" + (f" in {shown_target(args.db)}" if args.db else ""))
-    lines.extend(figure_lines(projections, ("metrics", "usage", "ab"), "all"))
+    sections: tuple[str, ...] = ("metrics", "usage", "ab")
+    if projections.budgets.budgets:
+        sections += ("budgets",)
+    lines.extend(figure_lines(projections, sections, "all"))
     sys.stdout.write("\n".join(lines) + "\n")
     return 0

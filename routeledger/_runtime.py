@@ -60,6 +60,7 @@ from routeledger.actors._protocol import (
     FindCapable,
     Flush,
     GetABResults,
+    GetBudgets,
     GetHealth,
     GetMetrics,
     GetUsage,
@@ -89,6 +90,7 @@ from routeledger.events import (
     ABAssignment,
     ABTestConfig,
     ABVariantResult,
+    BudgetStatus,
     ConfigError,
     ConfigurationApplied,
     CostEstimate,
@@ -283,6 +285,9 @@ class Runtime:
 
         # The log is the source of truth: live figures and routing state continue from it.
         projections = fold_log(self._store)
+        # Taken before the writer folds this start's config.applied: the router applies the
+        # configuration's budgets itself, to the same state.
+        spend = projections.budgets.state()
         summary = config_summary(config)
         digest = config_digest(summary)
         resume, dropped = plan_resume(
@@ -354,6 +359,7 @@ class Runtime:
                 for p in config.providers
                 if p.api_keys or p.api_key_envs
             },
+            spend=spend,
         )
         if router.rate_limits.active:
             # The buckets continue from the last minute's attempts (see actors._buckets).
@@ -397,6 +403,7 @@ class Runtime:
         self._supervisor.tell(UseHealth(self._health))
         self._shared.health = self._health
         self._shared.supervisor = self._supervisor
+        self._shared.follow_spend = bool(config.budgets)
         self._shared.start()
         # A store in this process's memory has no other writer to follow.
         shared_log = self._shared  # the thread holds it, not the runtime
@@ -724,6 +731,15 @@ class Runtime:
         """Return the providers serving ``model``."""
         providers: list[str] = self._ask_supervisor(FindCapable(model))
         return providers
+
+    def get_budgets(self) -> list[BudgetStatus]:
+        """Return every spend budget's spend and remaining amount in its current period.
+
+        The figures are the spend folded from the log (``replay(log).budgets.status(now)``
+        gives the same); reservations of attempts in flight are not included.
+        """
+        status: list[BudgetStatus] = self._ask_supervisor(GetBudgets())
+        return status
 
     def estimate_cost(self, request: Request) -> dict[str, CostEstimate]:
         """Return the estimated cost of ``request`` on each provider serving its model."""

@@ -77,6 +77,9 @@ class Arrival(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     capabilities: list[str] = []
     deadline_s: float | None = None
     preferred_provider: str | None = None
+    session_id: str | None = None
+    metadata: dict[str, str] | None = None
+    """The request's tags (``None`` when it had none), for budgets scoped by a tag."""
 
 
 class SimBehaviour(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -162,6 +165,11 @@ class Scenario(msgspec.Struct, kw_only=True):
     """The share of requests that stream."""
     arrivals: list[Arrival] = []
     """A recorded arrival process; when given, ``requests`` and ``rate_per_s`` are unused."""
+    sessions: int = 0
+    """How many sessions the requests belong to (request ``i`` is in session ``i % n``,
+    ``Request.session_id`` ``"session-<k>"``); 0: none has a session."""
+    metadata: dict[str, str] = {}
+    """Tags (metadata) every request carries, for budgets scoped by a tag."""
 
 
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:
@@ -237,6 +245,8 @@ def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
             problems.append(f"[simulation]: arrivals[{i}]: arrivals must be in time order")
     if not 0.0 <= scenario.stream_share <= 1.0:
         problems.append("[simulation]: stream_share must be between 0 and 1")
+    if scenario.sessions < 0:
+        problems.append("[simulation]: sessions must be >= 0")
     if scenario.prompt_chars < 0 or scenario.max_tokens < 1:
         problems.append("[simulation]: prompt_chars must be >= 0 and max_tokens >= 1")
     if problems:

@@ -30,6 +30,10 @@ def config_summary(config: RuntimeConfig) -> dict[str, Any]:
     for name, default in _SHARED_DEFAULTS.items():
         if data.get(name) == default:
             data.pop(name, None)
+    # Left out when unused, so that a configuration without them keeps its digest.
+    for unused in ("budgets", "fallbacks"):
+        if not data.get(unused):
+            data.pop(unused, None)
     for p in data.get("providers", []):
         p.pop("api_key", None)
         p.pop("api_keys", None)

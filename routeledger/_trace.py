@@ -456,4 +456,6 @@ def read_arrivals(
                 capabilities=[c for c in event.capabilities if c != "streaming"],
                 deadline_s=event.deadline_s,
                 preferred_provider=event.preferred_provider,
+                session_id=event.session_id,
+                metadata=dict(event.metadata) or None,
             )

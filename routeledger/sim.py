@@ -207,6 +207,11 @@ class Simulation:
                     digest="simulation",
                     providers=[p.name for p in self.config.providers],
                     strategy=self.config.strategy,
+                    # Only what the folds read (the spend budgets), and only when set: the
+                    # simulation's log stays what it was without them.
+                    summary={"budgets": msgspec.to_builtins(self.config.budgets)}
+                    if self.config.budgets
+                    else {},
                 )
             ]
         )
@@ -317,6 +322,8 @@ class Simulation:
             request_id=f"sim-{i:07d}",
             deadline=arrival.deadline_s,
             stream=arrival.stream,
+            session_id=arrival.session_id,
+            metadata=dict(arrival.metadata or {}),
         )
         requirements = (
             Requirements(require_capabilities=frozenset(arrival.capabilities))
@@ -342,6 +349,8 @@ class Simulation:
             request_id=f"sim-{i:07d}",
             deadline=s.deadline_s,
             stream=stream,
+            session_id=f"session-{i % s.sessions}" if s.sessions else None,
+            metadata=dict(s.metadata),
         )
 
     def submit(self, request: Request, **routing: Any) -> None:

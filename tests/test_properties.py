@@ -4,7 +4,8 @@ The state machine drives a :class:`~routeledger.sim.Simulation` step by step (re
 random routing options, time passing, outages starting and ending, limits and priorities
 changing) and checks, after every step, what must always hold: budgets, one final event per
 request, attempts within bounds, circuits that follow their state machine and are respected,
-live projections equal to a replay, and no secret anywhere.
+live projections equal to a replay, spend budgets never over by more than one request's cost,
+sessions that stay on their provider while it can serve them, and no secret anywhere.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from hypothesis.stateful import (
 
 from routeledger.actors._circuit import LEGAL
 from routeledger.actors._messages import RouteQuery
+from routeledger.actors._sticky import session_provider
 from routeledger.events import (
     ConfigError,
     Event,
@@ -35,6 +37,7 @@ from routeledger.events import (
     RouteledgerError,
     encode_event,
     event_tag,
+    period_start,
 )
 from routeledger.sim import Outage, Scenario, SimBehaviour, Simulation, scenario_from_dict
 from routeledger.store import MemoryStore
@@ -54,6 +57,7 @@ def build_scenario(
     pools: list[dict[str, Any]] | None = None,
     ab_tests: list[dict[str, Any]] | None = None,
     rpms: tuple[int | None, ...] = (None, None, None),
+    budgets: list[dict[str, Any]] | None = None,
 ) -> Scenario:
     """Return a scenario of providers a, b, c (each with the canary key) and no workload;
     a provider with an ``rpm`` enforces it itself too (a 429 beyond it)."""
@@ -78,12 +82,18 @@ def build_scenario(
             "health": health or {},
             "pools": pools or [],
             "ab_tests": ab_tests or [],
+            "budgets": budgets or [],
         }
     )
 
 
 def request(
-    i: int, *, deadline: float | None = None, stream: bool = False, priority: int = 0
+    i: int,
+    *,
+    deadline: float | None = None,
+    stream: bool = False,
+    priority: int = 0,
+    session: str | None = None,
 ) -> Request:
     """Return the ``i``-th request of a property run."""
     return Request(
@@ -94,6 +104,7 @@ def request(
         deadline=deadline,
         stream=stream,
         priority=priority,
+        session_id=session,
     )
 
 
@@ -249,6 +260,8 @@ class RuntimeMachine(RuleBasedStateMachine):
         cooldown=st.sampled_from([0.5, 2.0, 5.0]),
         probes=st.integers(1, 2),
         seed=st.integers(0, 2**32),
+        budget=st.sampled_from(["none", "refuse", "other_providers"]),
+        budget_limit=st.sampled_from([2e-4, 1e-3]),
     )
     def start(
         self,
@@ -261,9 +274,16 @@ class RuntimeMachine(RuleBasedStateMachine):
         probes: int,
         seed: int,
         rpms: tuple[int | None, int | None, int | None] = (None, None, None),
+        budget: str = "none",
+        budget_limit: float = 1e-3,
     ) -> None:
-        """Build a simulation of three providers with a pool and an A/B test."""
+        """Build a simulation of three providers with a pool, an A/B test and maybe a budget."""
         self.rpms = dict(zip(NAMES, rpms, strict=True))
+        budgets: list[dict[str, Any]] = []
+        if budget == "refuse":
+            budgets = [{"name": "all", "limit": budget_limit, "prefer_below": 0.5}]
+        elif budget == "other_providers":
+            budgets = [{"name": "a", "limit": budget_limit, "provider": "a", "on_exceeded": budget}]
         scenario = build_scenario(
             strategy=strategy,
             limits=limits,
@@ -283,6 +303,7 @@ class RuntimeMachine(RuleBasedStateMachine):
             },
             pools=[{"name": "pool", "providers": ["a", "c"], "strategy": "weighted"}],
             ab_tests=[{"name": "ab", "variant_a": "a", "variant_b": "b", "split_ratio": 0.3}],
+            budgets=budgets,
         )
         self.sim = Simulation(scenario, seed=seed)
         self.checker = LogChecker(self.sim)
@@ -307,6 +328,7 @@ class RuntimeMachine(RuleBasedStateMachine):
         deadline=st.sampled_from([None, 0.5, 3.0]),
         stream=st.booleans(),
         priority=st.sampled_from([0, 0, 1, 5]),
+        session=st.sampled_from([None, "s1", "s2", "s3"]),
     )
     def submit(
         self,
@@ -316,6 +338,7 @@ class RuntimeMachine(RuleBasedStateMachine):
         deadline: float | None,
         stream: bool,
         priority: int = 0,
+        session: str | None = None,
     ) -> None:
         """Submit ``n`` requests (completions or streams) now with one kind of routing option."""
         for _ in range(n):
@@ -331,7 +354,13 @@ class RuntimeMachine(RuleBasedStateMachine):
             elif routing == "caps":
                 options["requirements"] = Requirements(max_cost=1e-9)  # nothing is that cheap
             self.sim.submit(
-                request(self.count, deadline=deadline, stream=stream, priority=priority),
+                request(
+                    self.count,
+                    deadline=deadline,
+                    stream=stream,
+                    priority=priority,
+                    session=session,
+                ),
                 **options,
             )
             self.count += 1
@@ -427,6 +456,55 @@ class RuntimeMachine(RuleBasedStateMachine):
         self.sim.writer.commit(force=True)
         live = self.sim.writer.projections.snapshot()
         assert live == self.sim.store.replay(Projections()).snapshot()
+
+    @invariant()
+    def spend_within_one_request_of_each_budget(self) -> None:
+        """No budget's period spend passes its limit by more than one attempt's cost."""
+        if not self.sim.config.budgets:
+            return
+        self.sim.writer.commit(force=True)
+        now = self.sim.clock.time()
+        for budget in self.sim.config.budgets:
+            start = period_start(budget.period, now)
+            costs = [
+                e.cost
+                for e in log_of(self.sim)
+                if event_tag(e) == "attempt.succeeded"
+                and e.cost is not None  # type: ignore[attr-defined]
+                and e.ts >= start
+                and budget.covers(e.provider, e.model)  # type: ignore[attr-defined]
+            ]
+            assert sum(costs) <= budget.limit + max(costs, default=0.0) + 1e-12
+        # The router's fold is configured directly, not from config.applied: the time of the
+        # latest event it read may differ, the figures may not.
+        live = self.sim.writer.projections.budgets.state()
+        routed = self.sim.router.spend.fold.state()
+        assert (routed.budgets, routed.tags) == (live.budgets, live.tags)
+
+    @invariant()
+    def a_session_stays_on_its_provider_while_it_can_serve(self) -> None:
+        """A session's first attempt goes to its rendezvous choice unless that one is full."""
+        received: dict[str, Any] = {}
+        priority = {p.name: p.priority for p in self.sim.config.providers}
+        for event in log_of(self.sim):
+            e: Any = event
+            tag = event_tag(event)
+            if tag == "request.received":
+                received[e.request_id] = e
+                continue
+            if tag == "provider.priority_changed":
+                priority[e.provider] = e.new
+                continue
+            if tag != "route.decided" or e.chosen is None or e.attempt != 1:
+                continue
+            r = received[e.request_id]
+            if r.session_id is None or r.preferred_provider is not None or r.ab_test is not None:
+                continue
+            saturated = {n for n, why in e.excluded.items() if why.startswith("saturated")}
+            kept = [n for n in e.candidates if n not in e.excluded or n in saturated]
+            top = max(priority[n] for n in kept)
+            home = session_provider(r.session_id, [n for n in kept if priority[n] == top])
+            assert e.chosen == home or home in saturated, (r.session_id, home, e)
 
     @invariant()
     def no_secret_in_the_log(self) -> None:

@@ -414,8 +414,8 @@ def test_starting_two_and_three_times_with_snapshots_equals_a_full_replay(
 
 # --- the fold identity pin --------------------------------------------------------------------
 
-FOLD_MODULES = ("_fold", "_metrics", "_usage", "_abresults", "_routing", "_projections")
-FOLD_SOURCE_DIGEST = "228afd26c7000c36"
+FOLD_MODULES = ("_fold", "_metrics", "_usage", "_abresults", "_routing", "_projections", "_budgets")
+FOLD_SOURCE_DIGEST = "667df1c95a944389"
 """A digest of the fold modules' code (docstrings and comments left out), for STATE_VERSION 1."""
 
 

@@ -110,6 +110,10 @@ class SimBehaviour(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     as real providers state theirs); beyond it, 429 with ``Retry-After: retry_after_s``."""
     tpm: int | None = None
     """The provider's own tokens-per-minute limit (prompt estimate plus ``max_tokens``)."""
+    key_statuses: list[int] = []
+    """The status each of the provider's API keys is answered with, in the order the runtime
+    rotates them (``api_key``, ``api_keys``, ``api_key_envs``); 0 (or a key past the list's
+    end) is served normally. ``[401, 0]``: the first key is revoked."""
 
 
 def behaviour_at(behaviour: SimBehaviour, t: float, draw: float) -> SimBehaviour:
@@ -276,6 +280,8 @@ def _check_behaviour(b: SimBehaviour) -> list[str]:
         problems.append("output_tokens must be >= 0")
     if not (b.fail_status == 0 or 400 <= b.fail_status <= 599):
         problems.append("fail_status must be 0 (cannot connect) or an HTTP error status")
+    if not all(s == 0 or 400 <= s <= 599 for s in b.key_statuses):
+        problems.append("key_statuses must hold 0 (served) or HTTP error statuses")
     for j, ph in enumerate(b.phases):
         if not (ph.start_s >= 0 and ph.latency_ms >= 0 and ph.latency_sigma >= 0):
             problems.append(f"phases[{j}]: need start_s, latency_ms and latency_sigma >= 0")

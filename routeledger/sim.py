@@ -95,6 +95,7 @@ from routeledger.actors._failover import (
     start_request,
 )
 from routeledger.actors._health import HealthMonitor
+from routeledger.actors._keys import fingerprint
 from routeledger.actors._messages import Decision, RouteQuery
 from routeledger.actors._router import Router
 from routeledger.actors._stats import StatsTracker
@@ -114,6 +115,8 @@ from routeledger.events import (
     Requirements,
     Response,
     RouteledgerError,
+    RuntimeConfig,
+    Secret,
     StreamChunk,
     Usage,
     validate_config,
@@ -222,6 +225,7 @@ class Simulation:
             clock=self.clock,
             rng=self._route_rng,
             emit=self.writer.add,
+            keys=_simulated_keys(self.config),
         )
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
@@ -504,8 +508,16 @@ class Simulation:
         calls = self._calls[name]
         while calls and calls[0] <= now - 1.0:
             calls.popleft()
+        key_status = (
+            behaviour.key_statuses[decision.key]
+            if decision.key < len(behaviour.key_statuses)
+            else 0
+        )
         if outage is not None:
             error = _error_for(outage.status, name, retry_after=None)
+            latency_s = behaviour.fail_latency_ms / 1000.0
+        elif key_status:
+            error = _error_for(key_status, name, retry_after=behaviour.retry_after_s)
             latency_s = behaviour.fail_latency_ms / 1000.0
         elif (
             behaviour.rate_limit_per_s is not None and len(calls) >= behaviour.rate_limit_per_s
@@ -643,3 +655,24 @@ def simulate(
         return Simulation(scenario, seed=seed, store=store).run()
     finally:
         store.close()
+
+
+def _simulated_keys(config: RuntimeConfig) -> dict[str, list[str]]:
+    """Return the key fingerprints of each provider with several API keys, as the runtime's.
+
+    A simulation needs no real key: a key named by an unset variable stands in as a
+    placeholder, so the ring has as many keys as the configuration names.
+    """
+    keys: dict[str, list[str]] = {}
+    for p in config.providers:
+        if not (p.api_keys or p.api_key_envs):
+            continue
+        ring: list[Secret] = []  # in the runtime's order (ProviderConfig.resolve_api_keys)
+        if p.api_key is not None:
+            ring.append(p.api_key)
+        elif p.api_key_env:
+            ring.append(Secret(f"simulated:{p.api_key_env}"))
+        ring += p.api_keys or []
+        ring += [Secret(f"simulated:{n}") for n in p.api_key_envs or []]
+        keys[p.name] = [fingerprint(k) for k in dict.fromkeys(ring)]
+    return keys

@@ -423,3 +423,32 @@ def test_stream_settings_out_of_range_are_config_errors(table: dict[str, Any], k
         scenario(
             provider("a", sim=sim_table), **{k: v for k, v in table.items() if k == "simulation"}
         )
+
+
+def test_a_revoked_key_is_skipped_for_the_providers_next_key_in_the_simulation() -> None:
+    """A 401 on a simulated provider's first key retries it with the next key, then rests it."""
+    sim = Simulation(
+        scenario(
+            provider(
+                "a", priority=10, api_keys=["k-revoked", "k-good"], sim={"key_statuses": [401]}
+            ),
+            provider("b"),
+            simulation={"requests": 30},
+        ),
+        seed=3,
+    )
+    result = sim.run()
+    events = log_of(sim)
+    failed = tagged(events, "attempt.failed")
+    assert result.completed == 30
+    assert [e.error for e in failed] == ["AuthenticationError"]  # then the key rests
+    served = {e.provider for e in tagged(events, "request.completed")}
+    assert served == {"a"}  # the next key, never the other provider
+    started = tagged(events, "attempt.started")
+    assert len({e.key for e in started}) == 2
+
+
+def test_key_statuses_out_of_range_are_refused() -> None:
+    """A simulated key status that is no HTTP error status is a ConfigError."""
+    with pytest.raises(ConfigError, match="key_statuses"):
+        scenario(provider("a", api_keys=["k1", "k2"], sim={"key_statuses": [200]}))

@@ -342,6 +342,9 @@ class Runtime:
             clock=clock,
             budgets={n: h.budget for n, h in self._handles.items()},
             append=self._append_events,
+            rate_limited=any(
+                p.rpm or p.tpm or any(m.rpm or m.tpm for m in p.models) for p in config.providers
+            ),
         )
         event_writer.on_folded = self._shared.on_folded
         self._shared.prime(_log_tail(self._store, projections.position))

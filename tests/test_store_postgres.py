@@ -581,27 +581,22 @@ def test_strict_mode_holds_max_concurrency_in_total_at_the_provider(
 ) -> None:
     """Two runtimes (two daemons' sessions), max_concurrency=2: at most 2 at the provider.
 
-    The configuration field comes with the lease mode (``shared_concurrency``); a subclass
-    adds it here. The control, the same load without it, goes above 2.
+    The control, the same load with ``shared_concurrency="local"`` (each runtime alone),
+    goes above 2.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    import msgspec
-
-    from routeledger import FailoverConfig, RuntimeConfig
+    from routeledger import FailoverConfig
     from routeledger.testing import Behaviour, FakeProvider
-
-    class Strict(RuntimeConfig, kw_only=True):
-        shared_concurrency: str = "strict"
 
     def peak(strict: bool) -> int:
         with FakeProvider(Behaviour(latency_ms=40), seed=0) as fake:
-            base = config_for(
+            cfg = config_for(
                 {"a": fake},
                 per_provider={"a": {"max_concurrency": 2}},
                 failover=FailoverConfig(queue_timeout_s=5.0),
+                shared_concurrency="strict" if strict else "local",
             )
-            cfg = Strict(**msgspec.structs.asdict(base)) if strict else base
             with (
                 Runtime.start(cfg, event_log=url, active_health_checks=False) as one,
                 Runtime.start(cfg, event_log=url, active_health_checks=False) as two,

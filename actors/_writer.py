@@ -55,7 +55,7 @@ from routeledger.actors._protocol import (
     WriterMessage,
 )
 from routeledger.events import Event, EventsDropped, Projections, StoreCorrupted, StoreError
-from routeledger.store import EventNotStorable, save_gap, write_snapshot
+from routeledger.store import EventNotStorable, gap_base, save_gap, write_snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -308,7 +308,7 @@ class EventWriter:
         if not lost:
             return Unwritten()
         error = str(self.error) if self.error is not None else "the store refused the events"
-        path = getattr(self.store, "path", None)
+        path = gap_base(self.store)  # beside a log file; for a URL, in the local state dir
         first = self.pending[0].ts if self.pending else self._dropped_first
         last = self._dropped_last if self.dropped else self.pending[-1].ts
         gap = EventsDropped(
@@ -318,7 +318,7 @@ class EventWriter:
             last_ts=last,
             reason=f"not written before the runtime closed: {error}",
         )
-        kept = isinstance(path, str) and save_gap(path, gap)
+        kept = path is not None and save_gap(path, gap)
         log.error(
             "event log: %d events could not be written before close (%s); %s",
             lost,

@@ -118,6 +118,7 @@ from routeledger.store import (
     EventStore,
     MemoryStore,
     forget_gaps,
+    gap_base,
     open_store,
     shown_target,
     take_gaps,
@@ -307,8 +308,8 @@ class Runtime:
         self._writer = LogWriterActor.start(event_writer)
         emit = BufferedEmitter(self._writer, self._bus)
         # Events an earlier runtime could not write before it closed: its gap goes in first.
-        log_file = getattr(self._store, "path", None)
-        kept_gaps = take_gaps(log_file) if isinstance(log_file, str) else []
+        log_file = gap_base(self._store)  # a URL log's gaps are kept in the local state dir
+        kept_gaps = take_gaps(log_file) if log_file is not None else []
         if kept_gaps:
             emit(list(kept_gaps))
         if dropped is not None:

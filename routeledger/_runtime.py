@@ -176,7 +176,8 @@ class ShutdownReport(NamedTuple):
     store_error: str | None = None
     """Why they were refused."""
     gap_kept: bool = False
-    """A gap event for them is kept beside the log file, for the next start to record."""
+    """A gap event for them is kept beside the log file (a PostgreSQL log's: in the local state
+    directory, see :mod:`routeledger.store._gaps`), for the next start to record."""
 
     @property
     def clean(self) -> bool:

@@ -18,10 +18,19 @@ attempts recorded in the last minute (:meth:`RateLimits.resume`), so a restart d
 grant a fresh minute's burst. This is an approximation: the attempts' estimated tokens are
 charged, not the corrections the headers made live.
 
-Only the router calls :meth:`RateLimits.headroom`, :meth:`RateLimits.take` and
-:meth:`RateLimits.settle` (one thread at a time, under the desk's lock); header corrections
-arrive from the calling threads through :meth:`RateLimits.report`, a thread-safe append that
-the next decision applies.
+Several runtimes on one log: the other runtimes' attempts are charged here too
+(:meth:`RateLimits.charge_peers`, told by the log follower through the supervisor, off the
+request path), so the limit holds in total across the runtimes, as the provider counts it.
+An ``attempt.started`` says what its runtime charged (``tokens``); one from a runtime that
+does not say (an older version) is charged the most the model may output (the prompt is not
+recorded), and its ``attempt.succeeded`` gives back what that estimate charged over the
+usage recorded. The charge is as late as the fold (a commit plus a poll, or a notification):
+a burst of several runtimes within that window may pass the limit by what each took.
+
+Only the router calls :meth:`RateLimits.headroom`, :meth:`RateLimits.take`,
+:meth:`RateLimits.settle` and :meth:`RateLimits.charge_peers` (one thread at a time, under
+the desk's lock); header corrections arrive from the calling threads through
+:meth:`RateLimits.report`, a thread-safe append that the next decision applies.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
-from routeledger.events import AttemptStarted, AttemptSucceeded
+from routeledger.events import AttemptFailed, AttemptStarted, AttemptSucceeded
 
 if TYPE_CHECKING:
     from routeledger.events import ModelSpec, ProviderConfig
@@ -47,6 +56,10 @@ __all__ = [
 ]
 
 MINUTE_S = 60.0
+
+PEER_ATTEMPTS_KEPT = 4096
+"""How many other runtimes' attempts in flight are remembered (to settle their estimate):
+a bound on memory when their ends are never seen (a runtime killed mid-call)."""
 
 
 class TokenBucket:
@@ -209,6 +222,8 @@ class RateLimits:
                 if m.rpm or m.tpm:
                     self._models[(p.name, m.name)] = _Limits(f"model {m.name}: ", m.rpm, m.tpm, now)
         self._reports: deque[tuple[str, RateReport, float]] = deque()
+        self._peer_attempts: dict[tuple[str, int], tuple[str, str, int]] = {}
+        """Other runtimes' attempts charged and not ended: (provider, model, tokens)."""
 
     @property
     def active(self) -> bool:
@@ -250,6 +265,44 @@ class RateLimits:
             if limits.tokens is not None:
                 limits.tokens.give(estimated - used, now)
 
+    def _named(self, provider: str, model: str) -> list[_Limits]:
+        scopes = self._scopes.get(provider, [])
+        m = self._models.get((provider, model))
+        return [*scopes, m] if m is not None else scopes
+
+    def charge_peers(
+        self, events: Iterable[object], now: float, estimate: Callable[[str, str], int]
+    ) -> None:
+        """Charge other runtimes' attempts (their events, folded from a shared log).
+
+        An ``attempt.started`` takes one request and its ``tokens`` (``estimate(provider,
+        model)`` when it does not say: an older runtime's); its ``attempt.succeeded`` gives
+        back what was charged over the usage it records, as :meth:`settle` does for this
+        runtime's own attempts.
+        """
+        pending = self._peer_attempts
+        for event in events:
+            if isinstance(event, AttemptStarted):
+                scopes = self._named(event.provider, event.model)
+                if not scopes:
+                    continue
+                tokens = event.tokens or estimate(event.provider, event.model)
+                for limits in scopes:
+                    limits.take(tokens, now)
+                if len(pending) >= PEER_ATTEMPTS_KEPT:
+                    del pending[next(iter(pending))]
+                pending[(event.request_id, event.attempt)] = (event.provider, event.model, tokens)
+            elif isinstance(event, AttemptSucceeded | AttemptFailed):
+                charged = pending.pop((event.request_id, event.attempt), None)
+                if charged is None or not isinstance(event, AttemptSucceeded):
+                    continue
+                provider, model, tokens = charged
+                used = event.input_tokens + event.output_tokens
+                if used < tokens:
+                    for limits in self._named(provider, model):
+                        if limits.tokens is not None:
+                            limits.tokens.give(tokens - used, now)
+
     def report(self, provider: str, report: RateReport, now: float) -> None:
         """Note what a provider's headers said is left (any thread; applied at the next
         decision)."""
@@ -280,9 +333,7 @@ class RateLimits:
         for provider, model, tokens, at in sorted(attempts, key=lambda a: a[3]):
             if at < start:
                 continue
-            scopes = self._scopes.get(provider, [])
-            m = self._models.get((provider, model))
-            for limits in [*scopes, m] if m is not None else scopes:
+            for limits in self._named(provider, model):
                 limits.take(tokens, at)
 
 
@@ -313,19 +364,24 @@ def recent_attempts(
     """Return the attempts of the last minute in ``events``, for :meth:`RateLimits.resume`.
 
     Each is (provider, model, tokens, monotonic time): the time is the event's wall-clock
-    ``ts`` moved onto the monotonic clock; the tokens are the usage its success recorded
-    (an attempt that failed, or is still in flight, counts as a request of no tokens: the
-    documented approximation, since the estimate it was charged live is not recorded).
+    ``ts`` moved onto the monotonic clock; the tokens are the usage its success recorded, or
+    else what its start says it charged (``tokens``; none in a log written before that field:
+    such an attempt that failed, or is still in flight, counts as a request of no tokens).
     """
     horizon = wall_now - MINUTE_S
-    started: dict[tuple[str, int], tuple[str, str, float]] = {}
+    started: dict[tuple[str, int], tuple[str, str, int, float]] = {}
     used: dict[tuple[str, int], int] = {}
     for event in events:
         if isinstance(event, AttemptStarted) and event.ts >= horizon:
-            started[(event.request_id, event.attempt)] = (event.provider, event.model, event.ts)
+            started[(event.request_id, event.attempt)] = (
+                event.provider,
+                event.model,
+                event.tokens,
+                event.ts,
+            )
         elif isinstance(event, AttemptSucceeded) and event.ts >= horizon:
             used[(event.request_id, event.attempt)] = event.input_tokens + event.output_tokens
     return [
-        (provider, model, used.get(key, 0), mono_now - (wall_now - ts))
-        for key, (provider, model, ts) in started.items()
+        (provider, model, used.get(key, charged), mono_now - (wall_now - ts))
+        for key, (provider, model, charged, ts) in started.items()
     ]

@@ -35,7 +35,10 @@ every runtime's spend. Reservations stay each runtime's own.
 **Rate limits.** A ``provider.rate_limited`` mark another runtime recorded (a
 ``Retry-After`` or a reset header, see :mod:`routeledger.actors._ratelimit`) is folded into
 this runtime's marks (:meth:`routeledger.actors._router.Router.honour_rate_limit`): one code
-path with its own marks, on the events' wall-clock time.
+path with its own marks, on the events' wall-clock time. When rpm/tpm limits are configured,
+the others' ``attempt.started`` (and how those attempts ended) are charged into this
+runtime's buckets (:class:`~routeledger.actors._protocol.ChargePeerAttempts`, see
+:mod:`routeledger.actors._buckets`), so the limits hold in total, as the provider counts.
 
 A runtime that starts on a log others already share learns them from the heartbeats at the
 log's tail (:meth:`SharedLog.prime`) before it serves. Known limit: two runtimes that start
@@ -56,9 +59,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pykka
 
 from routeledger.actors._budgets import SPEND_EVENTS
-from routeledger.actors._protocol import HonourRetryAfter, ObserveLog, ObserveSpend
+from routeledger.actors._protocol import (
+    ChargePeerAttempts,
+    HonourRetryAfter,
+    ObserveLog,
+    ObserveSpend,
+)
 from routeledger.events import (
     AttemptFailed,
+    AttemptStarted,
     AttemptSucceeded,
     CircuitStateChanged,
     DaemonHeartbeat,
@@ -128,6 +137,8 @@ class SharedLog:
         clock: The runtime's clock (monotonic for liveness, wall time for events).
         budgets: Each provider's concurrency budget.
         append: Sends events to the log writer.
+        rate_limited: Some provider or model has rpm/tpm limits: the others' attempts are
+            charged into this runtime's buckets.
     """
 
     def __init__(
@@ -139,6 +150,7 @@ class SharedLog:
         clock: Clock,
         budgets: Mapping[str, Budget],
         append: Callable[[list[Event]], None],
+        rate_limited: bool = False,
     ) -> None:
         self.daemon = daemon
         self.mode = mode
@@ -146,6 +158,7 @@ class SharedLog:
         self.clock = clock
         self.budgets = dict(budgets)
         self._append = append
+        self._rate_limited = rate_limited
         self.health: pykka.ActorRef[Any] | None = None
         self.supervisor: pykka.ActorRef[Any] | None = None
         self.shared = False
@@ -183,6 +196,7 @@ class SharedLog:
         mono, wall = self.clock.monotonic(), self.clock.time()
         health: list[Event] = []
         spend: list[Event] = []
+        attempts: list[Event] = []
         beats = False
         with self._lock:
             for event in events:
@@ -200,6 +214,10 @@ class SharedLog:
                     spend.append(event)
                 if kind is AttemptSucceeded or kind is CircuitStateChanged or kind is AttemptFailed:
                     health.append(event)
+                    if kind is not CircuitStateChanged:
+                        attempts.append(event)
+                elif kind is AttemptStarted:
+                    attempts.append(event)
                 elif kind is ProviderRateLimited:
                     assert isinstance(event, ProviderRateLimited)
                     if event.until > wall and self.supervisor is not None:
@@ -216,6 +234,8 @@ class SharedLog:
             self.health.tell(ObserveLog(health))
         if spend and self.supervisor is not None:
             self.supervisor.tell(ObserveSpend(spend))
+        if attempts and self._rate_limited and self.supervisor is not None:
+            self.supervisor.tell(ChargePeerAttempts(attempts))
         if became_shared:
             log.info("event log shared with another runtime; heartbeats and leases on")
             self._wake.set()  # heartbeat now: the others learn of us at once

@@ -42,6 +42,7 @@ __all__ = [
     "Append",
     "ApplyHealth",
     "AssignABVariant",
+    "ChargePeerAttempts",
     "ClearRoutes",
     "CloseLog",
     "CreatePool",
@@ -221,6 +222,14 @@ class HonourRetryAfter(NamedTuple):
     event: ProviderRateLimited
 
 
+class ChargePeerAttempts(NamedTuple):
+    """Tell (from the log follower): other runtimes' attempts (``attempt.started`` and how
+    they ended) to charge into this runtime's rpm/tpm buckets (see
+    :mod:`routeledger.actors._buckets`)."""
+
+    events: list[Event]
+
+
 class ProviderCrashed(NamedTuple):
     """Tell (from a provider actor): it died; restart it or disable the provider."""
 
@@ -250,6 +259,7 @@ SupervisorMessage = (
     | ProviderCrashed
     | HonourRetryAfter
     | ObserveSpend
+    | ChargePeerAttempts
 )
 
 

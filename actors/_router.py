@@ -505,10 +505,12 @@ class Router:
                 decided(dropped, scores=ranking.scores)
             return None
 
-        key, spare_keys, key_name = 0, 0, None
+        key, spare_keys, key_name, charged = 0, 0, None, 0
         if self._limited and reserve:
             model = snap.specs[chosen]
-            self.rate_limits.take(chosen, model, self._tokens(request, model), now)
+            if self.rate_limits.limited(chosen):
+                charged = self._tokens(request, model)
+                self.rate_limits.take(chosen, model, charged, now)
             ring = self.keys.get(chosen)
             if ring is not None:
                 key = ring.pick(now)
@@ -563,6 +565,7 @@ class Router:
                     model=spec.name,
                     in_flight=budget.in_flight,
                     key=key_name,
+                    tokens=charged,
                 )
             )
         self.emit(events)
@@ -1036,6 +1039,19 @@ class Router:
         if event.provider in self.providers:
             self.marks.apply(event)
             self._bump()
+
+    def charge_peer_attempts(self, events: list[Event]) -> None:
+        """Charge other runtimes' attempts into the rpm/tpm buckets (a shared log)."""
+        if self.rate_limits.active:
+            self.rate_limits.charge_peers(events, self.clock.monotonic(), self._peer_estimate)
+
+    def _peer_estimate(self, provider: str, model: str) -> int:
+        """The tokens charged for another runtime's attempt that does not say: the most its
+        model may output (its prompt is not recorded)."""
+        p = self.providers.get(provider)
+        spec = p.config.model(model) if p is not None else None
+        out = spec.max_output if spec is not None else None
+        return out or self.config.cost.assumed_output_tokens
 
     def disable(self, provider: str, reason: str) -> None:
         """Take a provider out of service for good (restart intensity exceeded)."""

@@ -24,6 +24,7 @@ from routeledger.actors._messages import RequestEnded
 from routeledger.actors._protocol import (
     ApplyHealth,
     AssignABVariant,
+    ChargePeerAttempts,
     ClearRoutes,
     CreatePool,
     DescribeProvider,
@@ -164,6 +165,8 @@ class SupervisorActor(pykka.ThreadingActor):
                     router.honour_rate_limit(event)
                 case ObserveSpend(events):
                     router.spend.observe(events)
+                case ChargePeerAttempts(events):
+                    router.charge_peer_attempts(events)
                 case ProviderCrashed(provider, reason):
                     self._crashed(router, provider, reason)
                 case UseHealth(health):

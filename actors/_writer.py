@@ -55,7 +55,7 @@ from routeledger.actors._protocol import (
     WriterMessage,
 )
 from routeledger.events import Event, EventsDropped, Projections, StoreCorrupted, StoreError
-from routeledger.store import EventNotStorable, save_gap, write_snapshot
+from routeledger.store import EventNotStorable, gap_base, gaps_path, save_gap, write_snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -89,7 +89,8 @@ class Unwritten(NamedTuple):
     events: int = 0
     error: str | None = None
     kept: bool = False
-    """A gap event describing them is kept beside the log for the next start."""
+    """A gap event describing them is kept beside the log (or, for a URL, in the local state
+    directory) for the next start."""
 
 
 class LogView(NamedTuple):
@@ -294,7 +295,8 @@ class EventWriter:
         """Commit what is pending, retrying a failing store for up to ``grace_s`` (real time).
 
         What cannot be written is logged at ERROR and kept as a gap event beside the log
-        file (when the store is a file) for the next start to record.
+        file (a PostgreSQL log's in the local state directory, :func:`gap_base`) for the next
+        start to record.
         """
         deadline = time.monotonic() + grace_s
         delay = RETRY_MIN_S
@@ -308,7 +310,7 @@ class EventWriter:
         if not lost:
             return Unwritten()
         error = str(self.error) if self.error is not None else "the store refused the events"
-        path = getattr(self.store, "path", None)
+        path = gap_base(self.store)  # beside a log file; for a URL, in the local state dir
         first = self.pending[0].ts if self.pending else self._dropped_first
         last = self._dropped_last if self.dropped else self.pending[-1].ts
         gap = EventsDropped(
@@ -318,13 +320,13 @@ class EventWriter:
             last_ts=last,
             reason=f"not written before the runtime closed: {error}",
         )
-        kept = isinstance(path, str) and save_gap(path, gap)
+        kept = path is not None and save_gap(path, gap)
         log.error(
             "event log: %d events could not be written before close (%s); %s",
             lost,
             error,
-            "a gap event beside the log records them at the next start"
-            if kept
+            f"a gap event kept in {gaps_path(path)} records them at the next start"
+            if kept and path is not None
             else "they are lost, and no gap event could be kept",
         )
         self.pending = []

@@ -153,6 +153,9 @@ class AttemptStarted(Event, frozen=True, kw_only=True, tag="attempt.started"):
     in_flight: int = 0
     key: str | None = None
     """The fingerprint of the API key used, when the provider has several (never the key)."""
+    tokens: int = 0
+    """The tokens its rpm/tpm buckets charged (set only when the provider has limits): what
+    other runtimes on a shared log charge into theirs."""
     ts: float
 
 

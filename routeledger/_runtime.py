@@ -118,6 +118,7 @@ from routeledger.store import (
     EventStore,
     MemoryStore,
     forget_gaps,
+    gap_base,
     open_store,
     shown_target,
     take_gaps,
@@ -175,7 +176,8 @@ class ShutdownReport(NamedTuple):
     store_error: str | None = None
     """Why they were refused."""
     gap_kept: bool = False
-    """A gap event for them is kept beside the log file, for the next start to record."""
+    """A gap event for them is kept beside the log file (a PostgreSQL log's: in the local state
+    directory, see :mod:`routeledger.store._gaps`), for the next start to record."""
 
     @property
     def clean(self) -> bool:
@@ -307,8 +309,8 @@ class Runtime:
         self._writer = LogWriterActor.start(event_writer)
         emit = BufferedEmitter(self._writer, self._bus)
         # Events an earlier runtime could not write before it closed: its gap goes in first.
-        log_file = getattr(self._store, "path", None)
-        kept_gaps = take_gaps(log_file) if isinstance(log_file, str) else []
+        log_file = gap_base(self._store)  # a URL log's gaps are kept in the local state dir
+        kept_gaps = take_gaps(log_file) if log_file is not None else []
         if kept_gaps:
             emit(list(kept_gaps))
         if dropped is not None:
@@ -342,6 +344,9 @@ class Runtime:
             clock=clock,
             budgets={n: h.budget for n, h in self._handles.items()},
             append=self._append_events,
+            rate_limited=any(
+                p.rpm or p.tpm or any(m.rpm or m.tpm for m in p.models) for p in config.providers
+            ),
         )
         event_writer.on_folded = self._shared.on_folded
         self._shared.prime(_log_tail(self._store, projections.position))

@@ -24,7 +24,8 @@ Sections (each one a key of the JSON written to ``--json-out``):
   and idle CPU of a started runtime (both in a fresh subprocess).
 - ``shared``: three daemon processes (``python -m routeledger._daemon``) on one SQLite log:
   the time for a failure seen by one daemon to steer the others, and for every daemon's
-  live figures to agree after a burst (no ``flush()``).
+  live figures to agree after a burst (no ``flush()``); with ``--postgres URL``, the same
+  with four daemons on a PostgreSQL log (a schema of its own per round), next to them.
 - ``start_1m``: ``Runtime.start`` on a 1,000,000-event log (built once, batched appends) in a
   fresh subprocess: without a snapshot (a fold of the whole log), with the snapshot its close
   wrote, and with one ``log.snapshot_every`` - 1 events behind; and ``replay`` rates with and
@@ -1236,7 +1237,7 @@ def bench_whatif_1m(scale: Scale, url: str, bad_url: str, work: Path) -> dict[st
 class _Daemon:
     """One ``python -m routeledger._daemon`` process on a shared log, driven by JSON lines."""
 
-    def __init__(self, log: Path, config: RuntimeConfig) -> None:
+    def __init__(self, log: Path | str, config: RuntimeConfig) -> None:
         encoded = msgspec.json.encode(msgspec.to_builtins(config, enc_hook=str)).decode()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "routeledger._daemon", "--db", str(log), "--config", encoded],
@@ -1288,53 +1289,78 @@ def _acquainted(group: list[_Daemon], timeout: float = 10.0) -> None:
             time.sleep(0.01)
 
 
-def bench_shared(scale: Scale, url: str, bad_url: str, work: Path) -> dict[str, Any]:
-    """Measure three daemon processes sharing one SQLite log (a fresh log each round).
+def bench_shared(
+    scale: Scale, url: str, bad_url: str, work: Path, pg_url: str | None = None
+) -> dict[str, Any]:
+    """Measure three daemon processes sharing one SQLite log (a fresh log each round), and
+    with ``pg_url`` four sharing PostgreSQL (a fresh schema each round) under ``postgres``.
 
     - ``steer_ms``: a provider that answers 503 (preferred) fails for daemon A alone; the
       time from A's last failed call until every other daemon routes away from it.
     - ``agree_ms``: after each daemon sent a burst of requests, the time until every daemon's
       live figures are equal and count every request, with no ``flush()`` (the followers
-      polling the log every 25 ms do it).
+      polling the log every 25 ms, or woken by PostgreSQL's notifications, do it).
     """
     config = RuntimeConfig(
         providers=[provider("failing", bad_url, priority=10), provider("healthy", url)],
         health=HealthConfig(failure_threshold=3),
     )
-    steer: list[float] = []
-    agree: list[float] = []
     burst = max(10, scale.failover_pairs // 2)
-    for r in range(scale.failover_rounds):
-        group = [_Daemon(work / f"shared-{r}.sqlite", config) for _ in range(3)]
-        try:
-            _acquainted(group)
-            first, others = group[0], group[1:]
-            first.ask("burst", n=3, preferred="failing", model=MODEL.name)
-            done = time.perf_counter()
-            for daemon in others:
-                while daemon.ask("route", model=MODEL.name)["provider"] == "failing":
-                    time.sleep(0.002)
-            steer.append((time.perf_counter() - done) * 1000)
-            for daemon in group:
-                daemon.send("burst", n=burst, threads=4, model=MODEL.name)
-            sent = sum(daemon.read()["ok"] for daemon in group) + 3
-            done = time.perf_counter()
-            while True:
-                figures = [daemon.ask("metrics") for daemon in group]
-                counted = sum(m["requests"] for m in figures[0].values())
-                if counted >= sent and all(f == figures[0] for f in figures):
-                    break
-                time.sleep(0.002)
-            agree.append((time.perf_counter() - done) * 1000)
-        finally:
-            for daemon in group:
-                daemon.close()
-    return {
+
+    @contextlib.contextmanager
+    def sqlite_log(r: int) -> Iterator[str]:
+        yield str(work / f"shared-{r}.sqlite")
+
+    steer, agree = _shared_rounds(scale, config, sqlite_log, 3, burst)
+    out: dict[str, Any] = {
         "daemons": 3,
         "burst_per_daemon": burst,
         "steer_ms": summary(steer),
         "agree_ms": summary(agree),
     }
+    if pg_url is not None:
+        steer, agree = _shared_rounds(scale, config, lambda r: pg_schema(pg_url), 4, burst)
+        out["postgres"] = {"daemons": 4, "steer_ms": summary(steer), "agree_ms": summary(agree)}
+    return out
+
+
+def _shared_rounds(
+    scale: Scale,
+    config: RuntimeConfig,
+    fresh_log: Callable[[int], contextlib.AbstractContextManager[str]],
+    daemons: int,
+    burst: int,
+) -> tuple[list[float], list[float]]:
+    """Run the shared section's rounds on ``daemons`` daemons; return (steer, agree) in ms."""
+    steer: list[float] = []
+    agree: list[float] = []
+    for r in range(scale.failover_rounds):
+        with fresh_log(r) as log:
+            group = [_Daemon(log, config) for _ in range(daemons)]
+            try:
+                _acquainted(group)
+                first, others = group[0], group[1:]
+                first.ask("burst", n=3, preferred="failing", model=MODEL.name)
+                done = time.perf_counter()
+                for daemon in others:
+                    while daemon.ask("route", model=MODEL.name)["provider"] == "failing":
+                        time.sleep(0.002)
+                steer.append((time.perf_counter() - done) * 1000)
+                for daemon in group:
+                    daemon.send("burst", n=burst, threads=4, model=MODEL.name)
+                sent = sum(daemon.read()["ok"] for daemon in group) + 3
+                done = time.perf_counter()
+                while True:
+                    figures = [daemon.ask("metrics") for daemon in group]
+                    counted = sum(m["requests"] for m in figures[0].values())
+                    if counted >= sent and all(f == figures[0] for f in figures):
+                        break
+                    time.sleep(0.002)
+                agree.append((time.perf_counter() - done) * 1000)
+            finally:
+                for daemon in group:
+                    daemon.close()
+    return steer, agree
 
 
 # --- the report -----------------------------------------------------------------------------
@@ -1626,6 +1652,11 @@ def build_rows(results: dict[str, Any], scale: Scale) -> list[Row]:
         add("3 daemons, one SQLite log: failure steers others", sh["steer_ms"], "ms", "< 1000 ms",
             sh["steer_ms"]["median"] < 1000)  # fmt: skip
         add("3 daemons: figures agree after a burst", sh["agree_ms"], "ms")
+        shp = sh.get("postgres")
+        if isinstance(shp, dict):
+            add("4 daemons, one PostgreSQL log: failure steers others", shp["steer_ms"], "ms",
+                "< 1000 ms", shp["steer_ms"]["median"] < 1000)  # fmt: skip
+            add("4 daemons, PostgreSQL: figures agree after a burst", shp["agree_ms"], "ms")
     return rows
 
 
@@ -1784,7 +1815,7 @@ def main(argv: list[str] | None = None) -> int:
             "start_1m": lambda: bench_start_1m(scale, url, bad_url, work),
             "whatif_1m": lambda: bench_whatif_1m(scale, url, bad_url, work),
             "postgres": lambda: bench_postgres(scale, url, args.postgres, work),
-            "shared": lambda: bench_shared(scale, url, bad_url, work),
+            "shared": lambda: bench_shared(scale, url, bad_url, work, args.postgres or None),
         }
         for name in sections:
             t0 = time.perf_counter()

@@ -11,7 +11,7 @@ file, and :class:`PostgresStore` in a PostgreSQL database shared by several daem
 from __future__ import annotations
 
 from routeledger.store._base import EventStore, Projection, StoredEvent
-from routeledger.store._gaps import forget_gaps, gaps_path, save_gap, take_gaps
+from routeledger.store._gaps import forget_gaps, gap_base, gaps_path, save_gap, take_gaps
 from routeledger.store._mapper import EventNotStorable, EventRow, event_to_row, row_to_event
 from routeledger.store._memory import MemoryStore
 from routeledger.store._open import open_store, shown_target
@@ -41,6 +41,7 @@ __all__ = [
     "StoredSnapshot",
     "event_to_row",
     "forget_gaps",
+    "gap_base",
     "gaps_path",
     "is_postgres_url",
     "load_snapshot",

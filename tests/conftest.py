@@ -26,6 +26,12 @@ def _stop_actors() -> Iterator[None]:
     pykka.ActorRegistry.stop_all(block=True, timeout=10)
 
 
+@pytest.fixture(autouse=True)
+def _local_gaps_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the gaps of URL logs (PostgreSQL) in the test's tmp dir, never in ``~``."""
+    monkeypatch.setenv("ROUTELEDGER_GAPS_DIR", str(tmp_path / "state"))
+
+
 @pytest.fixture
 def fake() -> Iterator[FakeProvider]:
     """Run one healthy fake provider (seed 0)."""

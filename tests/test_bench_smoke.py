@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
-SECTIONS = ("overhead", "throughput", "streaming", "failover", "event_log", "footprint")
+SECTIONS = ("overhead", "throughput", "streaming", "failover", "event_log", "footprint", "shared")
 
 
 def test_bench_quick_tiny_writes_every_section(tmp_path: Path) -> None:
@@ -41,6 +41,7 @@ def test_bench_quick_tiny_writes_every_section(tmp_path: Path) -> None:
         set(report["event_log"])
     )
     assert {"import_s", "start_10_providers_s", "rss", "idle_cpu_pct"} <= set(report["footprint"])
+    assert {"steer_ms", "agree_ms"} <= set(report["shared"])
     figures = {row["figure"] for row in report["table"]}
     assert "overhead p50" in figures
     assert all({"value", "spread", "target", "passed"} <= set(row) for row in report["table"])

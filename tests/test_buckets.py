@@ -16,7 +16,16 @@ from routeledger.actors._buckets import (
     TokenBucket,
     parse_rate_headers,
 )
-from routeledger.events import ConfigError, Message, ModelSpec, ProviderConfig, Request
+from routeledger.events import (
+    AttemptFailed,
+    AttemptStarted,
+    AttemptSucceeded,
+    ConfigError,
+    Message,
+    ModelSpec,
+    ProviderConfig,
+    Request,
+)
 from routeledger.events import RuntimeConfig as Config
 from routeledger.sim import SimBehaviour, Simulation, scenario_from_dict
 
@@ -107,6 +116,46 @@ def test_an_estimate_too_high_is_given_back_when_the_usage_is_known() -> None:
     limits.take("a", spec, 1000, 0.0)
     limits.settle("a", spec, estimated=1000, used=400, now=0.0)
     assert limits.headroom("a", spec, 600, 0.0).wait_s == 0.0
+
+
+def test_other_runtimes_attempts_are_charged_then_settled_to_their_usage() -> None:
+    """A peer's attempt.started takes a request and its tokens; its success gives back the
+    estimate's excess; one that does not say its tokens is charged the fallback estimate."""
+    limits = RateLimits([_provider("a", rpm=3, tpm=1000)], now=0.0)
+    spec = ModelSpec(name=MODEL)
+
+    def started(rid: str, tokens: int) -> AttemptStarted:
+        return AttemptStarted(
+            ts=0.0, request_id=rid, attempt=1, provider="a", model=MODEL, tokens=tokens
+        )
+
+    limits.charge_peers([started("r1", 600)], 0.0, lambda p, m: 300)
+    assert limits.headroom("a", spec, 500, 0.0).wait_s > 0  # 400 tokens left
+    done = AttemptSucceeded(
+        ts=0.0, request_id="r1", attempt=1, provider="a", model=MODEL, latency_ms=1.0,
+        input_tokens=50, output_tokens=50,
+    )  # fmt: skip
+    limits.charge_peers([done], 0.0, lambda p, m: 300)
+    assert limits.headroom("a", spec, 900, 0.0).wait_s == 0.0  # 500 given back
+    limits.charge_peers([started("r2", 0)], 0.0, lambda p, m: 300)  # an older runtime's
+    assert limits.headroom("a", spec, 601, 0.0).wait_s > 0  # 900 - 300 = 600 left
+    failed = AttemptFailed(
+        ts=0.0, request_id="r2", attempt=1, provider="a", model=MODEL, error="Timeout"
+    )
+    limits.charge_peers([failed], 0.0, lambda p, m: 300)  # a failure keeps its charge
+    assert limits.headroom("a", spec, 600, 0.0).wait_s == 0.0
+    room = limits.headroom("a", spec, 1, 0.0)  # two requests taken of three
+    limits.take("a", spec, 1, 0.0)
+    assert room.wait_s == 0.0 and limits.headroom("a", spec, 1, 0.0).wait_s > 0
+
+
+def test_attempts_of_providers_without_limits_are_not_charged() -> None:
+    """A peer's attempt on a provider with no rpm/tpm changes nothing (and is not kept)."""
+    limits = RateLimits([_provider("a", rpm=1), _provider("b")], now=0.0)
+    event = AttemptStarted(ts=0.0, request_id="r", attempt=1, provider="b", model=MODEL)
+    limits.charge_peers([event], 0.0, lambda p, m: 1)
+    assert limits.headroom("a", ModelSpec(name=MODEL), 1, 0.0).wait_s == 0.0
+    assert not limits._peer_attempts
 
 
 def test_resumed_attempts_leave_the_buckets_where_the_last_minute_left_them() -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from support import wait_for
 
-from routeledger import HealthConfig, RuntimeConfig, replay
+from routeledger import FailoverConfig, HealthConfig, RuntimeConfig, replay
 from routeledger.events import CircuitStateChanged, DaemonHeartbeat
 from routeledger.store import open_store
 from routeledger.testing import Behaviour, FakeProvider
@@ -212,3 +213,62 @@ def test_a_follower_s_probe_through_a_half_open_circuit_closes_it_for_every_daem
         assert follower.ask("burst", n=1)["ok"] == 1  # the probe
         for d in group:
             wait_for(lambda d=d: d.ask("health")["flaky"] == "closed", "the recovery", 1.0)  # type: ignore[misc]
+
+
+PROVIDER_RPM = 20
+"""The fake provider's own requests per minute in the rate-limit tests, and the router's."""
+
+RPM_BEHAVIOUR = Behaviour(rpm=PROVIDER_RPM, latency_ms=150)
+"""Slow enough that a burst's requests are all sent before the first answer's rate-limit
+headers could tell a daemon what the provider has left."""
+
+
+def rpm_config(fake: FakeProvider, config_for: Callable[..., RuntimeConfig]) -> RuntimeConfig:
+    """Return a configuration with the provider's own rpm, one attempt and a short deadline
+    (a request without headroom is refused at once instead of waiting minutes)."""
+    return config_for(
+        {"a": fake},
+        per_provider={"a": {"rpm": PROVIDER_RPM}},
+        failover=FailoverConfig(max_attempts=1, default_deadline_s=1.0),
+        health=HealthConfig(enabled=False),
+    )
+
+
+def one_after_another(group: list[Daemon], n: int) -> list[dict[str, Any]]:
+    """Let each daemon in turn send ``n`` concurrent requests, every daemon folding the log
+    between turns; return their answers."""
+    answers = []
+    for d in group:
+        answers.append(d.ask("burst", n=n, threads=n))
+        settle_all(group)
+    return answers
+
+
+def test_rpm_buckets_hold_across_daemons_the_provider_refuses_nothing(
+    daemons: Starter, config_for: Callable[..., RuntimeConfig]
+) -> None:
+    """Three daemons, each under the provider's rpm, together over it: no 429 at the provider."""
+    with FakeProvider(RPM_BEHAVIOUR, seed=13) as fake:
+        group = daemons(rpm_config(fake, config_for), 3)
+        acquainted(group)
+        answers = one_after_another(group, 8)
+        assert fake.stats.statuses[429] == 0
+        assert sum(a["ok"] for a in answers) <= PROVIDER_RPM + 1  # one refill, at most
+        assert answers[2]["failed"] > 0  # the third daemon knew the others spent the minute
+
+
+def test_rpm_buckets_of_daemons_on_separate_logs_overrun_the_provider(
+    tmp_path: Path, config_for: Callable[..., RuntimeConfig]
+) -> None:
+    """The control: three daemons on three logs each spend the whole rpm; the provider 429s."""
+    from shared_support import start_daemons  # a plugin here: imported once pytest has it
+
+    with FakeProvider(RPM_BEHAVIOUR, seed=14) as fake:
+        config = rpm_config(fake, config_for)
+        group = [start_daemons(str(tmp_path / f"{i}.sqlite"), [config])[0] for i in range(3)]
+        try:
+            one_after_another(group, 8)
+        finally:
+            for d in group:
+                d.stop()
+        assert fake.stats.statuses[429] > 0

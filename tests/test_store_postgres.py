@@ -424,6 +424,69 @@ def test_a_server_restart_mid_run_loses_nothing_acknowledged(
         assert rt.get_metrics() == replay(url).metrics
 
 
+def test_events_unwritten_at_close_with_the_server_down_are_a_gap_at_the_next_start(
+    url: str, fake: Any, config_for: Any, req: Any, tmp_path: Path
+) -> None:
+    """Closed while the server is down: the lost events are kept as a gap in the local state
+    dir, which the next start on that URL records in the log, once."""
+    from routeledger.events import EventsDropped
+
+    state = tmp_path / "state"  # ROUTELEDGER_GAPS_DIR (tests/conftest.py)
+    cfg = config_for({"a": fake})
+    rt = Runtime.start(cfg, event_log=url)
+    try:
+        rt.complete(req())
+        rt.flush()
+        stop_server()
+        rt.complete(req())  # its events wait in the buffer
+    finally:
+        try:
+            report = rt.close(grace_s=0.2)
+        finally:
+            start_server()
+    assert report.unwritten_events > 0
+    assert report.gap_kept
+    [kept] = list(state.iterdir())
+    assert kept.name.startswith("pg-") and kept.name.endswith("-gaps.json")
+    with Runtime.start(cfg, event_log=url) as again:
+        again.flush()
+    assert not list(state.iterdir())  # recorded, then forgotten
+    gaps = [e for _, e in replay_events(url) if isinstance(e, EventsDropped)]
+    assert [g.count for g in gaps] == [report.unwritten_events]
+    assert "not written before the runtime closed" in gaps[0].reason
+
+
+def test_a_url_logs_gaps_are_named_by_its_url_without_the_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two passwords, one gaps file; ROUTELEDGER_GAPS_DIR, else XDG_STATE_HOME, places it."""
+    from types import SimpleNamespace
+
+    from routeledger.store import gap_base
+    from routeledger.store._pgerrors import shown_url
+
+    def base(url: str) -> str | None:
+        return gap_base(SimpleNamespace(url=shown_url(url)))
+
+    one, two = (f"postgresql://u:{pw}@127.0.0.1:5/db" for pw in ("s3cret-one", "s3cret-two"))
+    assert base(one) == base(two) != base("postgresql://u:x@127.0.0.1:5/other")
+    assert base(one) == str(tmp_path / "state" / Path(str(base(one))).name)
+    assert "s3cret" not in str(base(one))
+    monkeypatch.delenv("ROUTELEDGER_GAPS_DIR")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert str(base(one)).startswith(str(tmp_path / "xdg" / "routeledger" / "pg-"))
+    assert gap_base(SimpleNamespace()) is None  # a log in memory keeps no gaps
+
+
+def replay_events(url: str) -> list[tuple[int, Any]]:
+    """Return every (position, event) of the log at ``url``."""
+    s = PostgresStore(url, readonly=True)
+    try:
+        return list(s.read())
+    finally:
+        s.close()
+
+
 # --- following the log -----------------------------------------------------------------------
 
 
@@ -581,27 +644,22 @@ def test_strict_mode_holds_max_concurrency_in_total_at_the_provider(
 ) -> None:
     """Two runtimes (two daemons' sessions), max_concurrency=2: at most 2 at the provider.
 
-    The configuration field comes with the lease mode (``shared_concurrency``); a subclass
-    adds it here. The control, the same load without it, goes above 2.
+    The control, the same load with ``shared_concurrency="local"`` (each runtime alone),
+    goes above 2.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    import msgspec
-
-    from routeledger import FailoverConfig, RuntimeConfig
+    from routeledger import FailoverConfig
     from routeledger.testing import Behaviour, FakeProvider
-
-    class Strict(RuntimeConfig, kw_only=True):
-        shared_concurrency: str = "strict"
 
     def peak(strict: bool) -> int:
         with FakeProvider(Behaviour(latency_ms=40), seed=0) as fake:
-            base = config_for(
+            cfg = config_for(
                 {"a": fake},
                 per_provider={"a": {"max_concurrency": 2}},
                 failover=FailoverConfig(queue_timeout_s=5.0),
+                shared_concurrency="strict" if strict else "local",
             )
-            cfg = Strict(**msgspec.structs.asdict(base)) if strict else base
             with (
                 Runtime.start(cfg, event_log=url, active_health_checks=False) as one,
                 Runtime.start(cfg, event_log=url, active_health_checks=False) as two,

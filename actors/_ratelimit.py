@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from routeledger.events import ProviderRateLimited, RateLimited
+from routeledger.events import ProviderRateLimited, ProviderUnavailable, RateLimited
 
 if TYPE_CHECKING:
     from routeledger.actors._messages import Outcome
@@ -71,13 +71,18 @@ class RateLimitMarks:
 
     @staticmethod
     def marked(outcome: Outcome, now: float) -> ProviderRateLimited | None:
-        """Return the event an attempt's outcome calls for (a rate limit that says how long).
+        """Return the event an attempt's outcome calls for (a refusal that says how long).
 
-        The wait is taken from the error's ``retry_after_s`` (``Retry-After``,
-        ``retry-after-ms`` or a reset header), capped at :data:`MAX_MARK_S`.
+        A 429, and a 503 with ``Retry-After`` (RFC 9110: how long the service expects to be
+        unavailable), speak for the whole provider. The wait is taken from the error's
+        ``retry_after_s`` (``Retry-After``, ``retry-after-ms`` or a reset header), capped at
+        :data:`MAX_MARK_S`.
         """
         error = outcome.error
-        if not isinstance(error, RateLimited) or error.retry_after_s is None:
+        says_wait = isinstance(error, RateLimited) or (
+            isinstance(error, ProviderUnavailable) and error.status == 503
+        )
+        if not says_wait or error is None or error.retry_after_s is None:
             return None
         wait = min(max(0.0, error.retry_after_s), MAX_MARK_S)
         if wait <= 0:

@@ -64,6 +64,7 @@ from routeledger.events import (
     ProviderDisabled,
     ProviderFailed,
     ProviderRestarted,
+    RateLimited,
     RequestError,
     Requirements,
     RouteDecided,
@@ -953,8 +954,10 @@ class Router:
             if self.spend.active:
                 self.spend.release(outcome.request_id, outcome.attempt)
             events.append(_recording.attempt_event(outcome, ts=ts))
-            # With several keys a 429 rests only its key (the KeyRing), not the provider.
-            marked = None if outcome.provider in self.keys else self.marks.marked(outcome, ts)
+            # With several keys a 429 rests only its key (the KeyRing), not the provider; a
+            # 503's Retry-After speaks for the provider whichever key was used.
+            key_rests = outcome.provider in self.keys and isinstance(outcome.error, RateLimited)
+            marked = None if key_rests else self.marks.marked(outcome, ts)
             if marked is not None:
                 self.marks.apply(marked)
                 events.append(marked)

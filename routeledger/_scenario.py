@@ -102,7 +102,7 @@ class SimBehaviour(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     stream_break_rate: float = 0.0
     """The share of streams that break after their first chunk."""
     fail_retry_after_s: float | None = None
-    """``Retry-After`` of a ``fail_status`` failure (a 429's)."""
+    """``Retry-After`` of a ``fail_status`` failure (a 429's or a 5xx's)."""
     phases: list[Phase] = []
     """A recorded trace: piecewise behaviour over time (see :func:`behaviour_at`)."""
     rpm: int | None = None

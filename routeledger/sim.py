@@ -642,7 +642,10 @@ def _error_for(status: int, provider: str, *, retry_after: float | None) -> Prov
         return AuthenticationError("unauthorized", provider=provider, status=status)
     if 400 <= status < 500 and status not in (408, 409):
         return BadRequest("bad request", provider=provider, status=status)
-    return ProviderUnavailable(f"status {status}", provider=provider, status=status)
+    # Like the wire: a 5xx may say when to come back (a 503's speaks for the whole provider).
+    return ProviderUnavailable(
+        f"status {status}", provider=provider, status=status, retry_after_s=retry_after
+    )
 
 
 def simulate(

@@ -20,6 +20,7 @@ from routeledger import (
     Message,
     ModelSpec,
     ProviderConfig,
+    ProviderUnavailable,
     RateLimited,
     Request,
     Runtime,
@@ -214,6 +215,17 @@ def test_only_a_rate_limit_that_says_how_long_marks_the_provider() -> None:
     assert huge is not None and huge.until == 100.0 + MAX_MARK_S
 
 
+def test_a_503_that_says_how_long_marks_the_provider_and_other_5xx_do_not() -> None:
+    """A 503 with ``Retry-After`` speaks for the provider (RFC 9110); a 500 or 502 with one not."""
+    unavailable = ProviderUnavailable("503", status=503, retry_after_s=3.0)
+    event = RateLimitMarks.marked(outcome(unavailable), 100.0)
+    assert event is not None and (event.until, event.retry_after_s) == (103.0, 3.0)
+    assert RateLimitMarks.marked(outcome(ProviderUnavailable("503", status=503)), 100.0) is None
+    for status in (500, 502):
+        other = ProviderUnavailable(str(status), status=status, retry_after_s=3.0)
+        assert RateLimitMarks.marked(outcome(other), 100.0) is None
+
+
 # --- the simulation: the router skips, then waits for, a rate-limited provider -----------------
 
 
@@ -387,6 +399,31 @@ def test_a_restarted_runtime_still_skips_a_provider_rate_limited_before_it_stopp
     ]
     assert decided[0].excluded == {"a": "rate limited for 15 s more (provider-wide)"}
     assert event_tag(limited("a", 1.0)) == "provider.rate_limited"
+
+
+def test_a_503_with_retry_after_keeps_other_requests_away_from_the_provider(
+    tmp_path: Path,
+) -> None:
+    """``a`` answers 503 ``Retry-After: 20``: ``b`` serves, and the next request skips ``a``."""
+    db = tmp_path / "log.sqlite"
+    with (
+        FakeProvider(Behaviour(status=503, retry_after="20")) as a,
+        FakeProvider(Behaviour()) as b,
+    ):
+        cfg = config(("a", a), ("b", b), failover=no_backoff())
+        with Runtime.start(cfg, event_log=db, active_health_checks=False) as rt:
+            first = rt.complete(request())
+            second = rt.complete(request())
+            rt.flush()
+        assert (first.provider, first.attempts, second.provider, second.attempts) == (
+            "b",
+            2,
+            "b",
+            1,
+        )
+        assert a.stats.requests == 1
+    (mark,) = [e for e in events_of(db) if isinstance(e, ProviderRateLimited)]
+    assert (mark.provider, mark.retry_after_s) == ("a", 20.0)
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])

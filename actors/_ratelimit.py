@@ -48,10 +48,13 @@ class RateLimitMarks:
     it takes no lock.
     """
 
-    __slots__ = ("_until",)
+    __slots__ = ("_until", "latest")
 
     def __init__(self, events: Iterable[ProviderRateLimited] = ()) -> None:
         self._until: dict[str, float] = {}
+        self.latest = float("-inf")
+        """The latest time any provider is marked until: past it, no provider is marked
+        (the router's check of every candidate is skipped)."""
         for event in events:
             self.apply(event)
 
@@ -59,6 +62,7 @@ class RateLimitMarks:
         """Fold one event: the later of the two times wins (so order does not matter)."""
         if event.until > self._until.get(event.provider, float("-inf")):
             self._until[event.provider] = event.until
+            self.latest = max(self.latest, event.until)
 
     def until(self, provider: str) -> float | None:
         """Return the wall-clock time ``provider`` is rate-limited until, if ever marked."""

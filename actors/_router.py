@@ -104,6 +104,8 @@ class _Scope(NamedTuple):
     exclude: list[str]
     needed_tokens: int = 0
     """The estimated prompt plus the output asked for: what a context window must hold."""
+    input_tokens: int = 0
+    """The estimated prompt (estimated once per decision: it reads every message)."""
 
 
 class _Candidates(NamedTuple):
@@ -395,7 +397,7 @@ class Router:
         scope = self._scope(query)
         now = self.clock.monotonic()
         preferred = self._preferences(query)
-        snap = self._snapshot(request, scope.model, any_model, now)
+        snap = self._snapshot(request, scope.model, any_model, now, scope.input_tokens)
 
         fallback_from: str | None = None
 
@@ -590,6 +592,8 @@ class Router:
         (a decision only, ``reserve=False``, never waits).
         """
         now = self._now()
+        if self.marks.latest <= now:
+            return kept, {}
         cap = self.config.failover.max_retry_after_s
         rest: list[str] = []
         limited: dict[str, float] = {}
@@ -696,7 +700,7 @@ class Router:
         request = query.request
         for model in self.config.fallbacks.get(scope.model, ()):
             fb_scope = scope._replace(model=model)
-            snap = self._snapshot(request, model, False, now)
+            snap = self._snapshot(request, model, False, now, scope.input_tokens)
             found = self._candidates(query, fb_scope, snap, banned, over)
             if found.error is not None:
                 continue
@@ -778,6 +782,7 @@ class Router:
         if req.max_latency_ms is not None and not req.max_latency_ms > 0:
             raise RequestError(f"max_latency_ms must be > 0, got {req.max_latency_ms!r}")
         pool_name = query.pool or req.pool
+        input_tokens = request.estimated_input_tokens()
         pool = None
         if pool_name is not None:
             pool = self.pools.get(pool_name)
@@ -794,7 +799,8 @@ class Router:
             pool_name=pool_name,
             strategy=pool.strategy if pool is not None else self.config.strategy,
             exclude=list(req.exclude_providers),
-            needed_tokens=request.estimated_input_tokens() + (request.max_tokens or 0),
+            needed_tokens=input_tokens + (request.max_tokens or 0),
+            input_tokens=input_tokens,
         )
 
     def _preferences(self, query: RouteQuery) -> list[str]:
@@ -811,11 +817,10 @@ class Router:
         return preferred
 
     def _snapshot(
-        self, request: Request, model: str, any_model: bool, now: float
+        self, request: Request, model: str, any_model: bool, now: float, input_tokens: int
     ) -> _ProviderViews:
         """Gather what filtering and ranking read of every provider, once per decision."""
         snap = _ProviderViews([], {}, {}, {})
-        input_tokens = request.estimated_input_tokens()
         for name, p in self.providers.items():
             spec = p.config.model(model)
             if spec is None and any_model:

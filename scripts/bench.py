@@ -33,6 +33,9 @@ Sections (each one a key of the JSON written to ``--json-out``):
 - ``whatif_1m`` (only with ``--only``: about a minute): ``routeledger.whatif`` on logs of
   50,000 and 1,000,000 synthetic events in a fresh subprocess: time and peak RSS, which
   should stay flat.
+- ``products_1m`` (only with ``--only``: about a minute): ``routeledger ab``, ``report`` and
+  ``export`` (CSV and JSON lines) on logs of 100,000 and 1,000,000 events of one A/B test, each
+  in a fresh subprocess: time and peak RSS, which should stay flat.
 - ``postgres`` (only with ``--postgres URL``, each run in a schema of its own, dropped after):
   events/s appended by 4 writer processes sharing the log (``PostgresStore.append``, 20 and
   200 events per batch), and ``Runtime.complete`` at concurrency 1 with the log in
@@ -64,6 +67,7 @@ import json
 import math
 import os
 import platform
+import random
 import select
 import shutil
 import signal
@@ -97,7 +101,20 @@ from routeledger import (
 )
 from routeledger.actors._writer import Append, EventWriter, Flush, LogWriterActor
 from routeledger.actors.wire._openai import build_payload
-from routeledger.events import Event, HealthProbed
+from routeledger.events import (
+    ABMetricsRecorded,
+    ABTestCreated,
+    ABVariantAssigned,
+    AttemptFailed,
+    AttemptStarted,
+    AttemptSucceeded,
+    Event,
+    HealthProbed,
+    RequestCompleted,
+    RequestFailed,
+    RequestReceived,
+    RouteDecided,
+)
 from routeledger.store import SQLiteStore
 
 MODEL = ModelSpec(name="bench-model", input_per_mtok=0.15, output_per_mtok=0.60)
@@ -1231,6 +1248,106 @@ def bench_whatif_1m(scale: Scale, url: str, bad_url: str, work: Path) -> dict[st
     return result
 
 
+PRODUCT_CHILD = """
+import contextlib, io, json, sys, time
+from routeledger.cli import main
+def hwm_kib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+base = hwm_kib()
+start = time.perf_counter()
+with contextlib.redirect_stdout(io.StringIO()):
+    status = main(sys.argv[1:])
+print(json.dumps({"seconds": time.perf_counter() - start, "base_kib": base,
+                  "peak_kib": hwm_kib(), "status": status}))
+"""
+
+PRODUCTS = {
+    "ab": ["ab", "--db", "{db}", "--json"],
+    "report": ["report", "--db", "{db}", "-o", "{out}.html", "--no-progress"],
+    "export csv": ["export", "--db", "{db}", "--format", "csv", "-o", "{out}.csv"],
+    "export jsonl": ["export", "--db", "{db}", "--format", "jsonl", "-o", "{out}.jsonl"],
+}
+"""The replay products of issue 14, as their commands run them (output to a file)."""
+
+
+def ab_events(count: int) -> Iterator[Event]:
+    """Yield about ``count`` events of requests split by one A/B test between two providers.
+
+    Each request is 7 events (received, assigned, decided, started, ended twice, the A/B
+    metric), one in twenty failed, one request per 50 ms from a fixed origin: the shape a
+    long-running experiment leaves in a log.
+    """
+    rng = random.Random(1)
+    t0 = 1_764_770_000.0
+    yield ABTestCreated(ts=t0, name="ab", variant_a="p0", variant_b="p1", split_ratio=0.5)
+    for i in range(max(0, count - 1) // 7):
+        ts, rid = t0 + i * 0.05, f"r{i:08d}"
+        variant, provider_ = ("A", "p0") if rng.random() < 0.5 else ("B", "p1")
+        latency, failed = rng.lognormvariate(4, 0.5), rng.random() < 0.05
+        same = {"ts": ts, "request_id": rid}
+        yield RequestReceived(**same, model="m", ab_test="ab")
+        yield ABVariantAssigned(
+            **same, test="ab", variant=variant, provider=provider_, probability=0.5
+        )
+        yield RouteDecided(
+            **same, strategy="round-robin", candidates=["p0", "p1"], chosen=provider_
+        )
+        yield AttemptStarted(**same, attempt=1, provider=provider_, model="m")
+        if failed:
+            yield AttemptFailed(
+                **same, attempt=1, provider=provider_, model="m",
+                error="ProviderUnavailable", latency_ms=latency,
+            )  # fmt: skip
+            yield RequestFailed(**same, model="m", error="AllProvidersFailed", latency_ms=latency)
+        else:
+            yield AttemptSucceeded(
+                **same, attempt=1, provider=provider_, model="m", latency_ms=latency,
+                cost=0.0001, output_tokens=20,
+            )  # fmt: skip
+            yield RequestCompleted(
+                **same, provider=provider_, model="m", attempts=1, latency_ms=latency,
+                cost=0.0001,
+            )  # fmt: skip
+        yield ABMetricsRecorded(
+            **same, test="ab", variant=variant, latency_ms=latency,
+            cost=None if failed else 0.0001, error=failed, source="auto",
+        )  # fmt: skip
+
+
+def bench_products_1m(scale: Scale, work: Path) -> dict[str, Any]:
+    """Measure ``ab``, ``report`` and ``export`` on a short and a long log: time, peak RSS."""
+    result: dict[str, Any] = {}
+    for label, n in (("small", scale.start_log_events // 10), ("large", scale.start_log_events)):
+        path = work / f"products-{label}.sqlite"
+        store = SQLiteStore(path, synchronous="OFF")
+        try:
+            events = ab_events(n)
+            while chunk := list(itertools.islice(events, 10_000)):
+                store.append(chunk)
+            written = store.last_position()
+        finally:
+            store.close()
+        runs: dict[str, Any] = {"events": written}
+        for product, argv in PRODUCTS.items():
+            out = work / f"products-{label}"
+            args = [a.format(db=path, out=out) for a in argv]
+            child = subprocess.run(
+                [sys.executable, "-c", PRODUCT_CHILD, *args],
+                capture_output=True,
+                text=True,
+                timeout=CHILD_TIMEOUT_S,
+                check=True,
+            )
+            runs[product] = json.loads(child.stdout.strip().splitlines()[-1])
+        for leftover in work.glob(f"products-{label}*"):
+            leftover.unlink()
+        result[label] = runs
+    return result
+
+
 # --- 8. several daemons on one SQLite log -----------------------------------------------------
 
 
@@ -1638,6 +1755,14 @@ def build_rows(results: dict[str, Any], scale: Scale) -> list[Row]:
             size = f"{run['events']:,}-event log"
             add(f"whatif, {size}", summary([run["seconds"]]), "s")
             add(f"whatif peak RSS, {size}", summary([run["peak_kib"] / 1024]), "MB")
+    pr = results.get("products_1m")
+    if isinstance(pr, dict) and "large" in pr:
+        for run in (pr["small"], pr["large"]):
+            size = f"{run['events']:,}-event log"
+            for product in PRODUCTS:
+                add(f"{product}, {size}", summary([run[product]["seconds"]]), "s")
+                add(f"{product} peak RSS, {size}",
+                    summary([run[product]["peak_kib"] / 1024]), "MB")  # fmt: skip
     pg = results.get("postgres")
     if isinstance(pg, dict) and "pg_p50_ms" in pg:
         for size in (20, 200):
@@ -1747,8 +1872,8 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         default="",
         help="comma-separated sections to run (overhead, overhead_5ms, throughput, streaming, "
-        "failover, event_log, footprint, start_1m, whatif_1m, postgres, shared); default all "
-        "but whatif_1m and postgres",
+        "failover, event_log, footprint, start_1m, whatif_1m, products_1m, postgres, shared); "
+        "default all but whatif_1m, products_1m and postgres",
     )
     parser.add_argument(
         "--postgres",
@@ -1814,6 +1939,7 @@ def main(argv: list[str] | None = None) -> int:
             "footprint": lambda: bench_footprint(scale, url, work),
             "start_1m": lambda: bench_start_1m(scale, url, bad_url, work),
             "whatif_1m": lambda: bench_whatif_1m(scale, url, bad_url, work),
+            "products_1m": lambda: bench_products_1m(scale, work),
             "postgres": lambda: bench_postgres(scale, url, args.postgres, work),
             "shared": lambda: bench_shared(scale, url, bad_url, work, args.postgres or None),
         }

@@ -46,3 +46,23 @@ def test_bench_quick_tiny_writes_every_section(tmp_path: Path) -> None:
     assert "overhead p50" in figures
     assert all({"value", "spread", "target", "passed"} <= set(row) for row in report["table"])
     assert "figure" in proc.stdout
+
+
+def test_bench_products_section_runs_every_replay_product(tmp_path: Path) -> None:
+    """`--only products_1m --tiny` runs ab, report and both exports on two logs, each exit 0."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--tiny", "--only", "products_1m", "--json-out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    section = json.loads(out.read_text())["products_1m"]
+    for size in ("small", "large"):
+        runs = section[size]
+        assert runs["events"] > 0
+        for product in ("ab", "report", "export csv", "export jsonl"):
+            assert runs[product]["status"] == 0, (size, product)
+            assert runs[product]["peak_kib"] > 0

@@ -286,13 +286,23 @@ def _iso(ts: float) -> str:
 
 
 def run_tail(args: argparse.Namespace) -> int:
-    """Print events from ``args.from_position`` on; with ``--follow``, wait for more."""
-    import time
+    """Print events from ``args.from_position`` on; with ``--follow``, wait for more.
+
+    Following ends at Ctrl-C. The signal only sets a flag, checked between reads: a
+    ``KeyboardInterrupt`` raised inside a store call could leave the store's lock taken, and
+    the ``close()`` that follows would then wait for it forever.
+    """
+    import signal
+    import threading
 
     from routeledger._replay import open_readonly
 
     store = open_readonly(args.db)
     out = sys.stdout
+    stop = threading.Event()
+    previous = None
+    if args.follow and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
     try:
         next_position = args.from_position
         if next_position < 1:
@@ -306,18 +316,20 @@ def run_tail(args: argparse.Namespace) -> int:
                     out.write(_event_json(position, event) if args.json else _line(position, event))
                 next_position = last + 1
                 out.flush()
-            if not args.follow:
+            if not args.follow or stop.is_set():
                 break
             wait = getattr(store, "wait_for_commit", None)  # PostgreSQL: woken by NOTIFY
             if wait is not None:
                 wait(next_position - 1, 1.0)
-            else:
-                time.sleep(POLL_INTERVAL_S)
+            elif stop.wait(POLL_INTERVAL_S):
+                break
     except KeyboardInterrupt:
-        pass  # Ctrl-C is the normal way to stop following.
+        pass  # Ctrl-C is the normal way to stop following (here: outside the main thread).
     except BrokenPipeError:
         _silence_stdout(out)
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         skipped = store.skipped_unknown
         store.close()
     if skipped:

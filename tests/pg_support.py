@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from urllib.parse import quote
 
-import pytest
+from support import cannot
 
 __all__ = ["fresh_url", "server_url", "start_server", "stop_server", "with_schema"]
 
@@ -29,10 +29,7 @@ def server_url() -> str:
     except ImportError:
         url = None
     if not url:
-        reason = "needs PostgreSQL: run under scripts/with-postgres.sh (and the postgres extra)"
-        if os.environ.get("CI"):
-            pytest.fail(f"under CI this must run: {reason}")
-        pytest.skip(reason)
+        cannot("needs PostgreSQL: run under scripts/with-postgres.sh (and the postgres extra)")
     return url
 
 
@@ -69,10 +66,7 @@ def _pg_ctl(*args: str) -> None:
     data = os.environ.get("ROUTELEDGER_TEST_PG_DATA")
     user = os.environ.get("ROUTELEDGER_TEST_PG_USER", "")
     if not bin_dir or not data:
-        reason = "needs the server started by scripts/with-postgres.sh"
-        if os.environ.get("CI"):
-            pytest.fail(f"under CI this must run: {reason}")
-        pytest.skip(reason)
+        cannot("needs the server started by scripts/with-postgres.sh")
     command = [f"{bin_dir}/pg_ctl", "-D", data, *args]
     if os.geteuid() == 0 and user:
         command = ["runuser", "-u", user, "--", *command]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import shutil
 import stat
 import subprocess
@@ -25,6 +24,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from support import cannot
 
 from routeledger._replay import replay
 from routeledger.cli import main
@@ -33,17 +33,6 @@ from routeledger.store import SQLiteStore
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "v1_log.sqlite"
 NOBODY = 65534
-
-
-def cannot(reason: str) -> None:
-    """Skip a test this machine cannot run; under CI (``CI`` set) fail instead.
-
-    CI runs as root on a machine that can drop privileges and mount a private tmpfs, so
-    there a missing capability is a broken environment, not a reason to pass silently.
-    """
-    if os.environ.get("CI"):
-        pytest.fail(f"under CI this must run: {reason}")
-    pytest.skip(reason)
 
 
 _CHILD = """

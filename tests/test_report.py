@@ -7,7 +7,6 @@ it under CI, where its absence fails the test instead of skipping it).
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import struct
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 import pykka
 import pytest
 from png_support import read_png
+from support import cannot
 
 from routeledger import replay
 from routeledger._cmd_report import Progress, write_report
@@ -53,13 +53,6 @@ SCENARIO = {
         },
     ],
 }
-
-
-def cannot(reason: str) -> None:
-    """Skip a test this machine cannot run; under CI (``CI`` set) fail instead."""
-    if os.environ.get("CI"):
-        pytest.fail(f"under CI this must run: {reason}")
-    pytest.skip(reason)
 
 
 class Page(HTMLParser):

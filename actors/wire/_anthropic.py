@@ -20,6 +20,10 @@ text part (a system message's included), or on a tool, is sent as a cache breakp
 added to ``max_tokens`` (Anthropic counts thinking in it), and ``temperature`` / ``top_p``
 are left out, which thinking does not allow. ``response_format`` has no Anthropic equivalent
 and is refused the same way; ``seed`` is left out; ``extra_body`` is merged in last.
+
+The module is a little over 500 lines because it is one wire format both ways: the request
+encoding, the answer decoding and the stream's event-by-event assembly, as the OpenAI
+module is for its format.
 """
 
 from __future__ import annotations
